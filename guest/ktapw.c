@@ -1,0 +1,245 @@
+/*
+ * ktapw: deterministic workloads and board introspection for ktap boards.
+ *
+ * Workloads make an exact number of system calls so tests can compare
+ * probe hit counts with N. Introspection subcommands print key=value lines
+ * the host parses (toolchain/ktap/board.py).
+ *
+ * Exit status: 0 success, 1 runtime failure, 2 usage error.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int usage(void)
+{
+	fprintf(stderr,
+		"usage: ktapw write N        N one-byte write(2) calls to /dev/null\n"
+		"       ktapw open PATH N    N open/close pairs on PATH\n"
+		"       ktapw getpid N       N getpid system calls\n"
+		"       ktapw fork N         N children that exit at once, each waited for\n"
+		"       ktapw sleep MS       sleep MS milliseconds\n"
+		"       ktapw spin MS        busy-loop MS milliseconds\n"
+		"       ktapw uname          kernel name, release, version, machine\n"
+		"       ktapw arch           byte order and word size seen by a guest program\n"
+		"       ktapw features       tracing features of the running kernel\n");
+	return 2;
+}
+
+/* Strict non-negative decimal: a typo must not silently become 0 calls. */
+static int parse_count(const char *s, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 0)
+		return 0;
+	*out = v;
+	return 1;
+}
+
+static int do_write(long n)
+{
+	int fd = open("/dev/null", O_WRONLY);
+	if (fd < 0) {
+		perror("ktapw: /dev/null");
+		return 1;
+	}
+	for (long i = 0; i < n; i++) {
+		if (write(fd, "x", 1) != 1) {
+			perror("ktapw: write");
+			return 1;
+		}
+	}
+	close(fd);
+	return 0;
+}
+
+static int do_open(const char *path, long n)
+{
+	for (long i = 0; i < n; i++) {
+		int fd = open(path, O_RDONLY);
+		if (fd < 0) {
+			fprintf(stderr, "ktapw: open %s: %s\n", path, strerror(errno));
+			return 1;
+		}
+		close(fd);
+	}
+	return 0;
+}
+
+static int do_getpid(long n)
+{
+	/* syscall() rather than getpid(): no libc may cache the result. */
+	for (long i = 0; i < n; i++)
+		syscall(SYS_getpid);
+	return 0;
+}
+
+static int do_fork(long n)
+{
+	for (long i = 0; i < n; i++) {
+		pid_t pid = fork();
+		if (pid < 0) {
+			perror("ktapw: fork");
+			return 1;
+		}
+		if (pid == 0)
+			_exit(0);
+		int status;
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+	}
+	return 0;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int do_spin(long ms)
+{
+	double end = now_ms() + (double)ms;
+	while (now_ms() < end)
+		;
+	return 0;
+}
+
+/* poll() first: on 32-bit kernels without COMPAT_32BIT_TIME glibc's
+ * nanosleep is ENOSYS, poll's millisecond timeout needs no timespec. */
+static int do_sleep(long ms)
+{
+	double end = now_ms() + (double)ms;
+	for (;;) {
+		double left = end - now_ms();
+		if (left <= 0)
+			return 0;
+		if (poll(NULL, 0, (int)(left + 0.999)) == 0)
+			continue;
+		if (errno == EINTR)
+			continue;
+		struct timespec ts = { (time_t)(left / 1e3), (long)((left - (long)(left / 1e3) * 1e3) * 1e6) };
+		if (nanosleep(&ts, NULL) == 0 || errno == EINTR)
+			continue;
+		return do_spin((long)left);
+	}
+}
+
+static int do_uname(void)
+{
+	struct utsname u;
+	if (uname(&u) < 0) {
+		perror("ktapw: uname");
+		return 1;
+	}
+	printf("%s %s %s %s %s\n", u.sysname, u.nodename, u.release, u.version, u.machine);
+	return 0;
+}
+
+static int do_arch(void)
+{
+	union { uint32_t word; unsigned char bytes[4]; } probe = { 0x01020304 };
+	struct utsname u;
+	uname(&u);
+	printf("byte_order=%s\n", probe.bytes[0] == 0x04 ? "little" : probe.bytes[0] == 0x01 ? "big" : "unknown");
+	printf("word_size=%u\n", (unsigned)sizeof(long));
+	printf("pointer_size=%u\n", (unsigned)sizeof(void *));
+	printf("machine=%s\n", u.machine);
+	return 0;
+}
+
+static int exists(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0;
+}
+
+/* A line " name\n" in /proc/kallsyms: the kernel has that function. */
+static int kernel_has_symbol(const char *name)
+{
+	FILE *f = fopen("/proc/kallsyms", "r");
+	char line[512];
+	size_t len = strlen(name);
+	int found = 0;
+	if (!f)
+		return 0;
+	while (!found && fgets(line, sizeof line, f)) {
+		char *sym = strrchr(line, ' ');
+		if (sym && strncmp(sym + 1, name, len) == 0 &&
+		    (sym[1 + len] == '\n' || sym[1 + len] == '\t' || sym[1 + len] == 0))
+			found = 1;
+	}
+	fclose(f);
+	return found;
+}
+
+static void feature(const char *name, int present, const char *evidence)
+{
+	printf("%s=%s %s\n", name, present ? "yes" : "no", evidence);
+}
+
+static int do_features(void)
+{
+	const char *kp = exists("/sys/kernel/tracing/kprobe_events") ? "/sys/kernel/tracing/kprobe_events"
+		       : exists("/sys/kernel/debug/kprobes/list") ? "/sys/kernel/debug/kprobes/list" : NULL;
+	feature("kprobes", kp != NULL, kp ? kp : "(no kprobe_events, no debugfs kprobes/list)");
+	feature("kretprobes", kernel_has_symbol("register_kretprobe"), "(kallsyms register_kretprobe)");
+	feature("tracepoints", exists("/sys/kernel/tracing/events/sched"), "/sys/kernel/tracing/events/sched");
+	feature("syscall_tracepoints", exists("/sys/kernel/tracing/events/syscalls"),
+		"/sys/kernel/tracing/events/syscalls");
+	feature("ftrace", exists("/sys/kernel/tracing/trace"), "/sys/kernel/tracing/trace");
+	feature("perf_events", exists("/proc/sys/kernel/perf_event_paranoid"),
+		"/proc/sys/kernel/perf_event_paranoid");
+	feature("kallsyms", exists("/proc/kallsyms"), "/proc/kallsyms");
+	feature("modules", exists("/proc/modules"), "/proc/modules");
+	/* bpf(2) with an invalid command: EINVAL means the syscall exists. */
+	long r = syscall(SYS_bpf, -1, NULL, 0);
+	feature("bpf", r < 0 && errno != ENOSYS, "(bpf(2) is not ENOSYS)");
+	struct timespec res;
+	int hr = clock_getres(CLOCK_MONOTONIC, &res) == 0 && res.tv_sec == 0 && res.tv_nsec == 1;
+	feature("hrtimers", hr, "(clock_getres(CLOCK_MONOTONIC) == 1ns)");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	long n;
+	if (argc < 2)
+		return usage();
+	const char *cmd = argv[1];
+	if (argc == 3 && parse_count(argv[2], &n)) {
+		if (!strcmp(cmd, "write"))
+			return do_write(n);
+		if (!strcmp(cmd, "getpid"))
+			return do_getpid(n);
+		if (!strcmp(cmd, "fork"))
+			return do_fork(n);
+		if (!strcmp(cmd, "sleep"))
+			return do_sleep(n);
+		if (!strcmp(cmd, "spin"))
+			return do_spin(n);
+	}
+	if (argc == 4 && !strcmp(cmd, "open") && parse_count(argv[3], &n))
+		return do_open(argv[2], n);
+	if (argc == 2 && !strcmp(cmd, "uname"))
+		return do_uname();
+	if (argc == 2 && !strcmp(cmd, "arch"))
+		return do_arch();
+	if (argc == 2 && !strcmp(cmd, "features"))
+		return do_features();
+	return usage();
+}

@@ -1,0 +1,360 @@
+"""Kernels for the QEMU boards, built from Debian's linux-source-6.1 and cached.
+
+Cache layout (``$KTAP_CACHE``, default ``~/.cache/ktap``)::
+
+    src/linux-source-6.1_<debian version>/   the extracted source, shared by all targets
+    kernels/<target>-<key>/                   out-of-tree build dir (make O=...), kept whole
+        .config                               tinyconfig + targets/common.config + targets/<arch>/config
+        ktap-build.log                        full output of every make step
+        ktap-build.json                       written last: key, image path, build duration
+
+The key hashes everything that changes the result: both fragments, the
+source package version, the compiler version and the build recipe. The build
+dir is never cleaned, so ``make -C <dir> M=<module dir> modules`` works
+against it.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .targets import TARGETS_DIR, Target, get_target
+
+# Bump when the steps in build_kernel() change in a way that changes the output.
+RECIPE_VERSION = 1
+
+COMMON_FRAGMENT = TARGETS_DIR / "common.config"
+DEFAULT_SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
+SOURCE_PACKAGE = "linux-source-6.1"
+
+# Tools a kernel build needs, with the Debian package that provides each one.
+BUILD_TOOLS = {
+    "make": "make", "gcc": "gcc", "bc": "bc", "flex": "flex", "bison": "bison",
+    "xz": "xz-utils", "tar": "tar", "perl": "perl",
+}
+CROSS_GCC_PACKAGES = {
+    "arm-linux-gnueabihf-gcc": "gcc-arm-linux-gnueabihf",
+    "mips-linux-gnu-gcc": "gcc-mips-linux-gnu",
+    "powerpc-linux-gnu-gcc": "gcc-powerpc-linux-gnu",
+    "gcc": "gcc",
+}
+
+
+class KernelError(Exception):
+    pass
+
+
+class MissingTool(KernelError):
+    """A host tool is absent; the message names the Debian package to install."""
+
+    def __init__(self, tool: str, package: str):
+        self.tool = tool
+        self.package = package
+        super().__init__(f"{tool} not found: install the Debian package '{package}' "
+                         f"(apt-get install {package}, or run scripts/setup.sh)")
+
+
+def require_tool(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise MissingTool(tool, package)
+    return path
+
+
+def cross_gcc(target: Target) -> str:
+    return f"{target.cross_compile}gcc"
+
+
+def require_cross_gcc(target: Target) -> str:
+    gcc = cross_gcc(target)
+    return require_tool(gcc, CROSS_GCC_PACKAGES.get(gcc, f"gcc-{target.cross_compile.rstrip('-')}"))
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("KTAP_CACHE") or Path.home() / ".cache" / "ktap")
+
+
+def source_tarball() -> Path:
+    return Path(os.environ.get("KTAP_LINUX_SOURCE", DEFAULT_SOURCE_TARBALL))
+
+
+def source_version() -> str:
+    """Debian version of the source package, so a package upgrade invalidates the cache."""
+    tarball = source_tarball()
+    if not tarball.exists():
+        raise MissingTool(str(tarball), SOURCE_PACKAGE)
+    if tarball == DEFAULT_SOURCE_TARBALL and shutil.which("dpkg-query"):
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", SOURCE_PACKAGE],
+                           capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip()
+    st = tarball.stat()
+    return f"file-{st.st_size}-{int(st.st_mtime)}"
+
+
+def compiler_version(target: Target) -> str:
+    r = subprocess.run([require_cross_gcc(target), "-dumpfullversion", "-dumpversion"],
+                       capture_output=True, text=True)
+    return r.stdout.strip()
+
+
+def config_key(target: Target, version: str, compiler: str) -> str:
+    h = hashlib.sha256()
+    for part in (f"recipe={RECIPE_VERSION}", f"target={target.name}",
+                 f"arch={target.kernel_arch}", f"cross={target.cross_compile}",
+                 f"source={version}", f"cc={compiler}",
+                 COMMON_FRAGMENT.read_text(), target.config_fragment.read_text()):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def build_dir(target: Target) -> Path:
+    key = config_key(target, source_version(), compiler_version(target))
+    return cache_root() / "kernels" / f"{target.name}-{key}"
+
+
+# ---------------------------------------------------------------- fragments
+
+def parse_fragment(text: str) -> dict[str, str]:
+    """Map CONFIG_FOO to its wanted value: 'y', 'm', a literal, or 'n' for
+    '# CONFIG_FOO is not set'."""
+    wanted = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            wanted[line[2:-len(" is not set")]] = "n"
+        elif line.startswith("CONFIG_") and "=" in line:
+            name, value = line.split("=", 1)
+            wanted[name] = "n" if value == "n" else value
+    return wanted
+
+
+def fragment_lines(wanted: dict[str, str]) -> str:
+    return "".join(f"# {k} is not set\n" if v == "n" else f"{k}={v}\n" for k, v in wanted.items())
+
+
+def wanted_options(target: Target) -> dict[str, str]:
+    wanted = parse_fragment(COMMON_FRAGMENT.read_text())
+    wanted.update(parse_fragment(target.config_fragment.read_text()))
+    return wanted
+
+
+def config_mismatches(wanted: dict[str, str], config_text: str) -> list[str]:
+    have = parse_fragment(config_text)
+    bad = []
+    for name, value in wanted.items():
+        got = have.get(name, "n")
+        if got != value:
+            bad.append(f"{name}: wanted {value}, got {got}")
+    return bad
+
+
+# ---------------------------------------------------------------- source
+
+def ensure_source() -> Path:
+    """Extract the kernel source once; every target builds out of tree from it."""
+    version = source_version()
+    src = cache_root() / "src" / f"{SOURCE_PACKAGE}_{version}"
+    if (src / "Makefile").exists():
+        return src
+    src.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(src.parent / ".extract.lock"):
+        if (src / "Makefile").exists():
+            return src
+        tmp = src.parent / f".tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        _progress(f"extracting {source_tarball()} into {src}")
+        r = subprocess.run(["tar", "-C", str(tmp), "-xf", str(source_tarball())],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise KernelError(f"extracting {source_tarball()} failed: {r.stderr.strip()}")
+        (top,) = [p for p in tmp.iterdir() if p.is_dir()]
+        top.rename(src)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return src
+
+
+# ---------------------------------------------------------------- build
+
+@dataclass
+class KernelBuild:
+    target: str
+    directory: Path
+    image: Path
+    seconds: float | None       # duration of the cold build, if this cache entry recorded one
+    cached: bool
+
+
+def kernel_image(target: Target, directory: Path) -> Path:
+    return directory / target.qemu["kernel_image"]
+
+
+def cached_kernel(target: Target) -> KernelBuild | None:
+    directory = build_dir(target)
+    stamp = directory / "ktap-build.json"
+    if not stamp.exists() or not kernel_image(target, directory).exists():
+        return None
+    info = json.loads(stamp.read_text())
+    return KernelBuild(target.name, directory, kernel_image(target, directory),
+                       info.get("seconds"), cached=True)
+
+
+def ensure_kernel(target: Target | str, progress: bool = True) -> Path:
+    """Build directory of the target's kernel, building it on a cache miss."""
+    return ensure_kernel_build(target, progress).directory
+
+
+def ensure_kernel_build(target: Target | str, progress: bool = True) -> KernelBuild:
+    if isinstance(target, str):
+        target = get_target(target)
+    hit = cached_kernel(target)
+    if hit:
+        return hit
+    directory = build_dir(target)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _locked(directory / ".lock"):
+        hit = cached_kernel(target)   # another process may have built it meanwhile
+        if hit:
+            return hit
+        return build_kernel(target, directory, progress)
+
+
+def make_command(target: Target, directory: Path, *goals: str) -> list[str]:
+    cmd = [require_tool("make", "make"), "-C", str(ensure_source()), f"O={directory}",
+           f"ARCH={target.kernel_arch}", f"-j{os.cpu_count() or 1}"]
+    if target.cross_compile:
+        cmd.append(f"CROSS_COMPILE={target.cross_compile}")
+    return cmd + list(goals)
+
+
+def image_goal(target: Target) -> str:
+    # powerpc's default goal wraps the image into a uImage, which needs
+    # u-boot's mkimage; QEMU boots the ELF vmlinux directly, so ask for that.
+    return Path(target.qemu["kernel_image"]).name
+
+
+def build_kernel(target: Target, directory: Path, progress: bool = True) -> KernelBuild:
+    for tool, package in BUILD_TOOLS.items():
+        require_tool(tool, package)
+    require_cross_gcc(target)
+    log_path = directory / "ktap-build.log"
+    started = time.monotonic()
+    with open(log_path, "a") as log:
+        log.write(f"==== ktap kernel build for {target.name} in {directory}\n")
+        run = _StepRunner(target.name, log, log_path, started, progress)
+        if not (directory / ".config").exists() or not (directory / ".ktap-config-merged").exists():
+            run.step("tinyconfig", make_command(target, directory, "tinyconfig"))
+            merge_fragments(target, directory)
+            run.step("olddefconfig", make_command(target, directory, "olddefconfig"))
+            verify_config(target, directory)
+            (directory / ".ktap-config-merged").write_text("")
+        # `modules` with no module to build still writes Module.symvers and
+        # does modules_prepare, which out-of-tree module builds rely on.
+        run.step("build", make_command(target, directory, image_goal(target), "modules"))
+    image = kernel_image(target, directory)
+    if not image.exists():
+        raise KernelError(f"kernel build finished but {image} is missing; log: {log_path}")
+    seconds = round(time.monotonic() - started, 1)
+    (directory / "ktap-build.json").write_text(json.dumps({
+        "target": target.name, "image": str(image.relative_to(directory)),
+        "seconds": seconds, "source_version": source_version(),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }, indent=1) + "\n")
+    _progress(f"kernel for {target.name} built in {_fmt_elapsed(seconds)}: {directory}")
+    return KernelBuild(target.name, directory, image, seconds, cached=False)
+
+
+def merge_fragments(target: Target, directory: Path) -> None:
+    # Kconfig keeps the last assignment of a symbol, so appending the
+    # fragments (common first, board second) and running olddefconfig merges them.
+    config = directory / ".config"
+    with open(config, "a") as f:
+        f.write("\n# ---- ktap: targets/common.config + targets/%s/config\n" % target.name)
+        f.write(fragment_lines(wanted_options(target)))
+
+
+def verify_config(target: Target, directory: Path) -> None:
+    bad = config_mismatches(wanted_options(target), (directory / ".config").read_text())
+    if bad:
+        (directory / ".config").rename(directory / ".config.rejected")
+        raise KernelError(
+            f"kernel config for {target.name} lost options after the merge "
+            f"(unmet dependencies?):\n  " + "\n  ".join(bad) +
+            f"\nfragments: {COMMON_FRAGMENT}, {target.config_fragment}; "
+            f"rejected config kept as {directory / '.config.rejected'}")
+
+
+# ---------------------------------------------------------------- progress
+
+def _fmt_elapsed(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s"
+
+
+def _progress(msg: str) -> None:
+    print(f"ktap: {msg}", file=sys.stderr, flush=True)
+
+
+class _StepRunner:
+    """Runs make steps with all output in the log and a short live status on stderr."""
+
+    def __init__(self, name: str, log, log_path: Path, started: float, enabled: bool):
+        self.name, self.log, self.log_path = name, log, log_path
+        self.started, self.enabled = started, enabled
+        self.tty = sys.stderr.isatty()
+
+    def step(self, label: str, cmd: list[str]) -> None:
+        self.log.write("$ " + " ".join(cmd) + "\n")
+        self.log.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", bufsize=1)
+        tail: list[str] = []
+        last_shown = 0.0
+        for line in proc.stdout:
+            self.log.write(line)
+            tail = (tail + [line.rstrip()])[-20:]
+            now = time.monotonic()
+            # A terminal gets a status line redrawn often; a pipe or CI log gets
+            # one line every 15 s so it shows progress without flooding.
+            if self.enabled and now - last_shown >= (0.5 if self.tty else 15):
+                last_shown = now
+                self._status(label, line.strip())
+        rc = proc.wait()
+        self.log.flush()
+        if self.enabled and self.tty:
+            sys.stderr.write("\r\033[K")
+        if rc != 0:
+            raise KernelError(
+                f"kernel {label} for {self.name} failed (make exit {rc}); last lines:\n  "
+                + "\n  ".join(tail) + f"\nfull log: {self.log_path}")
+
+    def _status(self, label: str, line: str) -> None:
+        msg = f"ktap: kernel {self.name} [{label}] {_fmt_elapsed(time.monotonic() - self.started)}  {line[:90]}"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + msg)
+            sys.stderr.flush()
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
