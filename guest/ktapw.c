@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/klog.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -33,7 +34,10 @@ static int usage(void)
 		"       ktapw spin MS        busy-loop MS milliseconds\n"
 		"       ktapw uname          kernel name, release, version, machine\n"
 		"       ktapw arch           byte order and word size seen by a guest program\n"
-		"       ktapw features       tracing features of the running kernel\n");
+		"       ktapw features       tracing features of the running kernel\n"
+		"       ktapw insmod FILE [PARAMS]  load a kernel module (finit_module)\n"
+		"       ktapw rmmod NAME     unload a kernel module (delete_module)\n"
+		"       ktapw dmesg          print the kernel log buffer\n");
 	return 2;
 }
 
@@ -215,6 +219,49 @@ static int do_features(void)
 	return 0;
 }
 
+/* The boards have no kmod tools; these are the two system calls insmod and
+ * rmmod boil down to. */
+static int do_insmod(const char *path, const char *params)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "ktapw: insmod %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	if (syscall(SYS_finit_module, fd, params, 0) < 0) {
+		fprintf(stderr, "ktapw: insmod %s: %s\n", path, strerror(errno));
+		close(fd);
+		return 1;
+	}
+	close(fd);
+	return 0;
+}
+
+static int do_rmmod(const char *name)
+{
+	if (syscall(SYS_delete_module, name, O_NONBLOCK) < 0) {
+		fprintf(stderr, "ktapw: rmmod %s: %s\n", name, strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+static int do_dmesg(void)
+{
+	int size = klogctl(10 /* SYSLOG_ACTION_SIZE_BUFFER */, NULL, 0);
+	if (size <= 0)
+		size = 1 << 16;
+	char *buf = malloc((size_t)size);
+	int n = buf ? klogctl(3 /* SYSLOG_ACTION_READ_ALL */, buf, size) : -1;
+	if (n < 0) {
+		perror("ktapw: dmesg");
+		return 1;
+	}
+	fwrite(buf, 1, (size_t)n, stdout);
+	free(buf);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	long n;
@@ -241,5 +288,11 @@ int main(int argc, char **argv)
 		return do_arch();
 	if (argc == 2 && !strcmp(cmd, "features"))
 		return do_features();
+	if ((argc == 3 || argc == 4) && !strcmp(cmd, "insmod"))
+		return do_insmod(argv[2], argc == 4 ? argv[3] : "");
+	if (argc == 3 && !strcmp(cmd, "rmmod"))
+		return do_rmmod(argv[2]);
+	if (argc == 2 && !strcmp(cmd, "dmesg"))
+		return do_dmesg();
 	return usage();
 }

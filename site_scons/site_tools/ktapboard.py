@@ -1,0 +1,70 @@
+"""SCons tool: kernels and QEMU boards. Thin wrappers over ktap.kernel and ktap.board.
+
+    scons target=arm kernel     build (or find cached) the arm kernel
+    scons target=arm board      build the arm initramfs and run the board check
+
+Both aliases always run (AlwaysBuild): the real caching happens in
+$KTAP_CACHE, keyed by the config fragments and guest sources, so a second
+run is a cache lookup.
+"""
+
+import importlib
+import sys
+
+
+def _toolchain(module):
+    """Imports ktap.<module> from the toolchain package. SCons registers the
+    tool site_tools/ktap.py as sys.modules["ktap"], which hides the package
+    of the same name; drop that entry (SCons keeps its own reference)."""
+    shadow = sys.modules.get("ktap")
+    if shadow is not None and not hasattr(shadow, "__path__"):
+        del sys.modules["ktap"]
+    return importlib.import_module(f"ktap.{module}")
+
+
+def _kernel_action(target, source, env):
+    kernel = _toolchain("kernel")
+    try:
+        build = kernel.ensure_kernel_build(env["KTAP_BOARD_TARGET"])
+    except kernel.KernelError as e:
+        print(f"ktap: error: {e}")
+        return 1
+    print(f"ktap: kernel for {env['KTAP_BOARD_TARGET']}: {build.directory}")
+    return 0
+
+
+def _board_action(target, source, env):
+    board, kernel = _toolchain("board"), _toolchain("kernel")
+    name = env["KTAP_BOARD_TARGET"]
+    try:
+        print(f"ktap: initramfs for {name}: {board.base_initramfs(name)}")
+        check = board.check_board(name)
+    except (board.BoardError, kernel.KernelError) as e:
+        print(f"ktap: error: {e}")
+        return 1
+    print(f"ktap: {name}: {check.uname}")
+    print(f"ktap: {name}: byte_order={check.arch.get('byte_order')} "
+          f"word_size={check.arch.get('word_size')}")
+    print(f"ktap: {name}: features " + " ".join(k for k, v in check.features.items() if v))
+    for problem in check.problems:
+        print(f"ktap: {name}: FAIL: {problem}")
+    return 0 if check.ok else 1
+
+
+def _board_targets(env, target):
+    # Aliases with actions are SCons's phony targets: nothing is written in
+    # the repo, the results live in $KTAP_CACHE.
+    kenv = env.Clone(KTAP_BOARD_TARGET=target)
+    kernel = kenv.Alias("kernel", [], kenv.Action(_kernel_action, f"ktap kernel {target}"))
+    board = kenv.Alias("board", [], kenv.Action(_board_action, f"ktap board check {target}"))
+    kenv.Depends(board, kernel)
+    kenv.AlwaysBuild(kernel, board)
+    return kernel + board
+
+
+def generate(env):
+    env.AddMethod(_board_targets, "KtapBoardTargets")
+
+
+def exists(env):
+    return True
