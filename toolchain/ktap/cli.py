@@ -115,7 +115,7 @@ def cmd_targets(args) -> int:
     from .targets import get_target
     for name in target_names():
         t = get_target(name)
-        print(f"{t.name:8} {t.byte_order:6}-endian {t.word_size * 8}-bit  "
+        print(f"{t.name:8} {t.byte_order + '-endian':13} {t.word_size * 8}-bit  "
               f"ARCH={t.kernel_arch} CROSS_COMPILE={t.cross_compile or '(native)'}  "
               f"qemu: {t.qemu.get('binary')} -M {t.qemu.get('machine')}")
     return 0

@@ -66,6 +66,8 @@ def _timer(m: re.Match) -> Spec:
 
 def _kprobe(prefix: str, rest: str) -> Spec:
     ret = prefix == "kretprobe"
+    if "%return" in rest and not rest.endswith("%return"):
+        raise SpecError("a return probe cannot have an offset")
     if rest.endswith("%return"):
         if prefix == "kretprobe":
             raise SpecError("'kretprobe:' already means the return; drop '%return'")

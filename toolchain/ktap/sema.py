@@ -238,7 +238,7 @@ class Analyzer:
         if t.name in self.prog.functions:
             raise self.error(f"cannot assign to function '{t.name}'", t.loc)
         raise self.error(f"assignment to undeclared variable '{t.name}' "
-                         f"(declare it with 'var {t.name}')" + self.suggest(t.name), t.loc)
+                         f"(declare it with 'var {t.name}')" + self.suggest(t.name, "variable"), t.loc)
 
     def stmt_ExprStmt(self, s: A.ExprStmt) -> None:
         self.expr(s.expr)
@@ -309,11 +309,15 @@ class Analyzer:
             return ArgRef(int(m.group(1)))
         return None
 
-    def suggest(self, name: str) -> str:
-        pool = set(self.prog.globals) | set(self.prog.functions)
-        for scope in self.scopes:
-            pool |= set(scope)
-        pool |= set(opcodes.VARIABLE_BY_NAME) | set(opcodes.BUILTIN_BY_NAME) | set(SPECIAL_CALLS)
+    def suggest(self, name: str, what: str = "any") -> str:
+        """A "did you mean" hint: among variables, functions, or both."""
+        pool = set()
+        if what in ("any", "variable"):
+            pool |= set(self.prog.globals) | set(opcodes.VARIABLE_BY_NAME)
+            for scope in self.scopes:
+                pool |= set(scope)
+        if what in ("any", "function"):
+            pool |= set(self.prog.functions) | set(opcodes.BUILTIN_BY_NAME) | set(SPECIAL_CALLS)
         close = difflib.get_close_matches(name, sorted(pool), n=1)
         return f"; did you mean '{close[0]}'?" if close else ""
 
@@ -329,7 +333,8 @@ class Analyzer:
                 raise self.error(f"function '{e.name}' is not a value; call it", e.loc)
             if e.name == "args":
                 raise self.error("'args' is used as args.FIELD in tracepoint probes", e.loc)
-            raise self.error(f"undeclared variable '{e.name}'" + self.suggest(e.name), e.loc)
+            raise self.error(f"undeclared variable '{e.name}'" + self.suggest(e.name, "variable"),
+                             e.loc)
         if isinstance(ref, (VarRef, ArgRef)):
             self.check_event_variable(e, ref)
         e.ref = ref
@@ -408,7 +413,7 @@ class Analyzer:
             if check is not None:
                 check(e)
         else:
-            raise self.error(f"unknown function '{name}'" + self.suggest(name), e.loc)
+            raise self.error(f"unknown function '{name}'" + self.suggest(name, "function"), e.loc)
         for a in e.args:
             self.expr(a)
 

@@ -1,0 +1,32 @@
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from ktap import api  # noqa: E402
+from ktap.diagnostics import Source  # noqa: E402
+from ktap.sim import EventsFile, parse_events, run_sim  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = ["x86_64", "arm", "mips", "powerpc"]
+
+
+def compile_text(text: str, target: str = "x86_64", **limits):
+    return api.compile_source(Source("t.kp", text), target, limits or None)
+
+
+def sim(text: str, events: str = "", target: str = "x86_64", **limits):
+    """Compiles and runs a script on the reference VM; returns (stdout, status, drops)."""
+    src = Source("t.kp", text)
+    img = api.compile_source(src, target, limits or None)
+    out = io.StringIO()
+    status, drops = run_sim(img, out.write, src, parse_events(events, "ev") if events else EventsFile())
+    return out.getvalue(), status, drops
+
+
+@pytest.fixture
+def root():
+    return ROOT

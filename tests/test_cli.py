@@ -1,0 +1,111 @@
+"""The `ktap` command as a user runs it: exit codes, messages, no tracebacks."""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+KTAP = [sys.executable, "-m", "ktap.cli"]
+
+
+def run(*args, cwd=None, input=None):
+    return subprocess.run(KTAP + list(args), capture_output=True, text=True, cwd=cwd, input=input)
+
+
+def test_help_lists_commands():
+    r = run("--help")
+    assert r.returncode == 0
+    for cmd in ("compile", "check", "disasm", "sim", "targets"):
+        assert cmd in r.stdout
+
+
+def test_compile_disasm_roundtrip(tmp_path):
+    out = tmp_path / "c.kbc"
+    r = run("compile", "-t", "powerpc", str(ROOT / "samples" / "count_writes.kp"), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    r = run("disasm", "--verify", str(out))
+    assert r.returncode == 0
+    assert "powerpc (big-endian, 32-bit)" in r.stdout and "TADDI" in r.stdout
+    assert "; verifier: ok" in r.stdout
+
+
+def test_compile_inline_program(tmp_path):
+    out = tmp_path / "e.kbc"
+    r = run("compile", "-t", "arm", "-e", "trace probe:vfs_write { print(arg3) }", "-o", str(out))
+    assert r.returncode == 0 and out.stat().st_size > 40
+
+
+def test_syntax_error_exit_1_with_location(tmp_path):
+    bad = tmp_path / "bad.kp"
+    bad.write_text("var x = 1\ntrace probe:f {\n  x = = 2\n}\n")
+    r = run("check", str(bad))
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"{bad}:3:7: error: expected an expression")
+    assert "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[-1] == "      ^"
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert run("compile").returncode == 2
+    assert run("compile", "-t", "sparc", "-e", "var x").returncode == 2
+    assert run("nonsense").returncode == 2
+    r = run("check", "-e", "var x", "--limit", "budget=lots")
+    assert r.returncode == 2 and "integer" in r.stderr
+    r = run("check", "-e", "var x", "--limit", "speed=1")
+    assert r.returncode == 2 and "unknown limit" in r.stderr
+
+
+def test_missing_files_are_clean_errors(tmp_path):
+    r = run("check", str(tmp_path / "nope.kp"))
+    assert r.returncode == 1 and "cannot read script" in r.stderr and "Traceback" not in r.stderr
+    r = run("disasm", str(tmp_path / "nope.kbc"))
+    assert r.returncode == 1 and "cannot read image" in r.stderr
+
+
+def test_disasm_of_garbage(tmp_path):
+    g = tmp_path / "g.kbc"
+    g.write_bytes(b"\x1bKBC\x01\x02\x00\x04garbage")
+    r = run("disasm", str(g))
+    assert r.returncode == 1 and "bad image" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sim_runtime_error_exit_3():
+    r = run("sim", "-e", "var x = 0\nprint(1 / x)")
+    assert r.returncode == 3
+    assert r.stderr.startswith("<command line>:2:9: runtime error: division by zero")
+
+
+def test_sim_exit_code_and_events(tmp_path):
+    ev = tmp_path / "e.jsonl"
+    ev.write_text('{"probe": "probe:f", "repeat": 3}\n')
+    r = run("sim", "-e", "var n = 0\ntrace probe:f { n += 1 }\ntrace_end { print(n)\n exit(n) }",
+            "--events", str(ev))
+    assert (r.returncode, r.stdout) == (3, "3\n")
+
+
+def test_sim_bad_events_file(tmp_path):
+    ev = tmp_path / "e.jsonl"
+    ev.write_text('{"probe": "probe:f"}\n{"probe": 5}\n')
+    r = run("sim", "-e", "trace probe:f { }", "--events", str(ev))
+    assert r.returncode == 1 and f"{ev}:2" in r.stderr and "probe" in r.stderr
+
+
+def test_sim_runs_a_compiled_image(tmp_path):
+    out = tmp_path / "h.kbc"
+    assert run("compile", "-t", "mips", str(ROOT / "samples" / "hello.kp"), "-o", str(out)).returncode == 0
+    r = run("sim", str(out))
+    assert (r.returncode, r.stdout) == (0, "hello from ktap\n")
+
+
+def test_drops_reported_at_exit():
+    r = run("sim", "-e", "var t = {}\ntrace probe:f { t[arg1] = 1 }", "--limit", "table_entries=1",
+            "--events", "/dev/stdin", input='{"probe": "probe:f", "args": [1]}\n{"probe": "probe:f", "args": [2]}\n')
+    assert r.returncode == 0 and "ktap: 1 events dropped (table full)" in r.stderr
+
+
+def test_targets_lists_all_four():
+    r = run("targets")
+    for t in ("x86_64", "arm", "mips", "powerpc"):
+        assert t in r.stdout
+    assert "big-endian" in r.stdout
