@@ -93,7 +93,7 @@ class Lexer:
             return Token("eof", None, self._loc())
         loc = self._loc()
         c = self.text[self.pos]
-        if c.isalpha() or c == "_":
+        if (c.isascii() and c.isalpha()) or c == "_":
             m = _TIMER.match(self.text, self.pos)
             if m:
                 self.pos = m.end()
@@ -102,7 +102,7 @@ class Lexer:
             self.pos = m.end()
             word = m.group(0)
             return Token("kw" if word in KEYWORDS else "name", word, loc)
-        if c.isdigit():
+        if c in "0123456789":
             return self._number(loc)
         if c in "\"'":
             return self._string(loc)
@@ -115,10 +115,12 @@ class Lexer:
     def _number(self, loc: Loc) -> Token:
         m = _NUMBER.match(self.text, self.pos)
         end = m.end()
-        if end < len(self.text) and (self.text[end].isalnum() or self.text[end] == "_"):
+        if end < len(self.text) and (self.text[end].isascii() and self.text[end].isalnum()
+                                     or self.text[end] == "_"):
             raise self.error(f"malformed number '{self.text[self.pos:end + 1]}'", loc)
         self.pos = end
-        value = int(m.group(0), 0)
+        text = m.group(0)
+        value = int(text[2:], 16) if text[:2] in ("0x", "0X") else int(text, 10)
         if value > INT64_MAX + 1:
             raise self.error(f"integer literal {m.group(0)} does not fit in 64 bits", loc)
         if value > INT64_MAX and not m.group(0).lower().startswith("0x"):

@@ -230,3 +230,23 @@ def c_context() -> dict:
     """The context the kernel module's Jinja templates render the C tables from."""
     return {"ops": OPS, "builtins": BUILTINS, "variables": VARIABLES,
             "max_args": MAX_ARGS, "stack_max_depth": STACK_MAX_DEPTH}
+
+
+def markdown_table() -> str:
+    """The opcode reference in docs/bytecode.md is this text (a test keeps it in step)."""
+    rows = ["| code | name | format | A | B | C | semantics |", "|---|---|---|---|---|---|---|"]
+    for op in OPS:
+        c = op.c if op.fmt == "ABC" else ""
+        rows.append(f"| {op.code} | {op.name} | {op.fmt} | {op.a} | {op.b} | {c or ''} | "
+                    f"{op.doc.replace('|', '/')} |")
+    rows += ["", "| id | built-in function | arguments | meaning |", "|---|---|---|---|"]
+    for b in BUILTINS:
+        rows.append(f"| {b.id} | {b.name} | {b.min_args}..{b.max_args} | {b.doc} |")
+    rows += ["", "| id | built-in variable | meaning |", "|---|---|---|"]
+    for v in VARIABLES:
+        rows.append(f"| {v.id} | {v.name} | {v.doc} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

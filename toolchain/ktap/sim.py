@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from . import bytecode as bc
 from .diagnostics import KtapError, RuntimeErr, Source
 from .output import Formatter
-from .probes import SpecError, matches, parse_spec
+from .probes import Spec, SpecError, matches, parse_spec
 from .vm import EventContext, Exit, Machine
 
 MAX_REPEAT = 10_000_000
@@ -144,7 +144,7 @@ class Session:
 
     def handlers_for(self, spec) -> list[tuple[int, list[str]]]:
         return [(e.handler, e.fields) for e in self.img.events
-                if e.kind != bc.EV_END and matches(parse_spec(e.spec), spec)]
+                if e.kind != bc.EV_END and matches(Spec(e.kind, e.name, e.offset, e.period_ns), spec)]
 
     def run(self) -> int:
         """Returns the session's exit status. Runtime errors propagate as RuntimeErr."""
