@@ -32,3 +32,8 @@ def test_listings_differ_only_in_header_between_same_word_size_targets():
         arm = (GOLDEN / f"{sample.stem}.arm.dis").read_text().splitlines()[1:]
         mips = (GOLDEN / f"{sample.stem}.mips.dis").read_text().splitlines()[1:]
         assert arm == mips, sample.name
+
+
+def test_bytecode_doc_has_the_generated_opcode_table():
+    from ktap import opcodes
+    assert opcodes.markdown_table() in (ROOT / "docs" / "bytecode.md").read_text()
