@@ -12,9 +12,13 @@ def _compile_action(target, source, env):
     return 0
 
 
+def _compile_str(target, source, env):
+    return f"ktap compile -t {env['KTAP_TARGET']} {source[0]} -o {target[0]}"
+
+
 def generate(env):
     env.Append(BUILDERS={"KtapCompile": env.Builder(
-        action=env.Action(_compile_action, "ktap compile $SOURCE -> $TARGET"),
+        action=env.Action(_compile_action, strfunction=_compile_str),
         suffix=".kbc", src_suffix=".kp")})
 
 
