@@ -213,9 +213,15 @@ static int do_features(void)
 	/* bpf(2) with an invalid command: EINVAL means the syscall exists. */
 	long r = syscall(SYS_bpf, -1, NULL, 0);
 	feature("bpf", r < 0 && errno != ENOSYS, "(bpf(2) is not ENOSYS)");
-	struct timespec res;
-	int hr = clock_getres(CLOCK_MONOTONIC, &res) == 0 && res.tv_sec == 0 && res.tv_nsec == 1;
-	feature("hrtimers", hr, "(clock_getres(CLOCK_MONOTONIC) == 1ns)");
+	/* hrtimer_interrupt exists only with CONFIG_HIGH_RES_TIMERS; the current
+	 * resolution is shown too, since it stays at the tick until the kernel
+	 * trusts a clocksource for high resolution. */
+	struct timespec res = { 0, 0 };
+	clock_getres(CLOCK_MONOTONIC, &res);
+	char evidence[96];
+	snprintf(evidence, sizeof evidence, "(kallsyms hrtimer_interrupt; resolution now %ld ns)",
+		 (long)(res.tv_sec * 1000000000L + res.tv_nsec));
+	feature("hrtimers", kernel_has_symbol("hrtimer_interrupt"), evidence);
 	return 0;
 }
 

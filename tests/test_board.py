@@ -1,0 +1,383 @@
+"""ktap.board: initramfs, framing, QEMU command lines, and the four boards booting.
+
+Tests marked `board` boot QEMU: one boot per target for this whole module
+(the `booted` fixture runs every guest command the tests look at in that
+boot). A missing QEMU, cross compiler or kernel source skips them with the
+reason; a kernel not yet in the cache is built first (minutes).
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import gzip
+import io
+import stat
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+
+from ktap import board, board_cli, kernel
+from ktap.targets import get_target, target_names
+
+# ------------------------------------------------------------------ helpers
+
+
+def frame(seq: int, body: str) -> str:
+    text = f"{seq}:{body}"
+    return f"@@KTAP:{text}:{zlib.crc32(text.encode()):08x}"
+
+
+def read_newc(data: bytes) -> dict[str, tuple[int, bytes, tuple[int, int]]]:
+    """Minimal newc reader, written from the format description, to check the writer."""
+    out, pos = {}, 0
+    while True:
+        assert data[pos:pos + 6] == b"070701"
+        f = [int(data[pos + 6 + 8 * i: pos + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, rmaj, rmin, namesize = f[1], f[6], f[9], f[10], f[11]
+        name = data[pos + 110: pos + 110 + namesize - 1].decode()
+        pos = (pos + 110 + namesize + 3) & ~3
+        body = data[pos: pos + size]
+        pos = (pos + size + 3) & ~3
+        if name == "TRAILER!!!":
+            return out
+        out[name] = (mode, body, (rmaj, rmin))
+
+
+# ------------------------------------------------------------------ framing
+
+
+def test_parser_collects_output_and_status():
+    p = board.FrameParser([["ktapw", "uname"], ["false"]])
+    lines = [
+        "Booting Linux...",
+        frame(0, "HELLO:1:armv7l:6.1.0:0.5"),
+        frame(1, "BEGIN:0:6b74617077"),
+        frame(2, "O:0:" + base64.b64encode(b"Linux x\n").decode()),
+        frame(3, "E:0:" + base64.b64encode(b"warn\n").decode()),
+        frame(4, "END:0:0:0.01"),
+        frame(5, "BEGIN:1:66616c7365"),
+        frame(6, "END:1:1:0.002"),
+        frame(7, "DONE:2"),
+    ]
+    tags = [p.feed_line(l + "\r\n") for l in lines]
+    assert tags == [None, "HELLO", "BEGIN", "O", "E", "END", "BEGIN", "END", "DONE"]
+    p.finish()
+    assert p.done and p.errors == [] and p.hello_count == 1
+    first, second = p.results
+    assert (first.status, first.stdout, first.stderr, first.output) == (0, b"Linux x\n", b"warn\n",
+                                                                         "Linux x\nwarn\n")
+    assert first.ok and second.status == 1 and not second.ok
+
+
+def test_parser_finds_a_frame_after_kernel_text_on_the_same_line():
+    p = board.FrameParser([["x"]])
+    assert p.feed_line("[  1.2] random: crng init done" + frame(0, "HELLO:1:m:r:0.1")) == "HELLO"
+
+
+def test_parser_rejects_a_frame_with_kernel_text_inside():
+    p = board.FrameParser([["x"]])
+    good = frame(0, "O:0:" + base64.b64encode(b"abcdef").decode())
+    damaged = good[:20] + "[ 3.1] kprobe hit" + good[20:]
+    assert p.feed_line(damaged) is None
+    p.finish()
+    assert p.errors and "corrupted" in p.errors[0]
+    assert p.results[0].errors      # the damage is reported on the result, never hidden
+
+
+def test_parser_notices_a_lost_frame():
+    p = board.FrameParser([["x"]])
+    p.feed_line(frame(0, "HELLO:1:m:r:0.1"))
+    p.feed_line(frame(2, "END:0:0:0.1"))
+    assert p.errors == ["lost frames 1..1"]
+
+
+def test_parser_reports_commands_without_status():
+    p = board.FrameParser([["a"], ["b"]])
+    p.feed_line(frame(0, "END:0:0:0.1"))
+    p.finish()
+    assert p.results[0].ok and p.results[1].errors == ["no exit status received"]
+
+
+def test_commands_file_is_hex_per_argument():
+    data = board.encode_commands([["ktapw", "open", "/a b\nc", "3"], ["x"]])
+    assert data == b"6b74617077 6f70656e 2f6120620a63 33\n78\n"
+    with pytest.raises(board.BoardError):
+        board.encode_commands([[]])
+
+
+# ------------------------------------------------------------------ initramfs
+
+
+def test_newc_archive_round_trips_files_dirs_and_devices():
+    entries = [board.CpioEntry("dev", stat.S_IFDIR | 0o755),
+               board.CpioEntry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)),
+               board.CpioEntry("init", stat.S_IFREG | 0o755, b"\x7fELF" + bytes(range(7)))]
+    got = read_newc(board.newc_archive(entries))
+    assert got["dev/console"] == (stat.S_IFCHR | 0o600, b"", (5, 1))
+    assert got["init"][1] == b"\x7fELF" + bytes(range(7))
+    assert stat.S_ISDIR(got["dev"][0])
+
+
+def test_run_archive_adds_parent_dirs_commands_and_keeps_exec_bits(tmp_path):
+    module = tmp_path / "m.ko"
+    module.write_bytes(b"module")
+    runner = tmp_path / "runner"
+    runner.write_bytes(b"#!")
+    runner.chmod(0o755)
+    archive = board.run_archive([["ktapw", "arch"]],
+                                {"/lib/modules/m.ko": module, "/usr/bin/runner": runner})
+    got = read_newc(gzip.decompress(archive))
+    assert {"lib", "lib/modules", "usr", "usr/bin"} <= set(got)
+    assert got["lib/modules/m.ko"][0] == stat.S_IFREG | 0o644
+    assert got["usr/bin/runner"][0] == stat.S_IFREG | 0o755
+    assert got[board.COMMANDS_FILE][1] == b"6b74617077 61726368\n"
+
+
+def test_gzip_output_is_reproducible():
+    assert board.gzip_bytes(b"x" * 100) == board.gzip_bytes(b"x" * 100)
+
+
+# ------------------------------------------------------------------ QEMU command line
+
+
+def test_qemu_command_lines_come_from_the_descriptors():
+    for name in target_names():
+        t = get_target(name)
+        cmd = board.qemu_command(t, Path("/k/img"), Path("/k/initrd"))
+        assert cmd[0] == t.qemu["binary"]
+        assert cmd[cmd.index("-M") + 1] == t.qemu["machine"]
+        assert cmd[cmd.index("-kernel") + 1] == "/k/img"
+        assert cmd[cmd.index("-initrd") + 1] == "/k/initrd"
+        append = cmd[cmd.index("-append") + 1]
+        assert f"console={t.qemu['console']}" in append and "rdinit=/init" in append
+        assert "-no-reboot" in cmd and "-nographic" not in cmd
+
+
+def test_qemu_command_for_the_documented_boards():
+    arm = board.qemu_command(get_target("arm"), Path("z"), Path("i"))
+    assert arm[:5] == ["qemu-system-arm", "-M", "virt", "-cpu", "cortex-a15"]
+    assert "console=ttyAMA0" in arm[arm.index("-append") + 1]
+    assert board.qemu_command(get_target("mips"), Path("z"), Path("i"))[:3] == \
+        ["qemu-system-mips", "-M", "malta"]
+    assert board.qemu_command(get_target("powerpc"), Path("z"), Path("i"))[:3] == \
+        ["qemu-system-ppc", "-M", "ppce500"]
+    assert board.qemu_command(get_target("x86_64"), Path("z"), Path("i"))[:3] == \
+        ["qemu-system-x86_64", "-M", "pc"]
+
+
+def test_interactive_and_deterministic_variants():
+    t = get_target("mips")
+    shell = board.qemu_command(t, Path("z"), Path("i"), interactive=True, append=["ktap.shell"])
+    assert "-nographic" in shell and shell[shell.index("-append") + 1].endswith("ktap.shell")
+    det = board.qemu_command(t, Path("z"), Path("i"), deterministic=True)
+    assert "-icount" in det and "clock=vm" in det   # mips clock calibration needs a vm rtc
+
+
+def test_missing_qemu_names_the_debian_package(monkeypatch):
+    monkeypatch.setattr(kernel.shutil, "which", lambda name: None)
+    with pytest.raises(kernel.MissingTool) as e:
+        board.require_qemu(get_target("x86_64"))
+    assert e.value.package == "qemu-system-x86"
+    assert "qemu-system-x86_64 not found" in str(e.value)
+    with pytest.raises(kernel.MissingTool) as e:
+        board.require_qemu(get_target("arm"))
+    assert e.value.package == "qemu-system-arm"
+
+
+def test_hung_board_is_killed_with_the_last_console_lines():
+    # A stand-in for QEMU that prints a boot log and then hangs.
+    script = "import time\nfor i in range(30): print('boot line', i, flush=True)\ntime.sleep(60)\n"
+    cmd = [subprocess.sys.executable, "-c", script]
+    with pytest.raises(board.BoardTimeout) as e:
+        board._drive_qemu(get_target("arm"), cmd, [["x"]], timeout=1.5)
+    msg = str(e.value)
+    assert "boot line 29" in msg and "boot line 10" in msg and "boot line 9\n" not in msg
+
+
+def test_qemu_exiting_early_is_an_error_with_console_tail():
+    cmd = [subprocess.sys.executable, "-c", "print('Kernel panic - not syncing: no init')"]
+    with pytest.raises(board.BoardError) as e:
+        board._drive_qemu(get_target("arm"), cmd, [["x"]], timeout=10)
+    assert "Kernel panic" in str(e.value) and not isinstance(e.value, board.BoardTimeout)
+
+
+# ------------------------------------------------------------------ ktapw on the host
+
+
+@pytest.fixture(scope="module")
+def host_ktapw(tmp_path_factory):
+    """The x86_64 guest program also runs on the (x86_64) host: a fast sanity check."""
+    t = get_target("x86_64")
+    try:
+        kernel.require_cross_gcc(t)
+    except kernel.MissingTool as e:
+        pytest.skip(str(e))
+    import platform
+    if platform.machine() != "x86_64":
+        pytest.skip("host is not x86_64")
+    out = tmp_path_factory.mktemp("ktapw") / "ktapw"
+    board.compile_static(t, board.GUEST_DIR / "ktapw.c", out)
+    return out
+
+
+def test_host_ktapw_arch_and_usage(host_ktapw):
+    r = subprocess.run([host_ktapw, "arch"], capture_output=True, text=True)
+    assert r.returncode == 0
+    assert board.parse_key_values(r.stdout)["byte_order"] == "little"
+    assert board.parse_key_values(r.stdout)["word_size"] == "8"
+    assert subprocess.run([host_ktapw, "getpid", "10"]).returncode == 0
+    for bad in (["nope"], ["getpid"], ["getpid", "ten"], ["getpid", "-1"], []):
+        assert subprocess.run([host_ktapw, *bad], capture_output=True).returncode == 2
+
+
+def test_host_ktapw_sleep_waits(host_ktapw):
+    import time
+    t0 = time.monotonic()
+    assert subprocess.run([host_ktapw, "sleep", "120"]).returncode == 0
+    assert time.monotonic() - t0 >= 0.11
+
+
+# ------------------------------------------------------------------ the boards
+
+MODULE_SOURCE = """\
+#include <linux/module.h>
+static int __init ktaptest_init(void) { pr_info("ktaptest loaded\\n"); return 0; }
+static void __exit ktaptest_exit(void) { pr_info("ktaptest unloaded\\n"); }
+module_init(ktaptest_init);
+module_exit(ktaptest_exit);
+MODULE_LICENSE("GPL");
+"""
+
+BOOT_COMMANDS = board.CHECK_COMMANDS + [
+    ["ktapw", "getpid", "10"],
+    ["ktapw", "write", "5"],
+    ["ktapw", "open", "/proc/version", "3"],
+    ["ktapw", "fork", "3"],
+    ["ktapw", "sleep", "100"],
+    ["ktapw", "no-such-subcommand"],
+    ["cat-is-not-here"],
+    ["ktapw", "insmod", "/lib/modules/ktaptest.ko"],
+    ["ktapw", "rmmod", "ktaptest"],
+    ["ktapw", "dmesg"],
+]
+
+
+def _require_board_tools(target):
+    try:
+        board.require_qemu(target)
+        kernel.require_cross_gcc(target)
+        for tool, package in kernel.BUILD_TOOLS.items():
+            kernel.require_tool(tool, package)
+        kernel.source_version()
+    except kernel.MissingTool as e:
+        pytest.skip(str(e))
+
+
+def _build_test_module(target, build_dir: Path, work: Path) -> Path:
+    (work / "ktaptest.c").write_text(MODULE_SOURCE)
+    (work / "Kbuild").write_text("obj-m := ktaptest.o\n")
+    cmd = ["make", "-C", str(build_dir), f"M={work}", f"ARCH={target.kernel_arch}", "modules"]
+    if target.cross_compile:
+        cmd.append(f"CROSS_COMPILE={target.cross_compile}")
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return work / "ktaptest.ko"
+
+
+@pytest.fixture(scope="module", params=target_names())
+def booted(request, tmp_path_factory):
+    """One boot per target running BOOT_COMMANDS (kernel built first on a cache miss)."""
+    target = get_target(request.param)
+    _require_board_tools(target)
+    build_dir = kernel.ensure_kernel(target)
+    module = _build_test_module(target, build_dir, tmp_path_factory.mktemp(f"mod-{target.name}"))
+    run = board.run_commands(target, BOOT_COMMANDS, {"/lib/modules/ktaptest.ko": module},
+                             timeout=180)
+    return target, run
+
+
+def result(run, *argv):
+    (r,) = [r for r in run.results if r.argv == list(argv)]
+    return r
+
+
+@pytest.mark.board
+def test_board_boots_once_and_runs_every_command(booted):
+    target, run = booted
+    assert run.boots == 1 and board.ONE_BOOT_PER_RUN
+    assert run.frame_errors == []
+    assert len(run.results) == len(BOOT_COMMANDS)
+    assert all(r.status is not None for r in run.results)
+    assert run.init_seconds is not None and run.init_seconds < run.total_seconds
+
+
+@pytest.mark.board
+def test_board_check_passes(booted):
+    target, run = booted
+    check = board.evaluate_check(target, run)
+    assert check.ok, check.problems
+    assert check.uname.startswith("Linux ") and "6.1." in check.uname
+
+
+@pytest.mark.board
+def test_board_cli_check_reports_and_exits_zero(booted, monkeypatch, capsys):
+    target, run = booted
+    # Reuse this module's boot: the CLI logic is what is under test here.
+    monkeypatch.setattr(board, "check_board", lambda t, timeout: board.evaluate_check(target, run))
+    assert board_cli.main(["board", "-t", target.name, "check"]) == 0
+    out = capsys.readouterr().out
+    assert f"byte order: {target.byte_order}" in out and "board check: OK" in out
+
+
+@pytest.mark.board
+def test_guest_sees_the_descriptor_byte_order_and_word_size(booted):
+    target, run = booted
+    arch = board.parse_key_values(result(run, "ktapw", "arch").stdout.decode())
+    assert arch["byte_order"] == target.byte_order
+    assert arch["word_size"] == str(target.word_size)
+    assert arch["pointer_size"] == str(target.word_size)
+
+
+@pytest.mark.board
+def test_kernel_tracing_features_present(booted):
+    target, run = booted
+    features = board.parse_features(result(run, "ktapw", "features").stdout.decode())
+    for name in ("kprobes", "kretprobes", "tracepoints", "syscall_tracepoints", "perf_events",
+                 "kallsyms", "modules", "bpf", "hrtimers"):
+        assert features.get(name), name
+
+
+@pytest.mark.board
+def test_workloads_exit_zero(booted):
+    target, run = booted
+    for argv in (["ktapw", "getpid", "10"], ["ktapw", "write", "5"],
+                 ["ktapw", "open", "/proc/version", "3"], ["ktapw", "fork", "3"]):
+        r = result(run, *argv)
+        assert r.ok, (argv, r.status, r.output)
+
+
+@pytest.mark.board
+def test_sleep_really_sleeps(booted):
+    target, run = booted
+    r = result(run, "ktapw", "sleep", "100")
+    assert r.ok and r.seconds >= 0.1
+
+
+@pytest.mark.board
+def test_failures_keep_their_status_and_stderr(booted):
+    target, run = booted
+    usage = result(run, "ktapw", "no-such-subcommand")
+    assert usage.status == 2 and b"usage: ktapw" in usage.stderr
+    missing = result(run, "cat-is-not-here")
+    assert missing.status == 127 and b"cannot run cat-is-not-here" in missing.stderr
+
+
+@pytest.mark.board
+def test_module_built_against_cached_tree_loads(booted):
+    target, run = booted
+    assert result(run, "ktapw", "insmod", "/lib/modules/ktaptest.ko").ok
+    assert result(run, "ktapw", "rmmod", "ktaptest").ok
+    log = result(run, "ktapw", "dmesg").output
+    assert "ktaptest loaded" in log and "ktaptest unloaded" in log
