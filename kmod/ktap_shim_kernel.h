@@ -1,0 +1,31 @@
+/* ktap_shim_kernel.h - the kernel side of the shim (see ktap_shim_user.h).
+ * Used when ktapvm is built inside the module (__KERNEL__ defined). */
+#ifndef KTAP_SHIM_H
+#define KTAP_SHIM_H
+
+#include <linux/types.h>
+#include <linux/kernel.h>
+#include <linux/string.h>
+#include <linux/slab.h>
+#include <linux/mm.h>
+#include <linux/math64.h>
+#include <linux/sort.h>
+
+/* Load time only: images and pools may be large, so allow vmalloc fallback. */
+static inline void *ktap_zalloc(size_t n) { return kvzalloc(n ? n : 1, GFP_KERNEL); }
+static inline void ktap_free(void *p) { kvfree(p); }
+
+static inline int64_t ktap_div_s64(int64_t a, int64_t b) { return div64_s64(a, b); }
+static inline uint64_t ktap_div_u64(uint64_t a, uint64_t b) { return div64_u64(a, b); }
+static inline uint64_t ktap_mod_u64(uint64_t a, uint64_t b)
+{
+	u64 rem;
+
+	div64_u64_rem(a, b, &rem);
+	return rem;
+}
+
+#define ktap_snprintf snprintf
+#define ktap_sort(base, n, size, cmp) sort((base), (n), (size), (cmp), NULL)
+
+#endif

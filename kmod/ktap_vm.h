@@ -1,0 +1,162 @@
+/* ktap_vm.h - ktapvm's core: image loader, verifier and interpreter.
+ *
+ * The core is freestanding C: everything it needs from its host (memory at
+ * load time, 64-bit division, snprintf, sort) comes through ktap_shim_*.h, so
+ * the same files build in the kernel module and as a host library.
+ *
+ * Memory rule: every allocation happens in ktap_load() and
+ * ktap_session_new() (and in NEWTABLE, which the verifier confines to code
+ * run by the setup chunk at session start). Handlers run in probe context and
+ * only use pools sized from the image's limits.
+ */
+#ifndef KTAP_VM_H
+#define KTAP_VM_H
+
+#ifdef __KERNEL__
+#include "ktap_shim_kernel.h"
+#else
+#include "ktap_shim_user.h"
+#endif
+#include "ktap_opcodes.h"
+
+/* -- the loaded image ------------------------------------------------------ */
+struct ktap_kstr {		/* points into the image buffer, not NUL-terminated */
+	const char *s;
+	uint32_t len;
+};
+
+struct ktap_const {
+	uint8_t tag;		/* KTAP_K_NUMBER or KTAP_K_STRING */
+	int64_t n;
+	struct ktap_kstr s;
+};
+
+struct ktap_tdesc {
+	uint8_t flags;
+	int64_t lmin, lmax, lstep;
+};
+
+struct ktap_ievent {
+	uint8_t kind;
+	struct ktap_kstr spec, name;
+	uint64_t offset;
+	int64_t period_ns;
+	uint32_t handler;
+	uint32_t nfields;
+	struct ktap_kstr *fields;
+};
+
+struct ktap_proto {
+	struct ktap_kstr name;
+	uint8_t kind, nparams;
+	uint16_t frame_size;
+	uint32_t ncode, nconsts, nupvals, nlines;
+	uint32_t *code;		/* already in host order */
+	struct ktap_const *consts;
+	uint32_t *upvals;
+	uint32_t *lines;	/* (line, col) pairs */
+};
+
+struct ktap_image {
+	unsigned char *data;	/* private copy of the image; kstrs point here */
+	size_t size;
+	struct ktap_kstr source;
+	int64_t limits[KTAP_NUM_LIMITS];
+	uint32_t nglobals, ntables, nformats, nevents, nprotos;
+	struct ktap_kstr *globals;
+	struct ktap_tdesc *tables;
+	struct ktap_kstr *formats;
+	struct ktap_ievent *events;
+	struct ktap_proto *protos;
+};
+
+int ktap_load(const void *data, size_t size, struct ktap_image **out, char *err, size_t errlen);
+void ktap_image_free(struct ktap_image *img);
+
+/* Returns KTAP_OK or a reason code; *proto and *pc locate the fault (-1 if none). */
+int ktap_verify(const struct ktap_image *img, char *msg, size_t msglen, int *proto, int *pc);
+extern const char *const ktap_reason_names[KTAP_NUM_REASONS];
+
+/* -- runtime values -------------------------------------------------------- */
+enum ktap_type { KTAP_T_NIL, KTAP_T_BOOL, KTAP_T_NUM, KTAP_T_STR, KTAP_T_TABLE,
+		 KTAP_T_AGG, KTAP_T_STACK };
+
+struct ktap_str;
+struct ktap_table;
+struct ktap_agg;
+
+struct ktap_value {
+	uint8_t t;
+	union {
+		int64_t n;		/* numbers and booleans */
+		struct ktap_str *s;	/* strings and stacks (interned) */
+		struct ktap_table *tab;
+		struct ktap_agg *agg;
+	} u;
+};
+
+/* log2 buckets: 0, +-2^k. Index 64 is 0, 65+k is 2^k, 63-k is -2^k. */
+#define KTAP_LOG2_BUCKETS 128
+
+struct ktap_agg {
+	int64_t count, sum, min, max;
+	uint64_t *log2;		/* KTAP_LOG2_BUCKETS counters, or NULL */
+	uint64_t *linear;	/* linear_count + 2 counters (below, ..., above), or NULL */
+};
+
+/* -- event context: filled by the caller (kprobe/tracepoint glue, or the host harness) */
+struct ktap_fieldval {
+	uint8_t t;		/* KTAP_T_NIL, KTAP_T_NUM or KTAP_T_STR */
+	int64_t n;
+	const char *s;
+	uint32_t len;
+};
+
+struct ktap_event {
+	int64_t pid, tid, uid, cpu;
+	int has_retval;
+	int64_t retval;
+	const char *execname;
+	uint32_t execname_len;
+	const char *probename;
+	uint32_t probename_len;
+	const int64_t *args;		/* kprobe arguments arg1.. */
+	uint32_t nargs;
+	const uint64_t *stack;		/* innermost first */
+	uint32_t nstack;
+	int is_tracepoint;
+	const struct ktap_fieldval *fields;	/* tracepoint fields in format order (argN) */
+	uint32_t nfields;
+	const struct ktap_fieldval *named;	/* resolved for the image event's field list */
+	uint32_t nnamed;
+};
+
+/* Reads a NUL-terminated string at addr (kernel or user memory) into buf;
+ * returns its length (<= max) or -1 if unreadable. Must not sleep. */
+typedef int (*ktap_read_str_fn)(void *ctx, int user, uint64_t addr, char *buf, uint32_t max);
+
+/* -- sessions ------------------------------------------------------------- */
+enum ktap_run { KTAP_RUN_OK, KTAP_RUN_EXIT, KTAP_RUN_ERROR, KTAP_RUN_DROP };
+enum ktap_drop { KTAP_DROP_TABLE_FULL, KTAP_DROP_STRINGS_FULL, KTAP_DROP_OUTPUT_FULL,
+		 KTAP_NUM_DROPS };
+extern const char *const ktap_drop_names[KTAP_NUM_DROPS];
+
+struct ktap_session;
+
+struct ktap_session *ktap_session_new(const struct ktap_image *img, char *err, size_t errlen);
+void ktap_session_free(struct ktap_session *s);
+void ktap_set_reader(struct ktap_session *s, ktap_read_str_fn fn, void *ctx);
+void ktap_set_clock(struct ktap_session *s, int64_t ns);
+
+int ktap_run_setup(struct ktap_session *s);
+/* Runs the handler of image event `event_index` for one fired event. */
+int ktap_fire(struct ktap_session *s, uint32_t event_index, const struct ktap_event *ev);
+int ktap_run_end(struct ktap_session *s);	/* every trace_end handler, in image order */
+
+/* Output: records accumulate in a bounded buffer until the reader drains it. */
+const unsigned char *ktap_output(struct ktap_session *s, size_t *len);
+void ktap_output_consumed(struct ktap_session *s);
+/* Appends the final status record (exit code, error, drop counters). */
+void ktap_finish(struct ktap_session *s);
+
+#endif
