@@ -473,6 +473,7 @@ int main(void)
 		fclose(commands);
 	} else {
 		run_interactive();
+		printf("ktap: powering off (if QEMU keeps running, press Ctrl-A x)\n");
 	}
 	sync();
 	reboot(RB_POWER_OFF);

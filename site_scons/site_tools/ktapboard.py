@@ -8,22 +8,9 @@ $KTAP_CACHE, keyed by the config fragments and guest sources, so a second
 run is a cache lookup.
 """
 
-import importlib
-import sys
-
-
-def _toolchain(module):
-    """Imports ktap.<module> from the toolchain package. SCons registers the
-    tool site_tools/ktap.py as sys.modules["ktap"], which hides the package
-    of the same name; drop that entry (SCons keeps its own reference)."""
-    shadow = sys.modules.get("ktap")
-    if shadow is not None and not hasattr(shadow, "__path__"):
-        del sys.modules["ktap"]
-    return importlib.import_module(f"ktap.{module}")
-
 
 def _kernel_action(target, source, env):
-    kernel = _toolchain("kernel")
+    from ktap import kernel
     try:
         build = kernel.ensure_kernel_build(env["KTAP_BOARD_TARGET"])
     except kernel.KernelError as e:
@@ -34,7 +21,7 @@ def _kernel_action(target, source, env):
 
 
 def _board_action(target, source, env):
-    board, kernel = _toolchain("board"), _toolchain("kernel")
+    from ktap import board, kernel
     name = env["KTAP_BOARD_TARGET"]
     try:
         print(f"ktap: initramfs for {name}: {board.base_initramfs(name)}")
