@@ -212,3 +212,7 @@ def test_time_builtins_follow_event_clock():
 
 def test_print_dumps_tables():
     assert out("var t = {}\nt['a'] = 1\nt[2] = 'x'\nprint(t)") == "a\t1\n2\tx\n"
+
+
+def test_delete_with_a_boolean_key_deletes_nothing():
+    assert out("var t = {}\nt[1] = 'one'\ndelete(t, true)\nprint(len(t))") == "1\n"

@@ -202,6 +202,8 @@ class Writer:
         self.word(len(p.upvals))
         for u in p.upvals:
             self.u32(u)
+        if len(p.lines) != len(p.cols):
+            raise ValueError(f"function {p.name!r}: {len(p.lines)} lines but {len(p.cols)} columns")
         self.word(len(p.lines))
         for line, col in zip(p.lines, p.cols):
             self.u32(line)

@@ -59,8 +59,9 @@ class Verifier:
         if proto is not None and 0 <= proto < len(self.img.protos):
             p = self.img.protos[proto]
             name = p.name
-            if pc is not None and pc < len(p.lines) and pc < len(p.cols) and p.lines[pc]:
-                loc = Loc(p.lines[pc], p.cols[pc])
+            at = pc if pc is not None else 0       # whole-function problems point at its start
+            if at < len(p.lines) and at < len(p.cols) and p.lines[at]:
+                loc = Loc(p.lines[at], p.cols[at])
         return VerifyError(reason, msg, proto=name, pc=pc, source=self.src, loc=loc,
                            filename=self.src.name if self.src else (self.img.source_name or None))
 
@@ -249,7 +250,7 @@ class Verifier:
 
         def visit(f: int, path: list[int]) -> int:
             if state.get(f) == 1:
-                cycle = path[path.index(f):] + [f]
+                cycle = path[path.index(f):]          # path already ends with f
                 raise self.fail("recursion", "recursive calls: " +
                                 " -> ".join(protos[x].name for x in cycle), f)
             if state.get(f) == 2:

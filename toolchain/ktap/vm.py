@@ -218,7 +218,9 @@ class Machine:
         agg.feed(v, t.desc)
 
     def op_DELETE(self, R, a, b, c, p, f, pc):
-        self.table(R[a], f, pc).delete(R[b])
+        t = self.table(R[a], f, pc)
+        if not isinstance(R[b], bool):      # True == 1 in Python; no boolean is ever a key
+            t.delete(R[b])
 
     def op_CLEAR(self, R, a, b, c, p, f, pc):
         self.table(R[a], f, pc).clear()
