@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/klog.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -37,7 +38,10 @@ static int usage(void)
 		"       ktapw features       tracing features of the running kernel\n"
 		"       ktapw insmod FILE [PARAMS]  load a kernel module (finit_module)\n"
 		"       ktapw rmmod NAME     unload a kernel module (delete_module)\n"
-		"       ktapw dmesg          print the kernel log buffer\n");
+		"       ktapw dmesg          print the kernel log buffer\n"
+		"       ktapw cat FILE...    copy files to stdout (proc and sysfs too)\n"
+		"       ktapw dump [-n NAME] PATH...  files under PATH, each as a\n"
+		"                            '@@file PATH LEN' line, LEN bytes, newline\n");
 	return 2;
 }
 
@@ -268,6 +272,126 @@ static int do_dmesg(void)
 	return 0;
 }
 
+/* Reads a whole file into memory. proc and sysfs files report size 0 or a
+ * page, so the buffer grows until read() says EOF instead of trusting stat. */
+static char *slurp(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t cap = 8192, n = 0;
+	char *buf = fd < 0 ? NULL : malloc(cap);
+	if (!buf) {
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	for (;;) {
+		if (n == cap) {
+			char *bigger = realloc(buf, cap * 2);
+			if (!bigger)
+				break;
+			buf = bigger;
+			cap *= 2;
+		}
+		ssize_t r = read(fd, buf + n, cap - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			if (r < 0) {
+				free(buf);
+				buf = NULL;
+			}
+			break;
+		}
+		n += (size_t)r;
+	}
+	close(fd);
+	*len = n;
+	return buf;
+}
+
+static int do_cat(int n, char **paths)
+{
+	int status = 0;
+	for (int i = 0; i < n; i++) {
+		size_t len;
+		char *buf = slurp(paths[i], &len);
+		if (!buf) {
+			fprintf(stderr, "ktapw: cat %s: %s\n", paths[i], strerror(errno));
+			status = 1;
+			continue;
+		}
+		fwrite(buf, 1, len, stdout);
+		free(buf);
+	}
+	return status;
+}
+
+/* One file as a self-delimiting record, so a host can split many files out of
+ * one stdout stream without a shell or tar on the board. */
+static int dump_file(const char *path)
+{
+	size_t len;
+	char *buf = slurp(path, &len);
+	if (!buf) {
+		fprintf(stderr, "ktapw: dump %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	printf("@@file %s %zu\n", path, len);
+	fwrite(buf, 1, len, stdout);
+	putchar('\n');
+	free(buf);
+	return 0;
+}
+
+/* Walks PATH without following symlinks (sysfs is full of cycles); with a
+ * NAME only files of that base name are dumped (e.g. tracepoint "format"). */
+static int dump_tree(const char *path, const char *only)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0) {
+		fprintf(stderr, "ktapw: dump %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	if (S_ISREG(st.st_mode)) {
+		const char *base = strrchr(path, '/');
+		base = base ? base + 1 : path;
+		return only && strcmp(base, only) ? 0 : dump_file(path);
+	}
+	if (!S_ISDIR(st.st_mode))
+		return 0;
+	DIR *d = opendir(path);
+	if (!d) {
+		fprintf(stderr, "ktapw: dump %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	int status = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		char child[4096];
+		snprintf(child, sizeof child, "%s/%s", path, e->d_name);
+		status |= dump_tree(child, only);
+	}
+	closedir(d);
+	return status;
+}
+
+static int do_dump(int argc, char **argv)
+{
+	const char *only = NULL;
+	int i = 2, status = 0;
+	if (argc > 3 && !strcmp(argv[2], "-n")) {
+		only = argv[3];
+		i = 4;
+	}
+	if (i >= argc)
+		return usage();
+	for (; i < argc; i++)
+		status |= dump_tree(argv[i], only);
+	return status;
+}
+
 int main(int argc, char **argv)
 {
 	long n;
@@ -300,5 +424,9 @@ int main(int argc, char **argv)
 		return do_rmmod(argv[2]);
 	if (argc == 2 && !strcmp(cmd, "dmesg"))
 		return do_dmesg();
+	if (argc >= 3 && !strcmp(cmd, "cat"))
+		return do_cat(argc - 2, argv + 2);
+	if (argc >= 3 && !strcmp(cmd, "dump"))
+		return do_dump(argc, argv);
 	return usage();
 }
