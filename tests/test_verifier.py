@@ -3,7 +3,7 @@ written raw (tests/kbc.py), not by the compiler."""
 import pytest
 
 from conftest import ROOT, TARGETS, compile_text
-from kbc import RET, handler_image, image, ins, proto
+from ktap.rawkbc import RET, handler_image, image, ins, proto
 from ktap import api
 from ktap import bytecode as bc
 from ktap.diagnostics import VerifyError

@@ -35,6 +35,16 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="add a host file to the initramfs at GUEST path (repeatable)")
     s.set_defaults(func=cmd_shell)
 
+    r = sub.add_parser("run", help="run a script or image in a fresh board with ktapvm and ktaprun",
+                       description="Compiles the script for the board, builds (or takes from the "
+                       "cache) ktapvm.ko and ktaprun, boots, runs the session with CMD as the "
+                       "workload, prints the output and exits with the session's status.")
+    r.add_argument("-e", dest="program", metavar="PROGRAM", help="script text on the command line")
+    r.add_argument("--limit", action="append", metavar="NAME=N", help="override a limit")
+    r.add_argument("rest", nargs=argparse.REMAINDER, metavar="[SCRIPT|FILE.kbc] [-- CMD ARGS]",
+                   help="the script or image, then the workload run in the board")
+    r.set_defaults(func=cmd_run)
+
     k = sub.add_parser("kernel", help="build (or find cached) the target's kernel and print its build dir")
     k.set_defaults(func=cmd_kernel)
     return p
@@ -126,3 +136,43 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def cmd_run(args) -> int:
+    from . import api, boardrun
+    from . import bytecode as bc
+    from .cli import _limits, _source
+    from .diagnostics import KtapError
+    target = get_target(args.target)
+    rest = list(args.rest)
+    before, workload = (rest[:rest.index("--")], rest[rest.index("--") + 1:]) if "--" in rest \
+        else (rest, [])
+    if len(before) > 1:
+        print(f"ktap board: error: one script expected, got {' '.join(before)}", file=sys.stderr)
+        return 2
+    args.script = before[0] if before else None
+    try:
+        if args.script and args.script.endswith(".kbc") and args.program is None:
+            image = api.load_image(args.script)
+        else:
+            image = api.compile_source(_source(args), target.name, _limits(args.limit))
+        data = bc.dump(image)
+        run = boardrun.run_sessions(target, [boardrun.Session("run", data, workload)],
+                                    timeout=args.timeout)
+    except KtapError as e:
+        print(e.render(), file=sys.stderr)
+        return e.exit_status
+    except (board.BoardError, kernel.KernelError, boardrun.BundleError) as e:
+        print(f"ktap board: error: {e}", file=sys.stderr)
+        return 1
+    result = run.sessions[0]
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    for line in run.trouble:
+        print(f"ktap board: kernel reported: {line}", file=sys.stderr)
+    if run.unload_status not in (0, None):
+        print("ktap board: error: unloading ktapvm failed after the session", file=sys.stderr)
+        return 1
+    if run.trouble:
+        return 1
+    return result.status if result.status is not None else 1

@@ -121,13 +121,12 @@ class Lexer:
         self.pos = end
         text = m.group(0)
         value = int(text[2:], 16) if text[:2] in ("0x", "0X") else int(text, 10)
-        if value > INT64_MAX + 1:
+        is_hex = text[:2] in ("0x", "0X")
+        if value > (0xFFFFFFFFFFFFFFFF if is_hex else INT64_MAX + 1):
             raise self.error(f"integer literal {m.group(0)} does not fit in 64 bits", loc)
-        if value > INT64_MAX and not m.group(0).lower().startswith("0x"):
-            # 9223372036854775808 is only valid as the operand of unary minus.
-            return Token("number", value, loc)
-        if value > INT64_MAX:
-            value -= 1 << 64
+        if is_hex and value > INT64_MAX:
+            value -= 1 << 64          # hex literals are 64-bit patterns: 0xff..ff is -1
+        # 9223372036854775808 stays out of range here: only unary minus accepts it.
         return Token("number", value, loc)
 
     def _string(self, loc: Loc) -> Token:

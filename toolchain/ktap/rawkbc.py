@@ -1,5 +1,5 @@
-"""A raw KBC writer for tests: builds images instruction by instruction, without
-the compiler, so tests can make images the compiler would never emit."""
+"""A raw KBC writer: builds images instruction by instruction, without the
+compiler, so tests and the board suite can make images the compiler never emits."""
 from __future__ import annotations
 
 from ktap import bytecode as bc

@@ -1,0 +1,94 @@
+"""The board suite (board-tests/*.toml): unit checks of the cases on the host,
+then every case on every QEMU board, one boot per target."""
+import re
+import shutil
+
+import pytest
+
+from conftest import TARGETS
+from ktap import boardtest
+from ktap import bytecode as bc
+from ktap.boardrun import BundleError, kernel_trouble
+from ktap.diagnostics import KtapError
+from ktap.targets import get_target
+from ktap.verifier import verify
+
+CASES = boardtest.load_cases()
+BUILDERS = boardtest.bad_image_builders()
+
+
+def test_suite_has_at_least_60_cases():
+    assert len(CASES) >= 60
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_case_builds_for_every_target(target):
+    for case in CASES:
+        assert boardtest.build_image(case, target, BUILDERS)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.bad_image], ids=lambda c: c.name)
+def test_bad_images_are_refused_by_the_host_verifier_for_the_same_reason(case):
+    for target in TARGETS:
+        data = boardtest.build_image(case, target, BUILDERS)
+        with pytest.raises(KtapError) as exc:
+            verify(bc.load(data, expect=get_target(target)))
+        assert re.search(case.stderr_regex, exc.value.message), exc.value.message
+
+
+def test_check_compares_status_output_ranges_and_stderr():
+    case = boardtest.Case("c", "f", script="x", expect="1\n", stderr_regex="drop")
+    assert boardtest.check(case, 0, "1\n", "3 dropped") == []
+    assert len(boardtest.check(case, 1, "2\n", "")) == 3
+    ranged = boardtest.Case("r", "f", script="x", expect_range={"regex": r"n=(\d+)", "min": 5, "max": 9})
+    assert boardtest.check(ranged, 0, "n=7\n", "") == []
+    assert boardtest.check(ranged, 0, "n=10\n", "") != []
+
+
+def test_kernel_trouble_finds_oopses_but_not_frames():
+    console = "ok\n[  1.0] WARNING: CPU: 0 PID: 1 at x\n@@KTAP:1:OUT:WARNING:abc\nInternal error: Oops: 5\n"
+    assert kernel_trouble(console) == ["[  1.0] WARNING: CPU: 0 PID: 1 at x", "Internal error: Oops: 5"]
+
+
+def test_matrix_lists_skips_with_reasons():
+    text = boardtest.matrix({"arm": [boardtest.Outcome("a", "passed"),
+                                     boardtest.Outcome("b", "skipped", "no such tracepoint")]})
+    assert "arm" in text and "skipped b: no such tracepoint" in text
+
+
+_RUNS = {}
+
+
+def suite_run(target):
+    if target not in _RUNS:
+        if shutil.which(get_target(target).qemu["binary"]) is None:
+            pytest.skip(f"{get_target(target).qemu['binary']} is not installed (scripts/setup.sh)")
+        try:
+            _RUNS[target] = boardtest.run_target(target, CASES)
+        except BundleError as e:
+            _RUNS[target] = e
+    result = _RUNS[target]
+    if isinstance(result, BundleError):
+        pytest.skip(f"board suite cannot run: {result}")
+    return result
+
+
+@pytest.mark.board
+@pytest.mark.parametrize("target", TARGETS)
+def test_board_stays_healthy(target):
+    outcomes, run = suite_run(target)
+    print(boardtest.matrix({target: outcomes}))
+    assert run is not None
+    assert run.trouble == [], run.trouble
+    assert run.unload_status == 0, "rmmod ktapvm failed after the suite"
+
+
+@pytest.mark.board
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("target", TARGETS)
+def test_case(target, case):
+    outcomes, _ = suite_run(target)
+    outcome = next(o for o in outcomes if o.case == case.name)
+    if outcome.state == "skipped":
+        pytest.skip(f"{target}: {outcome.detail}")
+    assert outcome.state == "passed", outcome.detail
