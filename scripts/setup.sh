@@ -12,7 +12,7 @@ DEBS=(
   gcc-arm-linux-gnueabihf gcc-mips-linux-gnu gcc-powerpc-linux-gnu
   libc6-dev-armhf-cross libc6-dev-mips-cross libc6-dev-powerpc-cross
   qemu-system-arm qemu-system-mips qemu-system-ppc qemu-system-x86
-  clang llvm
+  clang llvm libclang-rt-14-dev
 )
 
 missing=()
