@@ -730,3 +730,230 @@ def _frame_name(frame, symbolizer: Symbolizer | None) -> str:
         text = str(frame)
     name = text.split("+", 1)[0]
     return name.replace(";", ":").replace(" ", "_")
+
+
+# ---------------------------------------------------------------- compile-time resolution
+
+@dataclass(frozen=True)
+class Problem:
+    severity: str        # "error", "warning" or "notice"
+    message: str
+    spec: str = ""       # the probe as written in the script, when one is concerned
+
+    def render(self, filename: str = "ktap") -> str:
+        where = f" probe '{self.spec}':" if self.spec else ""
+        return f"{filename}: {self.severity}:{where} {self.message}"
+
+
+@dataclass
+class Resolution:
+    """resolve_events() output: the events to put in the image (globs
+    expanded to one event per function or tracepoint), the problems found,
+    and the record layouts of the tracepoint fields scripts read."""
+    events: list = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    layouts: dict[str, dict] = field(default_factory=dict)   # "subsys:event" -> {name: Field}
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def raise_errors(self, filename: str | None = None) -> None:
+        lines = [(f"probe '{p.spec}': " if p.spec else "") + p.message for p in self.errors]
+        if lines:
+            raise SymbolError("\n".join(lines), filename=filename)
+
+
+@dataclass
+class _Context:
+    target: Target
+    symbols: SymbolTable | None
+    reader: CodeReader | None
+    profile: object | None
+    out: Resolution
+
+
+def resolve_events(image_events: list, target, vmlinux=None, system_map=None,
+                   profile=None) -> Resolution:
+    """Checks an image's events against one kernel, offline.
+
+    image_events: bytecode.Event list (image.events). target: Target or name.
+    vmlinux / system_map: paths; profile: a directory or a profiles.Profile.
+    Symbols come from vmlinux, else System.map, else the profile's kallsyms.
+    Nothing given means nothing can be checked, and notices say so.
+    """
+    from . import profiles as prof
+    from .targets import get_target
+    if isinstance(target, str):
+        target = get_target(target)
+    if profile is not None and not isinstance(profile, prof.Profile):
+        profile = prof.load(profile)
+    ctx = _Context(target, _pick_symbols(target, vmlinux, system_map, profile),
+                   CodeReader(vmlinux) if vmlinux else None, profile, Resolution())
+    try:
+        _check_machine(ctx)
+        _check_features(ctx, image_events)
+        for ev in image_events:
+            _resolve_one(ctx, ev)
+    finally:
+        if ctx.reader:
+            ctx.reader.close()
+    return ctx.out
+
+
+def _pick_symbols(target: Target, vmlinux, system_map, profile) -> SymbolTable | None:
+    if vmlinux:
+        return load_vmlinux(vmlinux)
+    if system_map:
+        return load_system_map(system_map, word_size=target.word_size)
+    if profile is not None and (profile.path / "kallsyms.gz").exists():
+        return profile.symbols
+    return None
+
+
+def _problem(ctx: _Context, severity: str, message: str, spec: str = "") -> None:
+    p = Problem(severity, message, spec)
+    if p not in ctx.out.problems:
+        ctx.out.problems.append(p)
+
+
+def _check_machine(ctx: _Context) -> None:
+    s = ctx.symbols
+    if s is not None and s.machine and s.machine != ctx.target.name:
+        _problem(ctx, "error", f"{s.path} is a {s.machine} kernel, not {ctx.target.name}")
+    if ctx.profile is not None and ctx.profile.target and ctx.profile.target != ctx.target.name:
+        _problem(ctx, "error", f"{ctx.profile.describe()} is for {ctx.profile.target}, "
+                               f"not {ctx.target.name}")
+
+
+# What each probe kind needs from the kernel: (feature, config option, symbol).
+_NEEDS = {"kprobes": ("CONFIG_KPROBES", "register_kprobe"),
+          "kretprobes": ("CONFIG_KRETPROBES", "register_kretprobe")}
+
+
+def _check_features(ctx: _Context, events: list) -> None:
+    from . import bytecode as bc
+    kinds = {ev.kind for ev in events}
+    needed = [f for f, k in (("kprobes", bc.EV_KPROBE), ("kprobes", bc.EV_KRETPROBE),
+                             ("kretprobes", bc.EV_KRETPROBE)) if k in kinds]
+    for feature in dict.fromkeys(needed):
+        present, evidence = _feature_present(ctx, feature)
+        if present is False:
+            _problem(ctx, "error", f"this script needs {feature}, but the kernel lacks them "
+                                   f"({evidence}); enable {_NEEDS[feature][0]}=y")
+
+
+def _feature_present(ctx: _Context, feature: str) -> tuple[bool | None, str]:
+    option, symbol = _NEEDS[feature]
+    if ctx.profile is not None and ctx.profile.features.get(feature) is not None:
+        return ctx.profile.features[feature], f"{option} in {ctx.profile.describe()}"
+    if ctx.symbols is not None and ctx.symbols.source != "module":
+        return bool(ctx.symbols.lookup(symbol)), f"no {symbol} in {ctx.symbols.describe()}"
+    return None, ""
+
+
+def _resolve_one(ctx: _Context, ev) -> None:
+    from . import bytecode as bc
+    if ev.kind in (bc.EV_KPROBE, bc.EV_KRETPROBE):
+        _resolve_kprobe(ctx, ev)
+    elif ev.kind == bc.EV_TRACEPOINT:
+        _resolve_tracepoint(ctx, ev)
+    else:
+        ctx.out.events.append(ev)
+
+
+def _resolve_kprobe(ctx: _Context, ev) -> None:
+    import dataclasses
+    if ctx.symbols is None:
+        _problem(ctx, "notice", "probed functions are unchecked: give --vmlinux, "
+                                "--system-map or --profile")
+        ctx.out.events.append(ev)
+        return
+    exp = expand_symbols(ev.name, ctx.symbols)
+    if not _expansion_ok(ctx, ev, exp):
+        return
+    for name, count in exp.ambiguous.items():
+        _problem(ctx, "warning", f"{count} functions are named {name}; the kernel probes the "
+                                 f"first one, at {ctx.symbols.function(name).addr:#x}", ev.spec)
+    for name in exp.names:
+        ctx.out.events.append(dataclasses.replace(ev, name=name, fields=list(ev.fields)))
+        _probe_point(ctx, ev, name)
+
+
+def _expansion_ok(ctx: _Context, ev, exp: Expansion) -> bool:
+    if exp.names:
+        return True
+    if not _is_glob(ev.name) and exp.refused:
+        msg = f"cannot probe {exp.refused[0].message}"
+    elif _is_glob(ev.name):
+        msg = _empty_glob_message(exp, ctx.symbols)
+    else:
+        msg = missing_message(ev.name, ctx.symbols)
+    _problem(ctx, "error", msg, ev.spec)
+    return False
+
+
+def _probe_point(ctx: _Context, ev, name: str) -> None:
+    """Capstone checks need code bytes: only a vmlinux has them."""
+    thumb = _thumb_kernel(ctx)
+    if ctx.reader is None:
+        _problem(ctx, "notice", "probe-point checks (instruction boundary, delay slots, "
+                                "ldrex/strex, Thumb-2) skipped: give --vmlinux")
+        if thumb:
+            _problem(ctx, "warning", "Thumb-2 kernel (CONFIG_THUMB2_KERNEL=y): arm kprobes "
+                                     "were seen to oops in t16_emulate_push", ev.spec)
+        return
+    if ev.offset == 0 and not thumb:
+        return                    # a function entry is always a boundary
+    check = check_probe_point(ctx.symbols, ctx.reader, ctx.target, name, ev.offset, thumb)
+    for sev, msgs in (("error", check.errors), ("warning", check.warnings),
+                      ("notice", check.notices)):
+        for m in msgs:
+            _problem(ctx, sev, m, ev.spec)
+
+
+def _thumb_kernel(ctx: _Context) -> bool:
+    if ctx.target.capstone.get("arch") != "CS_ARCH_ARM":
+        return False
+    if ctx.profile is not None and ctx.profile.features.get("thumb2_kernel"):
+        return True
+    return bool(ctx.symbols is not None and ctx.symbols.thumb_functions)
+
+
+def _resolve_tracepoint(ctx: _Context, ev) -> None:
+    import dataclasses
+    if ctx.profile is None:
+        _problem(ctx, "notice", "tracepoints and their fields are unchecked: give --profile")
+        ctx.out.events.append(ev)
+        return
+    names = [t for t in ctx.profile.tracepoints() if fnmatch.fnmatchcase(t, ev.name)]
+    if not names:
+        _problem(ctx, "error", _missing_tracepoint(ctx.profile, ev.name), ev.spec)
+        return
+    for name in names:
+        if _tracepoint_fields(ctx, ev, name):
+            ctx.out.events.append(dataclasses.replace(ev, name=name, fields=list(ev.fields)))
+
+
+def _missing_tracepoint(profile, name: str) -> str:
+    msg = f"no tracepoint {name} in {profile.describe()}"
+    close = difflib.get_close_matches(name, profile.tracepoints(), n=3, cutoff=0.75)
+    if close:
+        msg += "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    return msg
+
+
+def _tracepoint_fields(ctx: _Context, ev, name: str) -> bool:
+    subsys, event = name.split(":", 1)
+    fields = {f.name: f for f in ctx.profile.tracepoint_fields(subsys, event)}
+    missing = [n for n in ev.fields if n not in fields]
+    for n in missing:
+        known = ", ".join(f for f in fields if not fields[f].common)
+        _problem(ctx, "error", f"tracepoint {name} has no field '{n}' (its fields: {known})",
+                 ev.spec)
+    ctx.out.layouts[name] = {n: fields[n] for n in ev.fields if n in fields}
+    return not missing
