@@ -29,13 +29,10 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 #else
-#include <stdint.h>
+/* the uapi types: typedefs of our own would clash with any libc header that
+ * already pulled <linux/types.h> in (x86_64 glibc does) */
+#include <linux/types.h>
 #include <sys/ioctl.h>
-typedef uint8_t __u8;
-typedef uint16_t __u16;
-typedef uint32_t __u32;
-typedef uint64_t __u64;
-typedef int64_t __s64;
 #endif
 
 #define KTAP_DEVICE		"/dev/ktap"

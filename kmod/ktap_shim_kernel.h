@@ -10,6 +10,12 @@
 #include <linux/mm.h>
 #include <linux/math64.h>
 #include <linux/sort.h>
+#include <linux/timekeeping.h>
+
+/* The handler watchdog: a cheap NMI-safe clock, checked every few budget
+ * charges against a fixed bound. */
+#define KTAP_WATCHDOG_NS 10000000LL
+static inline int64_t ktap_now_ns(void) { return (int64_t)ktime_get_mono_fast_ns(); }
 
 /* Load time only: images and pools may be large, so allow vmalloc fallback. */
 static inline void *ktap_zalloc(size_t n) { return kvzalloc(n ? n : 1, GFP_KERNEL); }

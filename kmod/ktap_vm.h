@@ -138,7 +138,7 @@ typedef int (*ktap_read_str_fn)(void *ctx, int user, uint64_t addr, char *buf, u
 /* -- sessions ------------------------------------------------------------- */
 enum ktap_run { KTAP_RUN_OK, KTAP_RUN_EXIT, KTAP_RUN_ERROR, KTAP_RUN_DROP };
 enum ktap_drop { KTAP_DROP_TABLE_FULL, KTAP_DROP_STRINGS_FULL, KTAP_DROP_OUTPUT_FULL,
-		 KTAP_NUM_DROPS };
+		 KTAP_DROP_REENTERED, KTAP_NUM_DROPS };
 extern const char *const ktap_drop_names[KTAP_NUM_DROPS];
 
 struct ktap_session;
@@ -156,6 +156,9 @@ int ktap_run_end(struct ktap_session *s);	/* every trace_end handler, in image o
 /* Output: records accumulate in a bounded buffer until the reader drains it. */
 const unsigned char *ktap_output(struct ktap_session *s, size_t *len);
 void ktap_output_consumed(struct ktap_session *s);
+/* Counts events the caller dropped before they reached the core (the module:
+ * a handler that would have run inside another handler on the same CPU). */
+void ktap_add_drops(struct ktap_session *s, int reason, uint64_t n);
 /* Appends the final status record (exit code, error, drop counters). */
 void ktap_finish(struct ktap_session *s);
 

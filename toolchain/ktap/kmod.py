@@ -370,3 +370,85 @@ def reference_text(image: bc.Image, events, source=None) -> tuple[str, int, list
     except RuntimeErr as e:
         return "".join(parts), e.exit_status, [e.render()]
     return "".join(parts), status, s.drop_report()
+
+
+# -- the kernel module ----------------------------------------------------------
+MODULE_NAME = "ktapvm"
+
+
+def build_module(target: Target | str, kdir: Path | None = None,
+                 build_dir: Path = DEFAULT_BUILD_DIR, *, warnings_fatal: bool = False) -> Path:
+    """Renders kmod/*.j2 for `target` and builds ktapvm.ko with kbuild against
+    the kernel build dir `kdir` (default: kernel.ensure_kernel(target)).
+
+    The result is cached by the hash of the rendered sources, the kernel dir
+    and its Module.symvers/.config: build/kmod/<target>/module-<hash>/ktapvm.ko.
+    Raises KmodError with kbuild's output on failure (or, with
+    warnings_fatal, when the compiler printed a warning)."""
+    if isinstance(target, str):
+        target = get_target(target)
+    if kdir is None:
+        from .kernel import ensure_kernel
+        kdir = ensure_kernel(target)
+    kdir = Path(kdir).resolve()
+    for needed in (".config", "Module.symvers", "Makefile"):
+        if not (kdir / needed).exists():
+            raise KmodError(f"{kdir} is not a kernel build dir for modules (no {needed})")
+    out = build_dir / target.name
+    src = out / "module-src"
+    if src.exists():
+        shutil.rmtree(src)
+    files = render(target, src)
+    digest = hashlib.sha256(str(kdir).encode())
+    for f in sorted(files):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    for k in (".config", "Module.symvers"):
+        digest.update((kdir / k).read_bytes())
+    mdir = out / f"module-{digest.hexdigest()[:16]}"
+    ko = mdir / f"{MODULE_NAME}.ko"
+    if ko.exists():
+        return ko
+    if mdir.exists():
+        shutil.rmtree(mdir)
+    shutil.copytree(src, mdir)
+    cmd = ["make", "-C", str(kdir), f"M={mdir}", f"ARCH={target.kernel_arch}",
+           f"CROSS_COMPILE={target.cross_compile}", "modules"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    log = r.stdout + r.stderr
+    (mdir / "build.log").write_text(" ".join(cmd) + "\n" + log)
+    if r.returncode != 0 or not ko.exists():
+        raise KmodError(f"building {MODULE_NAME}.ko for {target.name} failed:\n{log[-4000:]}")
+    if warnings_fatal and "warning:" in log:
+        ko.unlink()
+        raise KmodError(f"{MODULE_NAME}.ko for {target.name} built with warnings:\n{log[-4000:]}")
+    return ko
+
+
+def module_warnings(ko: Path) -> list[str]:
+    """The compiler warnings printed when `ko` was built."""
+    log = ko.parent / "build.log"
+    return [l for l in log.read_text().splitlines() if "warning:" in l] if log.exists() else []
+
+
+SMOKE_SOURCE = "tests/ktap_smoke.c"
+
+
+def build_smoke_client(target: Target | str, build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
+    """kmod/tests/ktap_smoke.c built static with the target's cross gcc: the
+    module's own test client of /dev/ktap (not ktaprun)."""
+    if isinstance(target, str):
+        target = get_target(target)
+    gcc = f"{target.cross_compile}gcc"
+    if not shutil.which(gcc):
+        raise KmodError(f"{gcc} not found")
+    src = KMOD_DIR / SMOKE_SOURCE
+    digest = hashlib.sha256(gcc.encode() + src.read_bytes()
+                            + (KMOD_DIR / "ktap_abi.h").read_bytes()).hexdigest()[:16]
+    exe = build_dir / target.name / f"ktap_smoke-{digest}"
+    if not exe.exists():
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([gcc, "-static", "-O2", "-s", "-Wall", "-o", str(exe), str(src)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise KmodError(f"building ktap_smoke for {target.name} failed:\n{r.stderr}")
+    return exe

@@ -1,0 +1,75 @@
+/* ktapvm_mod.h - private to the module: the session shared by ktapvm_main.c
+ * (device, ioctls, read) and ktap_events.c (attach/detach, probe handlers). */
+#ifndef KTAPVM_MOD_H
+#define KTAPVM_MOD_H
+
+#include <linux/mutex.h>
+#include <linux/spinlock.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+#include <linux/irq_work.h>
+#include <linux/atomic.h>
+#include "ktap_vm.h"
+#include "ktap_abi.h"
+
+enum ktapvm_state {
+	KTAPVM_EMPTY,		/* opened, nothing loaded */
+	KTAPVM_LOADED,		/* image loaded and verified */
+	KTAPVM_RUNNING,		/* setup ran, events attached */
+	KTAPVM_DONE,		/* detached, trace_end ran, STATUS record written */
+};
+
+struct ktapvm_probe;
+
+/* Per-session scratch for one event, used under vm_lock only. */
+#define KTAPVM_MAX_TP_FIELDS	128
+#define KTAPVM_MAX_STACK	64
+
+struct ktapvm_sess {
+	struct mutex lock;		/* ioctls, stop, read bookkeeping */
+	int state;
+	struct ktap_image *img;
+	struct ktap_session *vm;
+
+	raw_spinlock_t vm_lock;		/* one handler at a time; output drain */
+	int active;			/* handlers may run (READ_ONCE) */
+	int stop_requested;		/* a handler hit exit() or an error */
+	atomic64_t reentered;		/* handler wanted to run inside a handler on its CPU */
+	struct irq_work irq_work;	/* from probe context: wake readers, queue stop */
+	struct work_struct stop_work;	/* process context: the stop itself */
+	wait_queue_head_t wq;
+
+	/* what the image needs from each event (scanned at LOAD) */
+	unsigned int nargs;		/* highest argN used by any handler */
+	int need_stack, need_clock;
+
+	/* attached events */
+	struct ktapvm_probe **probes;
+	unsigned int nprobes;
+
+	/* records drained from the core, waiting for read() */
+	unsigned char *rbuf;
+	size_t rcap, rlen, rpos;
+	int finished;			/* the STATUS record has been produced */
+
+	/* event scratch (under vm_lock) */
+	struct ktap_event ev;
+	int64_t args[KTAP_MAX_ARGS];
+	uint64_t stack[KTAPVM_MAX_STACK];
+	unsigned long stack_raw[KTAPVM_MAX_STACK];
+	struct ktap_fieldval fields[KTAPVM_MAX_TP_FIELDS];
+	struct ktap_fieldval named[KTAP_MAX_FIELDS];
+};
+
+/* ktap_events.c */
+int ktapvm_attach_all(struct ktapvm_sess *s, const void *table, size_t size, u32 count,
+		      char *err, size_t errlen);
+void ktapvm_detach_all(struct ktapvm_sess *s);
+void ktapvm_scan_image(struct ktapvm_sess *s);
+int ktapvm_read_str(void *ctx, int user, uint64_t addr, char *buf, uint32_t max);
+
+/* ktapvm_main.c: called by the handlers */
+bool ktapvm_fire_begin(struct ktapvm_sess *s, unsigned long *flags);
+void ktapvm_fire_end(struct ktapvm_sess *s, u32 event, unsigned long flags);
+
+#endif
