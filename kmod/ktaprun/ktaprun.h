@@ -1,0 +1,140 @@
+/* ktaprun.h - the on-target runner's internal interfaces.
+ *
+ * ktaprun is built per target against kmod's rendered core headers: the
+ * image reader (ktap_load.c) and the target facts (KTAP_BIG_ENDIAN,
+ * KTAP_WORD_SIZE, KTAP_TARGET_ID) come from there, so the runner reads images
+ * and records exactly as the module does, in the target's byte order, even
+ * when a test builds it natively on a host of the other byte order.
+ */
+#ifndef KTAPRUN_H
+#define KTAPRUN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ktap_vm.h"
+#include "ktap_abi.h"
+
+#define KTAPRUN_VERSION "0.1"
+
+/* -- text buffer (sb.c) --------------------------------------------------- */
+struct sb {
+	char *b;
+	size_t len, cap;
+};
+
+void sb_put(struct sb *s, const char *p, size_t n);
+void sb_puts(struct sb *s, const char *p);
+void sb_putc(struct sb *s, char c);
+void sb_fill(struct sb *s, char c, size_t n);
+void sb_printf(struct sb *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sb_free(struct sb *s);
+
+/* Characters as Python counts them after decoding UTF-8 with surrogateescape:
+ * a valid sequence is one character, every other byte is one. */
+size_t utf8_chars(const char *p, size_t n);
+/* Bytes taken by the first `chars` characters of p[0..n). */
+size_t utf8_prefix(const char *p, size_t n, size_t chars);
+
+/* -- output records (records.c, docs/kmod.md) ----------------------------- */
+enum { REC_PRINTF = 1, REC_PRINT, REC_DUMP, REC_PRINT_HIST, REC_HIST, REC_LHIST,
+       REC_STATUS };
+enum { VAL_NIL, VAL_FALSE, VAL_TRUE, VAL_NUM, VAL_STR, VAL_TABLE, VAL_AGG, VAL_STACK };
+
+/* One decoded value. Strings, stack addresses and histogram pairs stay in the
+ * record buffer (target byte order) and are read on demand with rd_i64(). */
+struct kval {
+	uint8_t tag;
+	int64_t n;			/* number; table descriptor index */
+	const unsigned char *p;		/* string bytes, or stack addresses (u64 each) */
+	uint32_t len;			/* string length, or stack depth */
+	int64_t count, sum, min, max;	/* aggregate */
+	const unsigned char *log2, *lin;	/* (i64, i64) pairs */
+	uint32_t nlog2, nlin;
+};
+
+struct kstatus {
+	int64_t exit_code;
+	uint8_t state;			/* 0 ran, 1 exit(), 2 runtime error */
+	uint32_t line, col, func;
+	const unsigned char *msg;
+	uint32_t msglen;
+	uint32_t ndrops;
+	const unsigned char *drops;	/* ndrops x (u32 len, bytes, i64 count) */
+};
+
+struct krec {
+	uint8_t kind;
+	uint32_t index;			/* printf format, or table descriptor */
+	int64_t n;			/* print_hist's n */
+	uint32_t nvals;			/* values, or 2 x entries (key, value, ...) */
+	struct kval *vals;
+	struct kstatus status;
+};
+
+int64_t rd_i64(const unsigned char *p);
+uint32_t rd_u32(const unsigned char *p);
+/* Size of the whole record starting at p if at least 5 bytes are there, else 0. */
+uint32_t record_size(const unsigned char *p, size_t avail);
+/* Decodes one whole record of `size` bytes; returns 0 or -1 (malformed). */
+int record_decode(const unsigned char *p, uint32_t size, struct krec *rec);
+void record_free(struct krec *rec);
+
+/* -- formatting (format.c): mirrors toolchain/ktap/output.py -------------- */
+struct symtab;
+
+struct formatter {
+	const struct ktap_image *img;
+	const struct symtab *syms;	/* NULL: stacks print as raw hex */
+};
+
+void format_record(const struct formatter *f, const struct krec *rec, struct sb *out);
+/* The status record as stderr lines (runtime error, or drop report), and the
+ * exit status ktaprun ends with. */
+int format_status(const struct ktap_image *img, const struct kstatus *st, struct sb *err);
+
+/* -- kernel symbols (symbols.c) ------------------------------------------- */
+struct symtab *symtab_load(const char *kallsyms_path);	/* NULL if unreadable */
+void symtab_free(struct symtab *t);
+/* "name+0xoff", or 0 when no symbol covers addr. */
+int symtab_name(const struct symtab *t, uint64_t addr, struct sb *out);
+
+/* -- record stream (stream.c): whole records in, formatted text out ------- */
+struct stream {
+	const struct formatter *fmt;
+	int raw;			/* copy records to stdout instead of formatting */
+	unsigned char *buf;
+	size_t len, cap;
+	int have_status;
+	struct kstatus status;
+	unsigned char *status_copy;	/* the status record outlives the buffer */
+	int bad;
+};
+
+void stream_init(struct stream *s, const struct formatter *fmt, int raw);
+/* Feeds bytes; prints every whole record. Returns -1 on a malformed stream. */
+int stream_feed(struct stream *s, const void *data, size_t n);
+/* Ends the stream: reports the status on stderr, returns the exit status. */
+int stream_finish(struct stream *s, const char *what);
+void stream_free(struct stream *s);
+
+/* -- attaching (attach.c) -------------------------------------------------- */
+struct attach_table {
+	unsigned char *data;
+	size_t size;
+	uint32_t count;
+};
+
+/* Resolves every probe event of img against tracefs/kallsyms. On failure
+ * writes a one-line reason into err and returns -1. */
+int attach_build(const struct ktap_image *img, struct attach_table *out, char *err, size_t errlen);
+void attach_free(struct attach_table *t);
+
+/* -- helpers (util.c) ------------------------------------------------------ */
+unsigned char *read_whole(const char *path, size_t *len);	/* NULL + errno */
+void *xmalloc(size_t n);
+void *xrealloc(void *p, size_t n);
+char *xstrndup(const char *s, size_t n);
+
+#endif

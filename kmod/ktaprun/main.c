@@ -1,0 +1,157 @@
+/* main.c - ktaprun: runs a KBC image on this board through ktapvm.ko.
+ *
+ *   ktaprun [options] FILE.kbc [-- CMD ARGS...]
+ *
+ * Exit status: the script's exit(code), 3 after a runtime error, 1 when the
+ * image cannot be loaded, verified or attached, 2 for usage errors. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ktaprun.h"
+#include "session.h"
+
+static int usage(FILE *to, int status)
+{
+	fprintf(to,
+		"usage: ktaprun [options] FILE.kbc [-- CMD ARGS...]\n"
+		"Runs a compiled ktap script (ktap compile -t %s) until CMD exits,\n"
+		"the script calls exit(), or SIGINT/SIGTERM.\n"
+		"  -m, --module PATH     ktapvm.ko to load when %s is missing\n"
+		"                        (default: ktapvm.ko next to ktaprun)\n"
+		"  -r, --raw             write the raw output records to stdout\n"
+		"  -k, --kallsyms PATH   symbols for stacks and %%p (default /proc/kallsyms)\n"
+		"  -f, --format-records RECORDS\n"
+		"                        only format a saved record stream (from --raw) for\n"
+		"                        FILE.kbc, then exit with the session's status\n"
+		"  -V, --version         print the version and target\n"
+		"  -h, --help            this text\n",
+		KTAP_TARGET_NAME, KTAP_DEVICE);
+	return status;
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	static const struct option longs[] = {
+		{ "module", required_argument, NULL, 'm' },
+		{ "raw", no_argument, NULL, 'r' },
+		{ "kallsyms", required_argument, NULL, 'k' },
+		{ "format-records", required_argument, NULL, 'f' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	opterr = 0;
+	/* '+': stop at FILE.kbc, so the workload's own options stay its own. */
+	while ((c = getopt_long(argc, argv, "+m:rk:f:Vh", longs, NULL)) != -1) {
+		switch (c) {
+		case 'm': o->module = optarg; break;
+		case 'r': o->raw = 1; break;
+		case 'k': o->kallsyms = optarg; break;
+		case 'f': o->records = optarg; break;
+		case 'V': o->version = 1; return 0;
+		case 'h': o->help = 1; return 0;
+		default:
+			fprintf(stderr, "ktaprun: unknown or incomplete option '%s'\n",
+				argv[optind - 1]);
+			return -1;
+		}
+	}
+	if (optind >= argc) {
+		fputs("ktaprun: no image given\n", stderr);
+		return -1;
+	}
+	o->image = argv[optind++];
+	if (optind < argc && !strcmp(argv[optind], "--"))
+		optind++;
+	else if (optind < argc) {
+		fprintf(stderr, "ktaprun: put '--' before the command to run ('%s')\n", argv[optind]);
+		return -1;
+	}
+	if (optind < argc) {
+		o->cmd = &argv[optind];
+	}
+	if (o->records && (o->cmd || o->raw)) {
+		fputs("ktaprun: --format-records takes no command and no --raw\n", stderr);
+		return -1;
+	}
+	return 0;
+}
+
+/* Reads and checks the image here too: the message names the file, and a
+ * mismatched target is refused before anything touches the kernel. */
+static struct ktap_image *load_image(const char *path, unsigned char **data, size_t *size)
+{
+	struct ktap_image *img = NULL;
+	char err[256];
+
+	*data = read_whole(path, size);
+	if (!*data) {
+		fprintf(stderr, "ktaprun: %s: %s\n", path, strerror(errno));
+		return NULL;
+	}
+	if (ktap_load(*data, *size, &img, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ktaprun: %s: %s\n", path, err);
+		free(*data);
+		return NULL;
+	}
+	return img;
+}
+
+/* --format-records: what the host does with a --raw capture. */
+static int format_file(const struct options *o, const struct ktap_image *img)
+{
+	struct formatter f = { img, NULL };
+	struct stream s;
+	unsigned char *data;
+	size_t len;
+	int status;
+
+	data = read_whole(o->records, &len);
+	if (!data) {
+		fprintf(stderr, "ktaprun: %s: %s\n", o->records, strerror(errno));
+		return KTAP_EXIT_LOAD_ERROR;
+	}
+	if (o->kallsyms)
+		f.syms = symtab_load(o->kallsyms);
+	stream_init(&s, &f, 0);
+	stream_feed(&s, data, len);
+	status = stream_finish(&s, o->records);
+	stream_free(&s);
+	symtab_free((struct symtab *)f.syms);
+	free(data);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	struct ktap_image *img;
+	unsigned char *data;
+	size_t size;
+	int status;
+
+	if (parse_args(argc, argv, &o) < 0)
+		return usage(stderr, KTAP_EXIT_USAGE);
+	if (o.help)
+		return usage(stdout, 0);
+	if (o.version) {
+		printf("ktaprun %s (target %s, ABI %d)\n", KTAPRUN_VERSION, KTAP_TARGET_NAME,
+		       KTAP_ABI_VERSION);
+		return 0;
+	}
+	img = load_image(o.image, &data, &size);
+	if (!img)
+		return KTAP_EXIT_LOAD_ERROR;
+	if (o.records)
+		status = format_file(&o, img);
+	else
+		status = run_session(&o, img, data, size, argv[0]);
+	ktap_image_free(img);
+	free(data);
+	return status;
+}

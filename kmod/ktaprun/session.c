@@ -1,0 +1,355 @@
+/* session.c - one session on /dev/ktap (ktap_abi.h): load the module when the
+ * device is missing, INFO preflight, LOAD, attach table, START, the workload,
+ * then records until EOF. A host build (KTAPRUN_FORMAT_ONLY) leaves all of
+ * this out, so a test can never load a module on the machine it runs on. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "session.h"
+#include "sysdep.h"
+
+#ifdef KTAPRUN_FORMAT_ONLY
+int run_session(const struct options *o, const struct ktap_image *img,
+		const unsigned char *data, size_t size, const char *argv0)
+{
+	(void)o; (void)img; (void)data; (void)size; (void)argv0;
+	fputs("ktaprun: this host build only formats records (--format-records)\n", stderr);
+	return KTAP_EXIT_USAGE;
+}
+#else
+
+#define NEED_ROOT "ktaprun: need root (CAP_SYS_ADMIN)\n"
+
+/* -- the module -------------------------------------------------------------- */
+/* ktapvm.ko next to the ktaprun binary: the two are pushed to a board together. */
+static void default_module(const char *argv0, char *buf, size_t size)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	char *slash;
+
+	if (n > 0)
+		exe[n] = 0;
+	else
+		snprintf(exe, sizeof(exe), "%s", argv0);
+	slash = strrchr(exe, '/');
+	if (slash)
+		snprintf(buf, size, "%.*s/ktapvm.ko", (int)(slash - exe), exe);
+	else
+		snprintf(buf, size, "ktapvm.ko");
+}
+
+static int module_error(const char *path, int err)
+{
+	switch (err) {
+	case EPERM: case EACCES:
+		fputs(NEED_ROOT, stderr);
+		break;
+	case EBUSY:
+		fprintf(stderr, "ktaprun: module %s is busy (being loaded or unloaded); "
+			"try again\n", KTAP_MODULE_NAME);
+		break;
+	case ENOEXEC: case EINVAL:
+		fprintf(stderr, "ktaprun: %s: not a module for this kernel (%s); "
+			"build it for `uname -r`\n", path, strerror(err));
+		break;
+	default:
+		fprintf(stderr, "ktaprun: loading %s: %s\n", path, strerror(err));
+	}
+	return -1;
+}
+
+/* finit_module(2): the boards have no kmod tools. EEXIST is fine: another
+ * ktaprun loaded it meanwhile. */
+static int load_module(const struct options *o, const char *argv0)
+{
+	char path[PATH_MAX];
+	int fd, ret;
+
+	if (o->module)
+		snprintf(path, sizeof(path), "%s", o->module);
+	else
+		default_module(argv0, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "ktaprun: %s is missing and the module %s cannot be opened: %s "
+			"(use -m PATH)\n", KTAP_DEVICE, path, strerror(errno));
+		return -1;
+	}
+	ret = (int)syscall(SYS_finit_module, fd, "", 0);
+	close(fd);
+	if (ret < 0 && errno != EEXIST)
+		return module_error(path, errno);
+	return 0;
+}
+
+static int open_device(const struct options *o, const char *argv0)
+{
+	int fd = open(KTAP_DEVICE, O_RDWR | O_CLOEXEC), tries;
+
+	if (fd < 0 && errno == ENOENT) {
+		if (load_module(o, argv0) < 0)
+			return -1;
+		for (tries = 0; fd < 0 && errno == ENOENT && tries < 40; tries++) {
+			if (tries == 10)
+				make_char_node(KTAP_DEVICE, "/sys/class/misc/ktap/dev");	/* no devtmpfs */
+			poll(NULL, 0, 25);
+			fd = open(KTAP_DEVICE, O_RDWR | O_CLOEXEC);
+		}
+	}
+	if (fd >= 0)
+		return fd;
+	if (errno == EPERM || errno == EACCES)
+		fputs(NEED_ROOT, stderr);
+	else if (errno == EBUSY)
+		fprintf(stderr, "ktaprun: %s is busy (in use by another session)\n", KTAP_DEVICE);
+	else
+		fprintf(stderr, "ktaprun: %s: %s\n", KTAP_DEVICE, strerror(errno));
+	return -1;
+}
+
+/* -- preflight --------------------------------------------------------------- */
+static const char *target_name(uint32_t id)
+{
+	static const struct ktap_target_info targets[] = KTAP_TARGET_TABLE;
+	size_t i;
+
+	for (i = 0; i < sizeof(targets) / sizeof(targets[0]); i++)
+		if ((uint32_t)targets[i].id == id)
+			return targets[i].name;
+	return "an unknown target";
+}
+
+static int preflight(int fd)
+{
+	struct ktap_ioc_info info;
+	struct utsname u;
+
+	memset(&info, 0, sizeof(info));
+	if (ioctl(fd, KTAP_IOC_INFO, &info) < 0) {
+		fprintf(stderr, "ktaprun: %s: INFO failed: %s\n", KTAP_DEVICE, strerror(errno));
+		return -1;
+	}
+	info.release[sizeof(info.release) - 1] = 0;
+	if (info.abi_version != KTAP_ABI_VERSION) {
+		fprintf(stderr, "ktaprun: the loaded %s speaks ABI %u, this ktaprun ABI %d: "
+			"use matching builds\n", KTAP_MODULE_NAME, info.abi_version,
+			KTAP_ABI_VERSION);
+		return -1;
+	}
+	if (uname(&u) == 0 && strcmp(u.release, info.release)) {
+		fprintf(stderr, "ktaprun: %s was built for kernel %s, this kernel is %s\n",
+			KTAP_MODULE_NAME, info.release, u.release);
+		return -1;
+	}
+	if (info.target_id != KTAP_TARGET_ID) {
+		fprintf(stderr, "ktaprun: the loaded %s is for %s, this ktaprun and image are "
+			"for %s\n", KTAP_MODULE_NAME, target_name(info.target_id),
+			KTAP_TARGET_NAME);
+		return -1;
+	}
+	return 0;
+}
+
+/* The module's one-line reason, else errno's. */
+static int ioc_failed(const char *file, const char *what, const char *errbuf)
+{
+	if (errbuf[0])
+		fprintf(stderr, "ktaprun: %s: %s\n", file, errbuf);
+	else
+		fprintf(stderr, "ktaprun: %s: %s failed: %s\n", file, what, strerror(errno));
+	return -1;
+}
+
+static int load_and_start(int fd, const struct options *o, const struct ktap_image *img,
+			  const unsigned char *data, size_t size)
+{
+	char errbuf[KTAP_ERRLEN] = "";
+	struct ktap_ioc_load ld = { (uintptr_t)data, size, (uintptr_t)errbuf };
+	struct ktap_ioc_start st;
+	struct attach_table tab;
+	int ret;
+
+	if (ioctl(fd, KTAP_IOC_LOAD, &ld) < 0)
+		return ioc_failed(o->image, "LOAD", errbuf);
+	if (attach_build(img, &tab, errbuf, sizeof(errbuf)) < 0) {
+		fprintf(stderr, "ktaprun: %s: %s\n", o->image, errbuf);
+		return -1;
+	}
+	memset(&st, 0, sizeof(st));
+	st.attach = (uintptr_t)tab.data;
+	st.size = tab.size;
+	st.count = tab.count;
+	st.errbuf = (uintptr_t)errbuf;
+	errbuf[0] = 0;
+	ret = ioctl(fd, KTAP_IOC_START, &st);
+	attach_free(&tab);
+	return ret < 0 ? ioc_failed(o->image, "START", errbuf) : 0;
+}
+
+/* -- signals and the workload ------------------------------------------------ */
+static volatile sig_atomic_t got_stop_signal, got_child;
+
+static void on_signal(int sig)
+{
+	if (sig == SIGCHLD)
+		got_child = 1;
+	else
+		got_stop_signal = 1;
+}
+
+/* Blocked except inside ppoll(), so a signal can never slip in between the
+ * flag check and the wait. Returns the mask ppoll() waits with. */
+static sigset_t catch_signals(void)
+{
+	struct sigaction sa;
+	sigset_t block, old;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGCHLD, &sa, NULL);
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	return old;
+}
+
+static pid_t start_workload(char **cmd, const sigset_t *mask)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGCHLD, SIG_DFL);
+		sigprocmask(SIG_SETMASK, mask, NULL);
+		execvp(cmd[0], cmd);
+		fprintf(stderr, "ktaprun: cannot run %s: %s\n", cmd[0], strerror(errno));
+		_exit(127);
+	}
+	if (pid < 0)
+		fprintf(stderr, "ktaprun: fork: %s\n", strerror(errno));
+	return pid;
+}
+
+static int reaped(pid_t pid)
+{
+	int st;
+
+	return pid <= 0 || waitpid(pid, &st, WNOHANG) == pid;
+}
+
+/* -- reading records ----------------------------------------------------------- */
+struct reader {
+	int fd;
+	unsigned char *buf;
+	size_t cap;
+};
+
+/* One read(): >0 bytes, 0 at EOF, -1 on error. A record larger than the
+ * buffer (EMSGSIZE) grows it. */
+static ssize_t read_records(struct reader *r)
+{
+	ssize_t n;
+
+	for (;;) {
+		n = read(r->fd, r->buf, r->cap);
+		if (n >= 0)
+			return n;
+		if (errno == EMSGSIZE && r->cap < (1u << 30)) {
+			r->cap *= 2;
+			r->buf = xrealloc(r->buf, r->cap);
+		} else if (errno != EINTR && errno != EAGAIN) {
+			fprintf(stderr, "ktaprun: reading %s: %s\n", KTAP_DEVICE, strerror(errno));
+			return -1;
+		}
+	}
+}
+
+/* Polls until records arrive, or until the workload ended or a stop signal
+ * came; then STOP, after which read() drains to EOF. */
+static int pump(struct reader *r, struct stream *s, pid_t child, const sigset_t *waitmask)
+{
+	struct pollfd pfd = { r->fd, POLLIN, 0 };
+	int stopped = 0, child_done = child <= 0;
+	ssize_t n;
+
+	for (;;) {
+		if (got_child && !child_done)
+			child_done = reaped(child);
+		got_child = 0;
+		if (!stopped && (got_stop_signal || (child > 0 && child_done))) {
+			ioctl(r->fd, KTAP_IOC_STOP);	/* fails only if it ended already */
+			stopped = 1;
+		}
+		if (!stopped && ppoll(&pfd, 1, NULL, waitmask) < 0)
+			continue;	/* EINTR: a signal; look at the flags */
+		n = read_records(r);
+		if (n <= 0)
+			return (int)n;
+		stream_feed(s, r->buf, (size_t)n);
+	}
+}
+
+static void end_workload(pid_t child)
+{
+	int st;
+
+	if (child <= 0 || reaped(child))
+		return;
+	kill(child, SIGTERM);
+	waitpid(child, &st, 0);
+}
+
+int run_session(const struct options *o, const struct ktap_image *img,
+		const unsigned char *data, size_t size, const char *argv0)
+{
+	struct formatter f = { img, NULL };
+	struct reader r;
+	struct stream s;
+	sigset_t waitmask;
+	pid_t child = 0;
+	int fd, status, ok;
+
+	fd = open_device(o, argv0);
+	if (fd < 0)
+		return KTAP_EXIT_LOAD_ERROR;
+	if (preflight(fd) < 0 || load_and_start(fd, o, img, data, size) < 0) {
+		close(fd);
+		return KTAP_EXIT_LOAD_ERROR;
+	}
+	f.syms = symtab_load(o->kallsyms ? o->kallsyms : "/proc/kallsyms");
+	waitmask = catch_signals();
+	if (o->cmd)
+		child = start_workload(o->cmd, &waitmask);
+	if (child < 0)
+		got_stop_signal = 1;	/* no workload: end the session at once */
+	r.fd = fd;
+	r.cap = (size_t)img->limits[KTAP_LIMIT_OUTBUF_SIZE] + 4096;
+	r.buf = xmalloc(r.cap);
+	stream_init(&s, &f, o->raw);
+	ok = pump(&r, &s, child, &waitmask) == 0;
+	end_workload(child);
+	status = ok ? stream_finish(&s, KTAP_DEVICE) : KTAP_EXIT_LOAD_ERROR;
+	stream_free(&s);
+	free(r.buf);
+	symtab_free((struct symtab *)f.syms);
+	close(fd);
+	return status;
+}
+#endif

@@ -1,0 +1,376 @@
+"""ktaprun, the on-target runner (kmod/ktaprun, toolchain/ktap/runner.py).
+
+(a) host: a native build of ktaprun's formatter turns record streams produced
+    by kmod's C host harness into text, compared byte for byte with
+    output.Formatter, on a little-endian (arm) and a big-endian (mips) target.
+(b) board: static cross builds for every target run in their QEMU guest.
+(c) board: end to end with ktapvm.ko, once kmod.build_module exists.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ktap import api, kmod, runner
+from ktap import bytecode as bc
+from ktap.diagnostics import Source
+from ktap.kernel import MissingTool
+from ktap.output import Formatter
+from ktap.sim import parse_events
+
+FORMAT_TARGETS = ["arm", "mips"]          # little and big endian records
+BOARD_TARGETS = ["x86_64", "arm", "mips", "powerpc"]
+EV = "probe:vfs_write"
+
+needs_cc = pytest.mark.skipif(kmod.find_cc() is None, reason="no host C compiler")
+
+# name: (script, events)
+SCRIPTS = {
+    "printf": ("""
+trace_end {
+  printf("%5d|%-5d|%x|%X|%#x|%#o|%o|%u|%c|%s|%05d|%+d|% d|%.3d|%8.3x|%-8s|\\n",
+         42, -42, 255, 255, 255, 8, 0, -1, 65, "str", 7, 3, 4, 5, 6, "ab")
+  printf("%d %i %s %5s %-6s| %.2s %c %d %x\\n", -9223372036854775807 - 1, 0, nil, true,
+         false, "abcdef", "zz", "text", "notnum")
+  printf("%p %20p %-20p| %#o %#x %+5d %-+5d| %05s|\\n", 4096, -1, 255, 0, 0, -3, 3, "x")
+  printf("%s %5s|%-4s|%.1s|%c%c\\n", "h\u00e9llo", "\u00e9", "\udcff\udcc3", "\u00e9x",
+         233, 10)
+  printf("100%% %d%%\\n", 5)
+}
+""", []),
+    "print_and_dump": ("""
+var t = {}
+var a = {}
+trace probe:vfs_write {
+  t[execname] += 1
+  t[arg1] = "n" .. arg1
+  a["all"] <<< arg1
+}
+trace_end {
+  print(1, "two", nil, true, false, -5, t)
+  print(t)
+  print(a["all"])
+  print(a)
+  print()
+}
+""", [{"probe": EV, "execname": "sh", "args": [3]},
+      {"probe": EV, "execname": "ls", "args": [-7], "repeat": 2}]),
+    "hist": ("""
+var h = {}
+trace probe:vfs_write {
+  h[execname] <<< arg1
+}
+trace_end {
+  hist(h)
+}
+""", [{"probe": EV, "execname": "sh", "args": [1]},
+      {"probe": EV, "execname": "sh", "args": [1000], "repeat": 7},
+      {"probe": EV, "execname": "sh", "args": [0], "repeat": 2},
+      {"probe": EV, "execname": "neg", "args": [-3]},
+      {"probe": EV, "execname": "neg", "args": [-70000], "repeat": 3},
+      {"probe": EV, "execname": "big", "args": [4611686018427387904]},
+      {"probe": EV, "execname": "min", "args": [-9223372036854775807]}]),
+    "lhist": ("""
+var l = {}
+var m = {}
+trace probe:vfs_write {
+  l[execname] <<< arg1
+  m["x"] <<< arg2
+}
+trace_end {
+  lhist(l, 0, 100, 10)
+  lhist(m, -50, 55, 20)
+}
+""", [{"probe": EV, "execname": "sh", "args": [5, -100]},
+      {"probe": EV, "execname": "sh", "args": [55, 54], "repeat": 4},
+      {"probe": EV, "execname": "ls", "args": [-1, 0]},
+      {"probe": EV, "execname": "ls", "args": [1000, 7], "repeat": 30}]),
+    "print_hist": ("""
+var c = {}
+var s = {}
+var v = {}
+trace probe:vfs_write {
+  c[execname] += 1
+  s[stack(3)] += 1
+  v[execname] <<< arg1
+}
+trace_end {
+  print_hist(c)
+  print_hist(c, 2)
+  print_hist(c, 0)
+  print_hist(s)
+  print_hist(v)
+  print(s)
+}
+""", [{"probe": EV, "execname": "sh", "stack": [3221225472, 3221225600, 16]},
+      {"probe": EV, "execname": "cat", "repeat": 5, "stack": [3221225480, 3221225700]},
+      {"probe": EV, "execname": "a-very-long-command-name-beyond-32", "repeat": 5},
+      {"probe": EV, "execname": "dd", "repeat": 2, "stack": [4294967295]}]),
+    "runtime_error": ("""
+trace probe:vfs_write {
+  print("before", arg1)
+  print(10 / arg1)
+}
+""", [{"probe": EV, "args": [5]}, {"probe": EV, "args": [0]}, {"probe": EV, "args": [2]}]),
+    "drops": ("""
+limit table_entries = 2
+var t = {}
+trace probe:vfs_write {
+  t[arg1] = 1
+}
+trace_end {
+  print(len(t))
+}
+""", [{"probe": EV, "args": [i]} for i in range(6)]),
+    "exit": ("""
+var n = 0
+trace probe:vfs_write {
+  n += 1
+  if (n == 3) { exit(7) }
+}
+trace_end {
+  printf("n=%d\\n", n)
+}
+""", [{"probe": EV, "repeat": 10}]),
+}
+
+KALLSYMS = """\
+c0000000 T _stext
+c0000010 t helper_one
+c0000100 T vfs_write
+c0000200 D some_data
+c0000300 T ksys_write
+00001000 T low_text
+"""
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory):
+    """(harness, host ktaprun) per target, built once."""
+    work = tmp_path_factory.mktemp("ktaprun")
+    made = {}
+
+    def get(target: str):
+        if target not in made:
+            made[target] = (kmod.build_harness(target, work / "kmod", sanitize=False),
+                            runner.build_ktaprun(target, work / "runner", host=True))
+        return made[target]
+    return get
+
+
+def compile_to(tmp: Path, name: str, text: str, target: str) -> tuple[bc.Image, Path]:
+    src = Source(f"{name}.kp", text)
+    image = api.compile_source(src, target, None)
+    path = tmp / f"{name}.{target}.kbc"
+    path.write_bytes(bc.dump(image))
+    return image, path
+
+
+def harness_stream(harness: Path, image: bc.Image, image_path: Path, events: list,
+                   tmp: Path) -> bytes:
+    """The raw record stream kmod's C core produces for these sim events."""
+    ev = parse_events("\n".join(json.dumps(e) for e in events), "ev")
+    stream = tmp / "events.stream"
+    stream.write_text(kmod.encode_events(image, ev))
+    r = subprocess.run([str(harness), "run", str(image_path), str(stream)],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    return r.stdout
+
+
+def python_symbolizer(text: str):
+    """The same rule as kmod/ktaprun/symbols.c, written independently."""
+    syms = []
+    for line in text.splitlines():
+        addr, kind, name = line.split()[:3]
+        if kind in "tT" and int(addr, 16):
+            syms.append((int(addr, 16), name))
+    syms.sort()
+    addrs = [a for a, _ in syms]
+
+    def symbolize(addr: int):
+        i = bisect.bisect_right(addrs, addr) - 1
+        if i < 0:
+            return None
+        return f"{syms[i][1]}+{addr - syms[i][0]:#x}"
+    return symbolize
+
+
+def expected_text(image: bc.Image, data: bytes, symbolize=None) -> tuple[bytes, bytes, int]:
+    records, status = kmod.decode_records(data, image.target)
+    fmt = Formatter(image, symbolize)
+    out = "".join(fmt.render(r) for r in records)
+    _, code, err = kmod.session_text(image, records, status)
+    return (out.encode("utf-8", "surrogateescape"),
+            "".join(line + "\n" for line in err).encode("utf-8", "surrogateescape"), code)
+
+
+def run_format(exe: Path, records: Path, image_path: Path, *extra: str):
+    return subprocess.run([str(exe), *extra, "--format-records", str(records), str(image_path)],
+                          capture_output=True, timeout=60)
+
+
+@needs_cc
+@pytest.mark.parametrize("target", FORMAT_TARGETS)
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_formatter_matches_output_py(name, target, builds, tmp_path):
+    harness, exe = builds(target)
+    text, events = SCRIPTS[name]
+    image, image_path = compile_to(tmp_path, name, text, target)
+    data = harness_stream(harness, image, image_path, events, tmp_path)
+    records = tmp_path / "records.bin"
+    records.write_bytes(data)
+    want_out, want_err, want_status = expected_text(image, data)
+    r = run_format(exe, records, image_path)
+    assert r.stdout == want_out
+    assert r.stderr == want_err
+    assert r.returncode == want_status
+
+
+@needs_cc
+@pytest.mark.parametrize("target", FORMAT_TARGETS)
+def test_stacks_and_pointers_symbolised_like_output_py(target, builds, tmp_path):
+    harness, exe = builds(target)
+    text, events = SCRIPTS["print_hist"]
+    text = text.replace("print(s)", 'print(s)\n  printf("%p|%30p|%-30p|%p\\n", '
+                        "3221225744, 3221226240, 16, 3221226000)")
+    image, image_path = compile_to(tmp_path, "syms", text, target)
+    data = harness_stream(harness, image, image_path, events, tmp_path)
+    (tmp_path / "records.bin").write_bytes(data)
+    (tmp_path / "kallsyms").write_text(KALLSYMS)
+    want_out, _, _ = expected_text(image, data, python_symbolizer(KALLSYMS))
+    assert b"vfs_write+0x10" in want_out and b"_stext+0x" in want_out
+    r = run_format(exe, tmp_path / "records.bin", image_path, "-k", str(tmp_path / "kallsyms"))
+    assert r.stdout == want_out
+
+
+@needs_cc
+def test_records_are_read_in_the_image_byte_order(builds, tmp_path):
+    """The same session on mips and arm: different bytes, the same text."""
+    text, events = SCRIPTS["hist"]
+    outs = {}
+    for target in FORMAT_TARGETS:
+        harness, exe = builds(target)
+        image, image_path = compile_to(tmp_path, "h", text, target)
+        data = harness_stream(harness, image, image_path, events, tmp_path)
+        (tmp_path / f"{target}.bin").write_bytes(data)
+        outs[target] = (data, run_format(exe, tmp_path / f"{target}.bin", image_path).stdout)
+    assert outs["arm"][0] != outs["mips"][0]
+    assert outs["arm"][1] == outs["mips"][1] and b"Distribution" in outs["arm"][1]
+
+
+@needs_cc
+def test_host_build_refuses_to_run_sessions_and_bad_input(builds, tmp_path):
+    _, exe = builds("arm")
+    image, image_path = compile_to(tmp_path, "e", SCRIPTS["exit"][0], "arm")
+    r = subprocess.run([str(exe), str(image_path)], capture_output=True)
+    assert r.returncode == 2 and b"only formats records" in r.stderr
+    r = subprocess.run([str(exe), "--bogus"], capture_output=True)
+    assert r.returncode == 2 and b"usage:" in r.stderr
+    r = subprocess.run([str(exe), str(image_path), "ktapw"], capture_output=True)
+    assert r.returncode == 2 and b"'--'" in r.stderr
+    (tmp_path / "junk.bin").write_bytes(b"\x00\x00\x00\x09\x01abcd")
+    r = run_format(exe, tmp_path / "junk.bin", image_path)
+    assert r.returncode == 1 and b"malformed" in r.stderr
+    _, mips_image = compile_to(tmp_path, "m", SCRIPTS["exit"][0], "mips")
+    r = run_format(exe, tmp_path / "junk.bin", mips_image)
+    assert r.returncode == 1 and b"mips" in r.stderr and b"arm" in r.stderr
+    r = subprocess.run([str(exe), "--version"], capture_output=True)
+    assert r.returncode == 0 and r.stdout.startswith(b"ktaprun ") and b"arm" in r.stdout
+
+
+# -- boards -------------------------------------------------------------------
+def cross_build(target: str, tmp: Path) -> Path:
+    try:
+        return runner.build_ktaprun(target)
+    except MissingTool as e:
+        pytest.skip(str(e))
+
+
+def _file_type(path: Path) -> str:
+    try:
+        return subprocess.run(["file", "-b", str(path)], capture_output=True,
+                              text=True).stdout
+    except FileNotFoundError:
+        return ""
+
+
+@pytest.mark.parametrize("target", BOARD_TARGETS)
+def test_cross_build_is_static_and_small(target, tmp_path):
+    exe = cross_build(target, tmp_path)
+    kind = _file_type(exe)
+    if kind:
+        assert "statically linked" in kind or "static-pie" in kind, kind
+    assert exe.stat().st_size < 1_500_000
+    print(f"ktaprun {target}: {exe.stat().st_size} bytes stripped")
+
+
+def _board(target: str, commands, extra, timeout=240):
+    from ktap import board
+    try:
+        return board.run_commands(target, commands, extra_files=extra, timeout=timeout)
+    except MissingTool as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.board
+@pytest.mark.parametrize("target", BOARD_TARGETS)
+def test_ktaprun_runs_in_the_guest(target, tmp_path):
+    exe = cross_build(target, tmp_path)
+    run = _board(target, [["/ktap/ktaprun", "--version"], ["/ktap/ktaprun"],
+                          ["/ktap/ktaprun", "/nonexistent.kbc"]],
+                 {"/ktap/ktaprun": exe})
+    version, usage, missing = run.results
+    assert version.status == 0 and f"target {target}".encode() in version.stdout, run.console
+    assert usage.status == 2 and b"usage:" in usage.stderr
+    assert missing.status == 1 and b"/nonexistent.kbc" in missing.stderr
+
+
+E2E_COUNT = """
+var n = 0
+trace probe:vfs_write /execname == "ktapw"/ { n += 1 }
+trace_end { printf("writes=%d\\n", n) }
+"""
+E2E_GLOB = """
+var n = 0
+trace sched:sched_process_f* {
+  if (probename == "sched:sched_process_fork" && args.child_pid > 0) { n += 1 }
+}
+trace_end { printf("forks=%d\\n", n) }
+"""
+E2E_EXIT = """
+trace probe:vfs_write /execname == "ktapw"/ { exit(3) }
+trace_end { print("ended") }
+"""
+
+
+@pytest.mark.board
+@pytest.mark.parametrize("target", BOARD_TARGETS)
+def test_end_to_end_with_the_module(target, tmp_path):
+    if not hasattr(kmod, "build_module"):
+        pytest.skip("kmod.build_module does not exist yet (the module is being written)")
+    exe = cross_build(target, tmp_path)
+    try:
+        ko = kmod.build_module(target)
+    except MissingTool as e:
+        pytest.skip(str(e))
+    files = {"/ktap/ktaprun": exe, "/ktap/ktapvm.ko": ko}
+    for name, text in (("count", E2E_COUNT), ("glob", E2E_GLOB), ("exit", E2E_EXIT)):
+        _, path = compile_to(tmp_path, name, text, target)
+        files[f"/ktap/{name}.kbc"] = path
+    run = _board(target, [
+        ["/ktap/ktaprun", "-m", "/ktap/ktapvm.ko", "/ktap/count.kbc", "--", "ktapw", "write", "100"],
+        ["/ktap/ktaprun", "/ktap/glob.kbc", "--", "ktapw", "fork", "3"],
+        ["/ktap/ktaprun", "/ktap/exit.kbc", "--", "ktapw", "write", "10"],
+    ], files)
+    count, glob, ex = run.results
+    assert count.status == 0, count.output + run.console[-3000:]
+    assert count.stdout == b"writes=100\n", count.output
+    assert glob.status == 0, glob.output
+    forks = int(glob.stdout.decode().strip().split("=")[1])
+    assert forks >= 4, glob.output       # the workload itself and its 3 children
+    assert ex.status == 3 and ex.stdout == b"ended\n", ex.output
