@@ -450,14 +450,14 @@ class Expansion:
     ambiguous: dict[str, int] = field(default_factory=dict)  # name -> how many functions
 
 
-def _is_glob(name: str) -> bool:
+def is_glob(name: str) -> bool:
     return any(c in name for c in "*?[")
 
 
 def expand_symbols(pattern: str, symbols: SymbolTable) -> Expansion:
     """Functions matching a symbol name or glob, split into probeable and refused."""
     exp = Expansion(pattern)
-    if _is_glob(pattern):
+    if is_glob(pattern):
         names = [n for n in symbols.function_names() if fnmatch.fnmatchcase(n, pattern)]
         # A glob also meets same-named data symbols; they are not candidates.
     else:
@@ -497,9 +497,9 @@ def expand_probe(spec_name: str, symbols: SymbolTable) -> list[str]:
     (`probe:*_write%return`, `probe:vfs_read+0x4`), into the concrete names or
     specs, in the form given. Globs skip refused symbols quietly; a single
     name that is missing or refused raises SymbolError with the reason."""
-    prefix, sym, suffix = _split_spec(spec_name)
+    prefix, sym, suffix = split_spec(spec_name)
     exp = expand_symbols(sym, symbols)
-    if not _is_glob(sym):
+    if not is_glob(sym):
         if exp.refused:
             raise SymbolError(f"cannot probe {exp.refused[0].message}")
         if not exp.names:
@@ -509,7 +509,7 @@ def expand_probe(spec_name: str, symbols: SymbolTable) -> list[str]:
     return [f"{prefix}{n}{suffix}" for n in exp.names]
 
 
-def _split_spec(spec_name: str) -> tuple[str, str, str]:
+def split_spec(spec_name: str) -> tuple[str, str, str]:
     prefix = ""
     if ":" in spec_name:
         head, rest = spec_name.split(":", 1)
@@ -887,9 +887,9 @@ def _resolve_kprobe(ctx: _Context, ev) -> None:
 def _expansion_ok(ctx: _Context, ev, exp: Expansion) -> bool:
     if exp.names:
         return True
-    if not _is_glob(ev.name) and exp.refused:
+    if not is_glob(ev.name) and exp.refused:
         msg = f"cannot probe {exp.refused[0].message}"
-    elif _is_glob(ev.name):
+    elif is_glob(ev.name):
         msg = _empty_glob_message(exp, ctx.symbols)
     else:
         msg = missing_message(ev.name, ctx.symbols)
