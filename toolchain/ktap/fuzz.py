@@ -148,7 +148,7 @@ def parse_output(target: str, log: str, returncode: int, artifact_dir: Path) -> 
 
 
 def run_fuzzer(target: str, seconds: int, work: Path | None = None,
-               extra_args: tuple[str, ...] = (), jobs: int = 1) -> FuzzResult:
+               extra_args: tuple[str, ...] = ()) -> FuzzResult:
     """Fuzzes `target` for `seconds`. The corpus lives in work/corpus (kept
     between runs, so a long run continues where the last stopped), the seeds
     are rewritten into work/seeds, and findings go to work/artifacts."""
