@@ -346,6 +346,19 @@ E2E_EXIT = """
 trace probe:vfs_write /execname == "ktapw"/ { exit(3) }
 trace_end { print("ended") }
 """
+E2E_ERROR = """
+trace probe:vfs_write /execname == "ktapw"/ { print(10 / (arg3 - 1)) }
+"""
+E2E_SELF_END = """
+var n = 0
+var h = {}
+tick-20ms {
+  n += 1
+  h["n"] <<< n
+  if (n == 3) { exit(5) }
+}
+trace_end { hist(h) }
+"""
 
 
 @pytest.mark.board
@@ -359,18 +372,31 @@ def test_end_to_end_with_the_module(target, tmp_path):
     except MissingTool as e:
         pytest.skip(str(e))
     files = {"/ktap/ktaprun": exe, "/ktap/ktapvm.ko": ko}
-    for name, text in (("count", E2E_COUNT), ("glob", E2E_GLOB), ("exit", E2E_EXIT)):
-        _, path = compile_to(tmp_path, name, text, target)
+    images = {}
+    for name, text in (("count", E2E_COUNT), ("glob", E2E_GLOB), ("exit", E2E_EXIT),
+                       ("error", E2E_ERROR), ("self", E2E_SELF_END)):
+        images[name], path = compile_to(tmp_path, name, text, target)
         files[f"/ktap/{name}.kbc"] = path
     run = _board(target, [
         ["/ktap/ktaprun", "-m", "/ktap/ktapvm.ko", "/ktap/count.kbc", "--", "ktapw", "write", "100"],
         ["/ktap/ktaprun", "/ktap/glob.kbc", "--", "ktapw", "fork", "3"],
         ["/ktap/ktaprun", "/ktap/exit.kbc", "--", "ktapw", "write", "10"],
+        ["/ktap/ktaprun", "/ktap/error.kbc", "--", "ktapw", "write", "3"],
+        ["/ktap/ktaprun", "/ktap/self.kbc", "--", "ktapw", "sleep", "20000"],
+        ["/ktap/ktaprun", "--raw", "/ktap/self.kbc"],
     ], files)
-    count, glob, ex = run.results
+    count, glob, ex, err, self_end, raw = run.results
     assert count.status == 0, count.output + run.console[-3000:]
     assert count.stdout == b"writes=100\n", count.output
     assert glob.status == 0, glob.output
     forks = int(glob.stdout.decode().strip().split("=")[1])
     assert forks >= 4, glob.output       # the workload itself and its 3 children
     assert ex.status == 3 and ex.stdout == b"ended\n", ex.output
+    assert err.status == 3, err.output
+    assert err.stderr == b"error.kp:2:56: runtime error: division by zero\n", err.output
+    # exit() in a timer ends the session: the 20 s workload is killed, not waited for
+    assert self_end.status == 5 and self_end.seconds < 10, self_end.output
+    # --raw: the host formats the same records into the same text
+    records, status = kmod.decode_records(raw.stdout, images["self"].target)
+    assert raw.status == 5 and status.exit_code == 5
+    assert kmod.session_text(images["self"], records, status)[0].encode() == self_end.stdout

@@ -1,9 +1,6 @@
-/* sysdep.h - file system calls whose libc headers pull in <linux/types.h>.
- *
- * ktap_abi.h's user-space branch typedefs __u64 as uint64_t, which on 64-bit
- * hosts conflicts with <linux/types.h> (reached through <sys/stat.h> with
- * _GNU_SOURCE, and <sys/mount.h>). These helpers live in their own file that
- * never sees ktap_abi.h. */
+/* sysdep.h - the few file system calls (stat, mount, mknod) kept apart from
+ * the ABI code: their libc headers drag in <linux/*.h>, and keeping them out of
+ * ktap_abi.h users avoids depending on how each libc version layers those. */
 #ifndef KTAPRUN_SYSDEP_H
 #define KTAPRUN_SYSDEP_H
 
