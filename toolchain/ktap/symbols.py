@@ -458,8 +458,8 @@ def expand_symbols(pattern: str, symbols: SymbolTable) -> Expansion:
     """Functions matching a symbol name or glob, split into probeable and refused."""
     exp = Expansion(pattern)
     if is_glob(pattern):
-        names = [n for n in symbols.function_names() if fnmatch.fnmatchcase(n, pattern)]
-        # A glob also meets same-named data symbols; they are not candidates.
+        # Data symbols are matched too, so listings can say why they are out.
+        names = sorted(n for n in symbols.by_name if fnmatch.fnmatchcase(n, pattern))
     else:
         names = [pattern]
     for name in names:
