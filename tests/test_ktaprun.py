@@ -283,6 +283,71 @@ def test_host_build_refuses_to_run_sessions_and_bad_input(builds, tmp_path):
     assert r.returncode == 0 and r.stdout.startswith(b"ktaprun ") and b"arm" in r.stdout
 
 
+SCHED_SWITCH_FORMAT = """\
+name: sched_switch
+ID: 316
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:char prev_comm[16];\toffset:8;\tsize:16;\tsigned:0;
+\tfield:pid_t prev_pid;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:unsigned long args[6];\toffset:28;\tsize:24;\tsigned:0;
+\tfield:__data_loc char[] name;\toffset:52;\tsize:4;\tsigned:0;
+\tfield:const char * ptr;\toffset:56;\tsize:4;\tsigned:0;
+
+print fmt: "prev_comm=%s", REC->prev_comm
+"""
+
+
+def fake_tracefs(root: Path) -> Path:
+    for sub, ev, ident in (("sched", "sched_switch", 316), ("sched", "sched_wakeup", 317),
+                           ("irq", "irq_handler_entry", 40)):
+        d = root / "events" / sub / ev
+        d.mkdir(parents=True)
+        (d / "id").write_text(f"{ident}\n")
+        fmt = SCHED_SWITCH_FORMAT.replace("sched_switch", ev).replace("ID: 316", f"ID: {ident}")
+        (d / "format").write_text(fmt)
+    (root / "events" / "enable").write_text("0\n")
+    (root / "available_filter_functions").write_text(
+        "vfs_write\nvfs_read\nvfs_writev [ext4]\nksys_write\nvfs_write\n")
+    return root
+
+
+@needs_cc
+def test_attach_table_from_tracefs(builds, tmp_path):
+    """--resolve on a fake tracefs: globs, ids, field layouts, the named map."""
+    _, exe = builds("arm")
+    root = fake_tracefs(tmp_path / "tracefs")
+    script = """
+trace sched:sched_sw* { print(args.prev_pid, args.nope, args.name) }
+trace probe:vfs_w* { }
+trace probe:do_sys_open+8 { }
+trace probe:ksys_write%return { }
+tick-1s { }
+"""
+    _, image_path = compile_to(tmp_path, "att", script, "arm")
+    env = {"KTAPRUN_TRACEFS": str(root), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([str(exe), "--resolve", str(image_path)], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        # common_* fields and the unsigned long[6] array are left out
+        "0 tracepoint sched:sched_switch id=316 fields=8:16:str,24:4:s,52:4:loc,56:4:u "
+        "named=1,-1,2",
+        "1 kprobe vfs_write",
+        "1 kprobe vfs_writev",
+        "2 kprobe do_sys_open +0x8",
+        "3 kretprobe ksys_write",
+    ]
+    _, none = compile_to(tmp_path, "none", "trace irq:softirq_* { }\n", "arm")
+    r = subprocess.run([str(exe), "--resolve", str(none)], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 1
+    assert "probe 'irq:softirq_*' matches no tracepoint" in r.stderr
+
+
 # -- boards -------------------------------------------------------------------
 def cross_build(target: str, tmp: Path) -> Path:
     try:

@@ -74,9 +74,11 @@ static const char *tracefs(void)
 	root = "/sys/kernel/tracing";
 	if (is_dir("/sys/kernel/tracing/events"))
 		return root;
+#ifndef KTAPRUN_FORMAT_ONLY
 	/* Not mounted yet (a minimal init): mount it where the kernel offers it. */
 	if (mount_tracefs(root) == 0)
 		return root;
+#endif
 	if (is_dir("/sys/kernel/debug/tracing/events"))
 		root = "/sys/kernel/debug/tracing";
 	return root;
@@ -213,8 +215,10 @@ static void parse_field(const char *line, struct tp_format *fmt)
 	if (!decl || !(semi = strchr(decl, ';')) || fmt->n >= 128)
 		return;
 	decl += 6;
-	end = memchr(decl, '[', (size_t)(semi - decl));
-	end = end ? end : semi;
+	end = semi;
+	if (end > decl && end[-1] == ']')	/* NAME[N]: an array */
+		while (end > decl && *end != '[')
+			end--;
 	for (name = end; name > decl && name[-1] != ' ' && name[-1] != '*'; name--)
 		;
 	len = (size_t)(end - name);
@@ -363,4 +367,41 @@ void attach_free(struct attach_table *t)
 {
 	free(t->data);
 	t->data = NULL;
+}
+
+/* --resolve: the table in words, one entry per line, to see what a glob
+ * matched and how fields were laid out (also the tests' view of it). */
+void attach_print(const struct attach_table *t, FILE *to)
+{
+	static const char *const kinds[] = { "tracepoint", "kprobe", "kretprobe" };
+	const unsigned char *p = t->data;
+	struct ktap_attach a;
+	struct ktap_field f;
+	int16_t idx;
+	uint32_t i, j;
+
+	for (i = 0; i < t->count; i++) {
+		memcpy(&a, p, sizeof(a));
+		p += sizeof(a);
+		fprintf(to, "%u %s %.*s", a.event, a.kind < 3 ? kinds[a.kind] : "?",
+			(int)a.name_len, (const char *)p);
+		p += a.name_len;
+		if (a.offset)
+			fprintf(to, " +0x%llx", (unsigned long long)a.offset);
+		if (a.kind == KTAP_EV_TRACEPOINT)
+			fprintf(to, " id=%u fields=", a.tp_id);
+		for (j = 0; j < a.nfields; j++, p += sizeof(f)) {
+			memcpy(&f, p, sizeof(f));
+			fprintf(to, "%s%u:%u:%s", j ? "," : "", f.offset, f.size,
+				f.flags & KTAP_FIELD_DATA_LOC ? "loc" : f.flags & KTAP_FIELD_STRING
+				? "str" : f.flags & KTAP_FIELD_SIGNED ? "s" : "u");
+		}
+		if (a.kind == KTAP_EV_TRACEPOINT)
+			fputs(" named=", to);
+		for (j = 0; j < a.nnamed; j++, p += sizeof(idx)) {
+			memcpy(&idx, p, sizeof(idx));
+			fprintf(to, "%s%d", j ? "," : "", idx);
+		}
+		fputc('\n', to);
+	}
 }

@@ -130,6 +130,7 @@ struct attach_table {
  * writes a one-line reason into err and returns -1. */
 int attach_build(const struct ktap_image *img, struct attach_table *out, char *err, size_t errlen);
 void attach_free(struct attach_table *t);
+void attach_print(const struct attach_table *t, FILE *to);
 
 /* -- helpers (util.c) ------------------------------------------------------ */
 unsigned char *read_whole(const char *path, size_t *len);	/* NULL + errno */

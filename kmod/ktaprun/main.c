@@ -25,6 +25,8 @@ static int usage(FILE *to, int status)
 		"  -f, --format-records RECORDS\n"
 		"                        only format a saved record stream (from --raw) for\n"
 		"                        FILE.kbc, then exit with the session's status\n"
+		"  -R, --resolve         print the attach table (globs, tracepoint fields)\n"
+		"                        for FILE.kbc on this kernel, then exit\n"
 		"  -V, --version         print the version and target\n"
 		"  -h, --help            this text\n",
 		KTAP_TARGET_NAME, KTAP_DEVICE);
@@ -38,6 +40,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "raw", no_argument, NULL, 'r' },
 		{ "kallsyms", required_argument, NULL, 'k' },
 		{ "format-records", required_argument, NULL, 'f' },
+		{ "resolve", no_argument, NULL, 'R' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -47,12 +50,13 @@ static int parse_args(int argc, char **argv, struct options *o)
 	memset(o, 0, sizeof(*o));
 	opterr = 0;
 	/* '+': stop at FILE.kbc, so the workload's own options stay its own. */
-	while ((c = getopt_long(argc, argv, "+m:rk:f:Vh", longs, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+m:rk:f:RVh", longs, NULL)) != -1) {
 		switch (c) {
 		case 'm': o->module = optarg; break;
 		case 'r': o->raw = 1; break;
 		case 'k': o->kallsyms = optarg; break;
 		case 'f': o->records = optarg; break;
+		case 'R': o->resolve = 1; break;
 		case 'V': o->version = 1; return 0;
 		case 'h': o->help = 1; return 0;
 		default:
@@ -127,6 +131,21 @@ static int format_file(const struct options *o, const struct ktap_image *img)
 	return status;
 }
 
+/* --resolve: what attaching would send, without a device. */
+static int resolve(const struct ktap_image *img, const char *file)
+{
+	struct attach_table t;
+	char err[KTAP_ERRLEN];
+
+	if (attach_build(img, &t, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ktaprun: %s: %s\n", file, err);
+		return KTAP_EXIT_LOAD_ERROR;
+	}
+	attach_print(&t, stdout);
+	attach_free(&t);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -149,6 +168,8 @@ int main(int argc, char **argv)
 		return KTAP_EXIT_LOAD_ERROR;
 	if (o.records)
 		status = format_file(&o, img);
+	else if (o.resolve)
+		status = resolve(img, o.image);
 	else
 		status = run_session(&o, img, data, size, argv[0]);
 	ktap_image_free(img);

@@ -10,7 +10,7 @@ struct options {
 	const char *records;	/* -f: format this record file, run nothing */
 	const char *image;
 	char **cmd;		/* after "--": the workload, NULL-terminated */
-	int raw, version, help;
+	int raw, version, help, resolve;
 };
 
 /* Loads the module if needed, runs the image through /dev/ktap with the
