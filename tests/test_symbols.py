@@ -110,8 +110,8 @@ def test_mips_system_map_needs_word_size():
 
 
 def test_index_cache_is_used_and_keyed_by_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("KTAP_CACHE", str(tmp_path / "cache"))
     src = build_dir("arm") / "System.map"
+    monkeypatch.setenv("KTAP_CACHE", str(tmp_path / "cache"))
     copy = tmp_path / "System.map"
     copy.write_bytes(src.read_bytes())
     first = S.load_system_map(copy, word_size=4)

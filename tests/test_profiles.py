@@ -1,0 +1,140 @@
+"""ktap.profiles: format/config parsing, the profile directory round trip, and
+board profiles recorded from QEMU (marked `board`: one boot per target, then
+cached next to the kernel)."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+
+import pytest
+
+from ktap import kernel, profiles
+from ktap.diagnostics import UsageError
+from ktap.targets import get_target, target_names
+
+FORMAT = """name: sys_enter_openat
+ID: 612
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;
+\tfield:const char * filename;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:char comm[16];\toffset:24;\tsize:16;\tsigned:0;
+\tfield:__data_loc char[] name;\toffset:40;\tsize:4;\tsigned:1;
+
+print fmt: "dfd: 0x%08lx", ((unsigned long)(REC->dfd))
+"""
+
+
+def test_parse_format():
+    fields = {f.name: f for f in profiles.parse_format(FORMAT)}
+    assert list(fields) == ["common_type", "common_flags", "__syscall_nr", "filename", "comm", "name"]
+    assert fields["common_type"].common and not fields["filename"].common
+    assert (fields["filename"].type, fields["filename"].offset, fields["filename"].size) == (
+        "const char *", 16, 8)
+    assert (fields["comm"].type, fields["comm"].array_len) == ("char[16]", 16)
+    assert fields["name"].dynamic and fields["name"].type == "__data_loc char[]"
+    assert fields["__syscall_nr"].signed and not fields["comm"].signed
+
+
+def test_parse_config():
+    c = profiles.parse_config('CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C="x y"\nCONFIG_D=0x10\n')
+    assert c == {"CONFIG_A": "y", "CONFIG_B": "n", "CONFIG_C": "x y", "CONFIG_D": "0x10"}
+
+
+def test_split_dump():
+    data = b"@@file /a/x/format 3\nabc\n@@file /b 0\n\n"
+    assert profiles.split_dump(data) == {"/a/x/format": b"abc", "/b": b""}
+    with pytest.raises(profiles.ProfileError, match="damaged"):
+        profiles.split_dump(b"garbage\n")
+
+
+def collected(**kw):
+    base = dict(target="mips", uname="Linux b 6.1.9 #1 mips",
+                kallsyms=b"80100000 T _stext\n80100400 T vfs_read\n80100500 t helper\n",
+                formats={"syscalls/sys_enter_openat": FORMAT.encode()},
+                config=b"CONFIG_KPROBES=y\n# CONFIG_KRETPROBES is not set\n",
+                config_source="test", filter_functions=b"vfs_read\nhelper [mod]\n",
+                cmdline="console=ttyS0", source="test")
+    base.update(kw)
+    return profiles.Collected(**base)
+
+
+def test_profile_round_trip(tmp_path):
+    c = collected()
+    out = profiles.write_profile(c, tmp_path / "p")
+    p = profiles.load(out)
+    assert (p.target, p.release) == ("mips", "6.1.9")
+    assert p.meta["kallsyms"] == {"sha256": hashlib.sha256(c.kallsyms).hexdigest(),
+                                  "lines": 3, "text": 3}
+    assert p.features["kprobes"] is True and p.features["kretprobes"] is False
+    assert p.tracepoints() == ["syscalls:sys_enter_openat"]
+    assert [f.name for f in p.tracepoint_fields("syscalls", "sys_enter_openat")][-1] == "name"
+    assert p.has_function("vfs_read") and not p.has_function("_stext")
+    assert not p.has_function("nope")
+    assert p.filter_functions == {"vfs_read", "helper"}
+    with pytest.raises(profiles.ProfileError, match="no tracepoint sched:x"):
+        p.tracepoint_fields("sched", "x")
+    # Syncing again replaces the directory whole.
+    profiles.write_profile(collected(formats={}), out)
+    assert profiles.load(out).tracepoints() == []
+
+
+def test_profile_without_config_has_unknown_features(tmp_path):
+    p = profiles.load(profiles.write_profile(collected(config=None), tmp_path / "p"))
+    assert p.features["kprobes"] is None and p.features["tracepoints"] is True
+
+
+def test_load_refuses_non_profiles(tmp_path):
+    with pytest.raises(profiles.ProfileError, match="not a target profile"):
+        profiles.load(tmp_path)
+    (tmp_path / "profile.json").write_text(json.dumps({"version": 99}))
+    with pytest.raises(profiles.ProfileError, match="sync it again"):
+        profiles.load(tmp_path)
+
+
+@pytest.mark.parametrize("transport", ["ssh", "adb", "serial"])
+def test_other_transports_are_usage_errors(transport, tmp_path):
+    with pytest.raises(UsageError, match="not implemented yet"):
+        profiles.sync(transport, "x", tmp_path / "p")
+
+
+# ------------------------------------------------------------------ boards
+
+
+@pytest.fixture(scope="module", params=target_names())
+def board_prof(request):
+    target = get_target(request.param)
+    if kernel.cached_kernel(target) is None:
+        pytest.skip(f"no cached {target.name} kernel (build it: ktap board -t {target.name} kernel)")
+    try:
+        return target, profiles.board_profile(target)
+    except kernel.MissingTool as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.board
+def test_board_profile_contents(board_prof):
+    target, p = board_prof
+    assert p.target == target.name and p.release.startswith("6.1")
+    assert p.path == profiles.board_profile_dir(target)
+    assert p.features["kprobes"] and p.features["kretprobes"]
+    assert p.features["thumb2_kernel"] is False
+    assert p.meta["config_source"].endswith(".config")     # boards lack IKCONFIG
+    raw = gzip.decompress((p.path / "kallsyms.gz").read_bytes())
+    assert hashlib.sha256(raw).hexdigest() == p.meta["kallsyms"]["sha256"]
+    assert p.has_function("vfs_read") and not p.has_function("vfs_reed")
+    assert len(p.tracepoints()) > 100
+
+
+@pytest.mark.board
+def test_board_tracepoint_layouts(board_prof):
+    target, p = board_prof
+    fields = {f.name: f for f in p.tracepoint_fields("sched", "sched_switch")}
+    assert fields["prev_comm"].array_len == 16 and fields["prev_comm"].offset == 8
+    assert fields["prev_pid"].size == 4 and fields["prev_pid"].signed
+    # `long` follows the word size: the layout really is the target's.
+    assert fields["prev_state"].size == target.word_size
+    write = {f.name: f for f in p.tracepoint_fields("syscalls", "sys_enter_write")}
+    assert write["buf"].size == target.word_size and write["count"].size == target.word_size
