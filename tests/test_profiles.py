@@ -138,3 +138,42 @@ def test_board_tracepoint_layouts(board_prof):
     assert fields["prev_state"].size == target.word_size
     write = {f.name: f for f in p.tracepoint_fields("syscalls", "sys_enter_write")}
     assert write["buf"].size == target.word_size and write["count"].size == target.word_size
+
+
+# ------------------------------------------------------------------ ktapw cat/dump on the host
+
+
+@pytest.fixture(scope="module")
+def host_ktapw(tmp_path_factory):
+    """The x86_64 guest program runs on an x86_64 host too: cat/dump without a boot."""
+    import platform
+
+    from ktap import board
+    if platform.machine() != "x86_64":
+        pytest.skip("host is not x86_64")
+    t = get_target("x86_64")
+    try:
+        kernel.require_cross_gcc(t)
+    except kernel.MissingTool as e:
+        pytest.skip(str(e))
+    out = tmp_path_factory.mktemp("ktapw") / "ktapw"
+    board.compile_static(t, board.GUEST_DIR / "ktapw.c", out)
+    return out
+
+
+def test_ktapw_cat_and_dump(host_ktapw, tmp_path):
+    import subprocess
+    (tmp_path / "ev" / "sched" / "a").mkdir(parents=True)
+    (tmp_path / "ev" / "sched" / "a" / "format").write_bytes(b"x\n@@file fake 9\n")
+    (tmp_path / "ev" / "sched" / "a" / "enable").write_bytes(b"0\n")
+    (tmp_path / "ev" / "loop").symlink_to(tmp_path / "ev")
+    r = subprocess.run([host_ktapw, "cat", "/proc/self/stat", str(tmp_path / "ev/sched/a/enable")],
+                       capture_output=True)
+    assert r.returncode == 0 and r.stdout.endswith(b"0\n") and r.stdout.split()[1] == b"(ktapw)"
+    r = subprocess.run([host_ktapw, "dump", "-n", "format", str(tmp_path / "ev")], capture_output=True)
+    assert r.returncode == 0
+    assert profiles.split_dump(r.stdout) == {
+        str(tmp_path / "ev/sched/a/format"): b"x\n@@file fake 9\n"}
+    r = subprocess.run([host_ktapw, "cat", str(tmp_path / "missing")], capture_output=True)
+    assert r.returncode == 1 and b"No such file" in r.stderr
+    assert subprocess.run([host_ktapw, "dump"], capture_output=True).returncode == 2
