@@ -42,6 +42,7 @@ struct ktapvm_sess {
 	/* what the image needs from each event (scanned at LOAD) */
 	unsigned int nargs;		/* highest argN used by any handler */
 	int need_stack, need_clock;
+	unsigned int need_vars;		/* bit per KTAP_V_* read by LOADVAR */
 
 	/* attached events */
 	struct ktapvm_probe **probes;

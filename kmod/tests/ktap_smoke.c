@@ -10,6 +10,9 @@
  *                                    F1.. are the image event's field list
  *   -w MS wait MS milliseconds after START before running CMD
  *   -n    do not STOP: wait for the session to end by itself (exit() or error)
+ *   -b    bare: only run and time CMD (no /dev/ktap), for baselines
+ * CMD's run time (CLOCK_MONOTONIC; guest instructions under QEMU -icount)
+ * is printed as "cmd: STATUS ns NANOSECONDS".
  *
  * Prints "info ...", "load: ok|error ...", "start: ok|error ...", "cmd: N",
  * "stop: ok|error ...", then the records as hex ("R <hex>" lines, 64 bytes
@@ -24,6 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include "../ktap_abi.h"
 
@@ -164,13 +168,40 @@ static int add_tracepoint(unsigned event, const char *sys, const char *name, cha
 	return 0;
 }
 
+static long long now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void run_cmd(char **cmd)
+{
+	long long t0 = now_ns(), t1;
+	int status = 0;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		dup2(null, 1);
+		execv(cmd[0], cmd);
+		_exit(127);
+	}
+	waitpid(pid, &status, 0);
+	t1 = now_ns();
+	printf("cmd: %d ns %lld\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+	       t1 - t0);
+}
+
 int main(int argc, char **argv)
 {
 	struct ktap_ioc_info info;
 	struct ktap_ioc_load ld;
 	struct ktap_ioc_start st;
 	char err[KTAP_ERRLEN];
-	int fd, i, nostop = 0, wait_ms = 0, status;
+	int fd, i, nostop = 0, wait_ms = 0, bare = 0;
 	char **cmd = NULL;
 	size_t ilen, total = 0;
 	char *image;
@@ -181,10 +212,20 @@ int main(int argc, char **argv)
 	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
 		if (!strcmp(argv[i], "-n"))
 			nostop = 1;
+		else if (!strcmp(argv[i], "-b"))
+			bare = 1;
 		else if (!strcmp(argv[i], "-w") && i + 1 < argc)
 			wait_ms = atoi(argv[++i]);
 		else
 			break;
+	}
+	if (bare) {
+		for (; i < argc && strcmp(argv[i], "--"); i++)
+			;
+		if (i + 1 >= argc)
+			return 2;
+		run_cmd(argv + i + 1);
+		return 0;
 	}
 	if (i >= argc) {
 		fprintf(stderr, "usage: ktap_smoke [-n] [-w MS] IMAGE [SPEC...] [-- CMD ARGS...]\n");
@@ -256,19 +297,8 @@ int main(int argc, char **argv)
 	printf("start: ok\n");
 	if (wait_ms)
 		poll(NULL, 0, wait_ms);
-	if (cmd && cmd[0]) {
-		pid_t pid = fork();
-
-		if (pid == 0) {
-			int null = open("/dev/null", O_WRONLY);
-
-			dup2(null, 1);
-			execv(cmd[0], cmd);
-			_exit(127);
-		}
-		waitpid(pid, &status, 0);
-		printf("cmd: %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-	}
+	if (cmd && cmd[0])
+		run_cmd(cmd);
 	if (!nostop) {
 		if (ioctl(fd, KTAP_IOC_STOP) != 0)
 			printf("stop: error errno=%d\n", errno);
