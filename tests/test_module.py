@@ -48,6 +48,13 @@ tick-10ms {
 }
 trace_end { print(n) }
 """
+PROFILE = """var n = 0
+profile-1ms {
+  n += 1
+  if (n == 20) { exit(0) }
+}
+trace_end { print(n) }
+"""
 DIVZERO = """var z = 0
 trace probe:vfs_write /execname == "ktapw"/ {
   print(10 / z)
@@ -106,6 +113,7 @@ def _cases(target: str, work: Path) -> dict[str, Case]:
                            [SMOKE, "/tracepoint.kbc", "tp:0:syscalls:sys_enter_write:count",
                             "--", *write]),
         "tick": Case(image("tick", TICK), [SMOKE, "-n", "/tick.kbc"]),
+        "profile": Case(image("profile", PROFILE), [SMOKE, "-n", "/profile.kbc"]),
         "divzero": Case(image("divzero", DIVZERO),
                         [SMOKE, "-n", "/divzero.kbc", "kp:0:vfs_write", "--", KTAPW, "write", "10"]),
         "args": Case(image("args", ARGS), [SMOKE, "/args.kbc", "kp:0:vfs_write", "--", *write]),
@@ -258,6 +266,11 @@ def test_tick_timer_and_exit(session):
     _, st = session.records("tick")
     # the session ended by itself (no STOP); trace_end ran after exit(0)
     assert st.state in (0, 1) and st.exit_code == 0 and st.message == ""
+
+
+@pytest.mark.board
+def test_profile_timers(session):
+    assert session.output("profile") == "20\n", session.stdout("profile")
 
 
 @pytest.mark.board
