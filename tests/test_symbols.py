@@ -553,3 +553,25 @@ def test_vmlinux_addresses_match_board_kallsyms(arch):
     anchored = S.Symbolizer(table, "_printk", runtime.address_of("_printk"))
     assert anchored.slide == 0
     assert anchored(runtime.address_of("vfs_read") + 4) == "vfs_read+0x4"
+
+
+def test_resolve_warns_when_vmlinux_and_profile_differ(tmp_path):
+    d = build_dir("arm")
+    other = profiles.Collected("arm", "Linux b 6.1.0 #1 arm", b"c0001000 T vfs_read\n"
+                               b"c0001100 T only_in_other_kernel\n", {}, b"CONFIG_KPROBES=y\n",
+                               "test", None, "", "test")
+    prof = profiles.write_profile(other, tmp_path / "prof")
+    r = S.resolve_events(events("trace probe:vfs_read { }"), "arm", vmlinux=d / "vmlinux",
+                         profile=prof)
+    assert r.ok and any("does not look like the kernel" in p.message for p in r.problems)
+
+
+@pytest.mark.board
+def test_resolve_with_board_profile_and_vmlinux():
+    d = build_dir("arm")
+    prof = profiles.board_profile("arm")
+    r = S.resolve_events(events("trace probe:vfs_read+4 { }\n"
+                                "trace syscalls:sys_enter_write { print(args.count) }"),
+                         "arm", vmlinux=d / "vmlinux", profile=prof)
+    assert r.problems == []
+    assert r.layouts["syscalls:sys_enter_write"]["count"].size == 4

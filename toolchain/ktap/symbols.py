@@ -796,6 +796,7 @@ def resolve_events(image_events: list, target, vmlinux=None, system_map=None,
                    CodeReader(vmlinux) if vmlinux else None, profile, Resolution())
     try:
         _check_machine(ctx)
+        _check_same_kernel(ctx)
         _check_features(ctx, image_events)
         for ev in image_events:
             _resolve_one(ctx, ev)
@@ -828,6 +829,22 @@ def _check_machine(ctx: _Context) -> None:
     if ctx.profile is not None and ctx.profile.target and ctx.profile.target != ctx.target.name:
         _problem(ctx, "error", f"{ctx.profile.describe()} is for {ctx.profile.target}, "
                                f"not {ctx.target.name}")
+
+
+def _check_same_kernel(ctx: _Context) -> None:
+    """A vmlinux or System.map from another build than the profiled kernel
+    would make every later check wrong; compare their function names."""
+    if ctx.symbols is None or ctx.profile is None or ctx.symbols.source == "kallsyms":
+        return
+    if not (ctx.profile.path / "kallsyms.gz").exists():
+        return
+    theirs = {s.name for s in ctx.profile.symbols.functions() if not s.module}
+    ours = {s.name for s in ctx.symbols.functions()}
+    missing = len(theirs - ours)
+    if theirs and missing > len(theirs) // 100:
+        _problem(ctx, "warning", f"{ctx.symbols.describe()} does not look like the kernel of "
+                                 f"{ctx.profile.describe()}: {missing} of its {len(theirs)} "
+                                 f"functions are missing")
 
 
 # What each probe kind needs from the kernel: (feature, config option, symbol).
