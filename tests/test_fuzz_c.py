@@ -8,6 +8,7 @@ bench/fuzz.py is the long-run version."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,12 @@ KNOWN_BUGS: dict[str, str] = {
     "stack_without_event": "ktap_vm.c b_stack: stack() outside a probe (setup, trace_end) "
                            "interns from a NULL pointer: memcpy(NULL, 0) is UB (UBSan)",
 }
+# How each known bug shows in the fuzzer's report. While a bug is open, a short
+# run that happens to hit it is an expected failure, not a new one.
+KNOWN_SIGNATURES = {
+    "concat_overflow": r"heap-buffer-overflow[\s\S]*? in op_concat ",
+    "stack_without_event": r"null pointer passed[\s\S]*? in intern [\s\S]*? in b_stack ",
+}
 
 
 def _fuzzer_builds() -> str | None:
@@ -53,6 +60,9 @@ def _tail(log: str, n: int = 4000) -> str:
 @pytest.mark.parametrize("target", TARGETS)
 def test_fuzz_run(target, tmp_path):
     res = fuzz.run_fuzzer(target, SECONDS, tmp_path)
+    known = [bug for bug, sig in KNOWN_SIGNATURES.items() if re.search(sig, res.log)]
+    if not res.ok and len(res.artifacts) == 1 and known:
+        pytest.xfail(f"hit known bug {known[0]}: {KNOWN_BUGS[known[0]]}")
     assert res.ok, f"{res.summary()}\nartifacts: {res.artifacts}\n{_tail(res.log)}"
     assert not res.artifacts, res.artifacts
     assert res.execs >= MIN_EXECS, res.summary()
@@ -83,6 +93,9 @@ def test_regression(path):
     if (REGRESSIONS / f"{path.stem}.kp").exists():
         bc.load(path.read_bytes())     # still a valid image, or the replay proves nothing
     ok, log = fuzz.replay(path.parent.name, [path])
+    bug = path.stem.split("-")[0]
+    if not ok and bug in KNOWN_SIGNATURES and not re.search(KNOWN_SIGNATURES[bug], log):
+        pytest.fail(f"{path.name} fails, but not with bug {bug}:\n{_tail(log)}")   # not xfail
     assert ok, _tail(log)
 
 

@@ -14,6 +14,7 @@ cases, the suite's bad images), runs libFuzzer and reads its final statistics.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -41,6 +42,10 @@ MAX_LEN = 16384          # compiled samples are a few KiB
 FAILURE_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                    "ERROR: libFuzzer", "ALARM: working on the last Unit", "==ERROR",
                    "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+# UBSan reports carry a stack, so a finding names the function that broke.
+ENV = {**os.environ, "UBSAN_OPTIONS": "print_stacktrace=1"}
 
 
 class FuzzError(Exception):
@@ -162,7 +167,7 @@ def run_fuzzer(target: str, seconds: int, work: Path | None = None,
             f"-rss_limit_mb={RSS_LIMIT_MB}", f"-max_len={MAX_LEN}", "-print_final_stats=1",
             f"-artifact_prefix={artifacts}/", *extra_args, str(corpus), str(seeds)]
     r = subprocess.run(args, capture_output=True, text=True, errors="replace",
-                       timeout=seconds + 120)
+                       timeout=seconds + 120, env=ENV)
     res = parse_output(target, r.stdout + r.stderr, r.returncode, artifacts)
     res.seconds = seconds
     return res
@@ -173,6 +178,6 @@ def replay(target: str, inputs: list[Path]) -> tuple[bool, str]:
     exe = build_fuzzer(target)
     r = subprocess.run([str(exe), f"-timeout={TIMEOUT_S}", f"-rss_limit_mb={RSS_LIMIT_MB}",
                         *map(str, inputs)], capture_output=True, text=True, errors="replace",
-                       timeout=60 + 10 * len(inputs))
+                       timeout=60 + 10 * len(inputs), env=ENV)
     log = r.stdout + r.stderr
     return r.returncode == 0 and not any(m in log for m in FAILURE_MARKERS), log
