@@ -26,18 +26,10 @@ REGRESSIONS = Path(__file__).parent / "fuzz_regressions"
 # and <target>/<bug>-fuzzer.kbc (the fuzzer's own finding). A bug listed here
 # is in the C core and not fixed yet: its inputs are xfail(strict=True), so the
 # fix makes the test fail until the entry is removed.
-KNOWN_BUGS: dict[str, str] = {
-    "concat_overflow": "ktap_vm.c op_concat: the second string is copied into scratch "
-                       "(string_size + 64 bytes) before clipping: heap-buffer-overflow",
-    "stack_without_event": "ktap_vm.c b_stack: stack() outside a probe (setup, trace_end) "
-                           "interns from a NULL pointer: memcpy(NULL, 0) is UB (UBSan)",
-}
+KNOWN_BUGS: dict[str, str] = {}
 # How each known bug shows in the fuzzer's report. While a bug is open, a short
 # run that happens to hit it is an expected failure, not a new one.
-KNOWN_SIGNATURES = {
-    "concat_overflow": r"heap-buffer-overflow[\s\S]*? in op_concat ",
-    "stack_without_event": r"null pointer passed[\s\S]*? in intern [\s\S]*? in b_stack ",
-}
+KNOWN_SIGNATURES: dict[str, str] = {}
 
 
 def _fuzzer_builds() -> str | None:

@@ -20,6 +20,18 @@
 #include "sysdep.h"
 
 #ifdef KTAPRUN_FORMAT_ONLY
+/* A script without probes (only setup code and trace_end) can never see an
+ * event, so without a workload its session ends right after the setup code. */
+static int has_probes(const struct ktap_image *img)
+{
+	uint32_t i;
+
+	for (i = 0; i < img->nevents; i++)
+		if (img->events[i].kind != KTAP_EV_END)
+			return 1;
+	return 0;
+}
+
 int run_session(const struct options *o, const struct ktap_image *img,
 		const unsigned char *data, size_t size, const char *argv0)
 {
@@ -316,6 +328,18 @@ static void end_workload(pid_t child)
 	waitpid(child, &st, 0);
 }
 
+/* A script without probes (only setup code and trace_end) can never see an
+ * event, so without a workload its session ends right after the setup code. */
+static int has_probes(const struct ktap_image *img)
+{
+	uint32_t i;
+
+	for (i = 0; i < img->nevents; i++)
+		if (img->events[i].kind != KTAP_EV_END)
+			return 1;
+	return 0;
+}
+
 int run_session(const struct options *o, const struct ktap_image *img,
 		const unsigned char *data, size_t size, const char *argv0)
 {
@@ -337,8 +361,8 @@ int run_session(const struct options *o, const struct ktap_image *img,
 	waitmask = catch_signals();
 	if (o->cmd)
 		child = start_workload(o->cmd, &waitmask);
-	if (child < 0)
-		got_stop_signal = 1;	/* no workload: end the session at once */
+	if (child < 0 || (!o->cmd && !has_probes(img)))
+		got_stop_signal = 1;	/* nothing can happen: end the session at once */
 	r.fd = fd;
 	r.cap = (size_t)img->limits[KTAP_LIMIT_OUTBUF_SIZE] + 4096;
 	r.buf = xmalloc(r.cap);

@@ -1,12 +1,13 @@
 """The toolchain's Python API: what the CLI and SCons call."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import bytecode as bc
 from .codegen import generate
 from .compiler import compile_program
-from .diagnostics import KtapError, Source
+from .diagnostics import KtapError, SemanticError, Source
 from .parser import parse
 from .sema import analyze
 from .targets import get_target
@@ -23,20 +24,56 @@ def read_source(path: str) -> Source:
         raise KtapError("script is not valid UTF-8 text", filename=path) from None
 
 
-def compile_source(src: Source, target_name: str, limits: dict[str, int] | None = None) -> bc.Image:
-    """Parses, analyses, compiles and verifies. Raises KtapError on any problem."""
+@dataclass
+class KernelInfo:
+    """What is known offline about the target kernel: any of a vmlinux, a
+    System.map or a profile directory (`ktap target sync`)."""
+    vmlinux: str | None = None
+    system_map: str | None = None
+    profile: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.vmlinux or self.system_map or self.profile)
+
+
+def compile_source(src: Source, target_name: str, limits: dict[str, int] | None = None,
+                   kernel: KernelInfo | None = None, warn=None) -> bc.Image:
+    """Parses, analyses, compiles and verifies. Raises KtapError on any problem.
+    With `kernel`, probes are checked against that kernel and globs expanded;
+    `warn(text)` receives its warnings and notices."""
     target = get_target(target_name)
     base = bc.Limits(**(limits or {}))
     script = parse(src)
     program = analyze(script, src, base, set(limits or {}))
     image = generate(compile_program(script, program, src), target)
+    if kernel:
+        image.events = resolve_probes(image, script, src, kernel, warn)
     verify(image, src)
     return image
 
 
+def resolve_probes(image: bc.Image, script, src: Source, kernel: KernelInfo, warn) -> list:
+    """Checks the image's probes against one kernel; errors point at the probe."""
+    from . import ast as A
+    from .symbols import resolve_events
+    res = resolve_events(image.events, image.target, vmlinux=kernel.vmlinux,
+                         system_map=kernel.system_map, profile=kernel.profile)
+    for p in res.problems:
+        if p.severity != "error" and warn is not None:
+            warn(p.render(src.name))
+    errors = [p for p in res.problems if p.severity == "error"]
+    if errors:
+        where = {n.spec: n.spec_loc or n.loc for n in script.body if isinstance(n, A.Probe)}
+        first = errors[0]
+        message = "\n".join((f"probe '{p.spec}': " if p.spec else "") + p.message for p in errors)
+        raise SemanticError(message, src, where.get(first.spec))
+    return res.events
+
+
 def compile_file(path: str, target_name: str, out: str | None = None,
-                 limits: dict[str, int] | None = None) -> bc.Image:
-    image = compile_source(read_source(path), target_name, limits)
+                 limits: dict[str, int] | None = None, kernel: KernelInfo | None = None,
+                 warn=None) -> bc.Image:
+    image = compile_source(read_source(path), target_name, limits, kernel, warn)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_bytes(bc.dump(image))

@@ -57,11 +57,24 @@ def _add_script_args(p: argparse.ArgumentParser, target_default: str | None = "x
                    help=f"target architecture (default: {target_default})")
     p.add_argument("--limit", action="append", metavar="NAME=N",
                    help="override a limit: " + ", ".join(bc.Limits.FIELDS))
+    k = p.add_argument_group("the target kernel (optional: checks probes offline, expands globs)")
+    k.add_argument("--vmlinux", metavar="FILE", help="the target's vmlinux (symbols, code checks)")
+    k.add_argument("--system-map", metavar="FILE", help="the target's System.map")
+    k.add_argument("--profile", metavar="DIR", help="a target profile from 'ktap target sync'")
+
+
+def _kernel(args) -> api.KernelInfo:
+    return api.KernelInfo(getattr(args, "vmlinux", None), getattr(args, "system_map", None),
+                          getattr(args, "profile", None))
+
+
+def _warn(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 def cmd_compile(args) -> int:
     src = _source(args)
-    image = api.compile_source(src, args.target, _limits(args.limit))
+    image = api.compile_source(src, args.target, _limits(args.limit), _kernel(args), _warn)
     out = args.output or (Path(args.script).with_suffix(".kbc").name if args.script else "a.kbc")
     Path(out).write_bytes(bc.dump(image))
     if args.verbose:
@@ -71,7 +84,7 @@ def cmd_compile(args) -> int:
 
 def cmd_check(args) -> int:
     src = _source(args)
-    api.compile_source(src, args.target, _limits(args.limit))
+    api.compile_source(src, args.target, _limits(args.limit), _kernel(args), _warn)
     print(f"{src.name}: ok ({args.target})")
     return 0
 
@@ -153,12 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("targets", help="list the supported targets")
     p.set_defaults(func=cmd_targets)
 
-    try:
-        from . import board_cli
-    except ImportError:
-        board_cli = None
-    if board_cli is not None:
-        board_cli.register(sub)
+    from . import board_cli, symbols_cli
+    board_cli.register(sub)
+    symbols_cli.register(sub)
     return parser
 
 

@@ -54,6 +54,8 @@ def disassemble(img: bc.Image) -> str:
             extra.append(f"period={e.period_ns}ns")
         if e.fields:
             extra.append("fields=" + ",".join(e.fields))
+        if e.name not in e.spec and e.kind != bc.EV_END:
+            extra.insert(0, f"name={e.name}")      # a glob expanded on the host
         out.append(f"; event {i}: {bc.EVENT_KIND_NAMES.get(e.kind, e.kind)} {e.spec!r} -> "
                    f"f{e.handler} " + " ".join(extra))
     for i, p in enumerate(img.protos):

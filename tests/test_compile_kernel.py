@@ -1,0 +1,60 @@
+"""`ktap compile/check --vmlinux/--system-map/--profile`: probes checked against
+one kernel offline, errors at the probe's location, globs expanded."""
+import pytest
+
+from conftest import compile_text
+from ktap import api, kernel
+from ktap.diagnostics import KtapError, Source
+
+
+def board_vmlinux(target="arm"):
+    try:
+        d = kernel.ensure_kernel(target, progress=False)
+    except Exception as e:       # no cached kernel and no toolchain to build one
+        pytest.skip(f"no {target} board kernel: {e}")
+    return d
+
+
+def compile_with(text, **kernel_args):
+    warnings = []
+    img = api.compile_source(Source("k.kp", text), "arm", None,
+                             api.KernelInfo(**kernel_args), warnings.append)
+    return img, warnings
+
+
+def test_without_kernel_info_globs_stay_for_the_target():
+    img = compile_text("trace probe:vfs_writ* { }", "arm")
+    assert [e.name for e in img.events] == ["vfs_writ*"]
+
+
+def test_unknown_function_is_an_error_at_the_probe():
+    d = board_vmlinux()
+    with pytest.raises(KtapError) as exc:
+        compile_with("var x = 1\ntrace probe:vfs_wrte { }", vmlinux=str(d / "vmlinux"))
+    assert (exc.value.loc.line, exc.value.loc.col) == (2, 7)
+    assert "did you mean 'vfs_write'" in exc.value.message
+
+
+def test_glob_expanded_on_the_host():
+    d = board_vmlinux()
+    img, _ = compile_with("trace probe:vfs_writ* { }", system_map=str(d / "System.map"))
+    names = sorted(e.name for e in img.events)
+    assert "vfs_write" in names and all(n.startswith("vfs_writ") for n in names)
+    assert len({e.handler for e in img.events}) == 1
+
+
+def test_mid_instruction_offset_refused_with_vmlinux():
+    d = board_vmlinux()
+    with pytest.raises(KtapError, match="not an instruction boundary"):
+        compile_with("trace probe:vfs_write+2 { }", vmlinux=str(d / "vmlinux"))
+    compile_with("trace probe:vfs_write+4 { }", vmlinux=str(d / "vmlinux"))
+
+
+@pytest.mark.board
+def test_missing_tracepoint_field_with_profile():
+    from ktap import profiles
+    board_vmlinux()
+    p = profiles.board_profile("arm")       # recorded from the board once, then cached
+    with pytest.raises(KtapError, match="has no field 'cnt'"):
+        compile_with("trace syscalls:sys_enter_write { print(args.cnt) }", profile=str(p.path))
+    compile_with("trace syscalls:sys_enter_write { print(args.count) }", profile=str(p.path))
