@@ -11,6 +11,7 @@
 
 #include "ktaprun.h"
 #include "session.h"
+#include "serve.h"
 
 static int usage(FILE *to, int status)
 {
@@ -27,6 +28,10 @@ static int usage(FILE *to, int status)
 		"                        FILE.kbc, then exit with the session's status\n"
 		"  -R, --resolve         print the attach table (globs, tracepoint fields)\n"
 		"                        for FILE.kbc on this kernel, then exit\n"
+		"  -S, --serve DEV[:BAUD]\n"
+		"                        serial agent for `ktap run --serial`: receive files\n"
+		"                        and run commands over DEV (a tty, or - for stdin)\n"
+		"  -H, --sha256 FILE...  print the SHA-256 and size of each FILE\n"
 		"  -V, --version         print the version and target\n"
 		"  -h, --help            this text\n",
 		KTAP_TARGET_NAME, KTAP_DEVICE);
@@ -42,6 +47,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "format-records", required_argument, NULL, 'f' },
 		{ "resolve", no_argument, NULL, 'R' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "serve", required_argument, NULL, 'S' },
+		{ "sha256", no_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -50,7 +57,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	memset(o, 0, sizeof(*o));
 	opterr = 0;
 	/* '+': stop at FILE.kbc, so the workload's own options stay its own. */
-	while ((c = getopt_long(argc, argv, "+m:rk:f:RVh", longs, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+m:rk:f:RVhS:H", longs, NULL)) != -1) {
 		switch (c) {
 		case 'm': o->module = optarg; break;
 		case 'r': o->raw = 1; break;
@@ -58,6 +65,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'f': o->records = optarg; break;
 		case 'R': o->resolve = 1; break;
 		case 'V': o->version = 1; return 0;
+		case 'S': o->serve = optarg; return 0;
+		case 'H': o->sha256 = optind; return 0;
 		case 'h': o->help = 1; return 0;
 		default:
 			fprintf(stderr, "ktaprun: unknown or incomplete option '%s'\n",
@@ -146,6 +155,24 @@ static int resolve(const struct ktap_image *img, const char *file)
 	return 0;
 }
 
+/* --sha256: what the host compares before pushing a file. */
+static int print_sha256(int n, char **files)
+{
+	char hex[65];
+	long long size;
+	int i, status = 0;
+
+	for (i = 0; i < n; i++) {
+		if (sha256_file(files[i], hex, &size) == 0) {
+			printf("%s %lld %s\n", hex, size, files[i]);
+		} else {
+			printf("missing - %s\n", files[i]);
+			status = 1;
+		}
+	}
+	return status;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -158,6 +185,10 @@ int main(int argc, char **argv)
 		return usage(stderr, KTAP_EXIT_USAGE);
 	if (o.help)
 		return usage(stdout, 0);
+	if (o.serve)
+		return serve_main(o.serve);
+	if (o.sha256)
+		return print_sha256(argc - o.sha256, argv + o.sha256);
 	if (o.version) {
 		printf("ktaprun %s (target %s, ABI %d)\n", KTAPRUN_VERSION, KTAP_TARGET_NAME,
 		       KTAP_ABI_VERSION);

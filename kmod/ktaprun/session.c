@@ -232,10 +232,13 @@ static sigset_t catch_signals(void)
 	sa.sa_handler = on_signal;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);	/* the terminal or connection went away */
 	sigaction(SIGCHLD, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);	/* EPIPE on stdout is a stop, see pump() */
 	sigemptyset(&block);
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
 	sigaddset(&block, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &block, &old);
 	return old;
@@ -248,7 +251,9 @@ static pid_t start_workload(char **cmd, const sigset_t *mask)
 	if (pid == 0) {
 		signal(SIGINT, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
+		signal(SIGPIPE, SIG_DFL);
 		sigprocmask(SIG_SETMASK, mask, NULL);
 		execvp(cmd[0], cmd);
 		fprintf(stderr, "ktaprun: cannot run %s: %s\n", cmd[0], strerror(errno));
@@ -293,11 +298,24 @@ static ssize_t read_records(struct reader *r)
 	}
 }
 
-/* Polls until records arrive, or until the workload ended or a stop signal
- * came; then STOP, after which read() drains to EOF. */
+/* stdout is gone when the reader of its pipe or socket closed it, or its
+ * terminal hung up (ssh, adb or the serial agent lost the host): writing
+ * failed with EPIPE/EIO, or poll() reports POLLERR/POLLHUP on it. */
+static int output_gone(void)
+{
+	struct pollfd out = { STDOUT_FILENO, 0, 0 };
+
+	if (ferror(stdout) && (errno == EPIPE || errno == EIO))
+		return 1;
+	return poll(&out, 1, 0) > 0 && (out.revents & (POLLERR | POLLHUP));
+}
+
+/* Polls until records arrive, or until the workload ended, a stop signal
+ * came or the output went away; then STOP, after which read() drains to EOF
+ * (trace_end's output included; written only if someone still reads it). */
 static int pump(struct reader *r, struct stream *s, pid_t child, const sigset_t *waitmask)
 {
-	struct pollfd pfd = { r->fd, POLLIN, 0 };
+	struct pollfd pfd[2] = { { r->fd, POLLIN, 0 }, { STDOUT_FILENO, 0, 0 } };
 	int stopped = 0, child_done = child <= 0;
 	ssize_t n;
 
@@ -305,12 +323,14 @@ static int pump(struct reader *r, struct stream *s, pid_t child, const sigset_t 
 		if (got_child && !child_done)
 			child_done = reaped(child);
 		got_child = 0;
-		if (!stopped && (got_stop_signal || (child > 0 && child_done))) {
+		if (!stopped && (got_stop_signal || (child > 0 && child_done) || output_gone())) {
 			ioctl(r->fd, KTAP_IOC_STOP);	/* fails only if it ended already */
 			stopped = 1;
 		}
-		if (!stopped && ppoll(&pfd, 1, NULL, waitmask) < 0)
+		if (!stopped && ppoll(pfd, 2, NULL, waitmask) < 0)
 			continue;	/* EINTR: a signal; look at the flags */
+		if (!stopped && !(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;	/* only stdout changed: output_gone() looks */
 		n = read_records(r);
 		if (n <= 0)
 			return (int)n;

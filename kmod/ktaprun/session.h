@@ -10,6 +10,8 @@ struct options {
 	const char *records;	/* -f: format this record file, run nothing */
 	const char *image;
 	char **cmd;		/* after "--": the workload, NULL-terminated */
+	const char *serve;	/* --serve DEV[:BAUD]: the serial agent (serve.c) */
+	int sha256;		/* --sha256: argv index of the first file */
 	int raw, version, help, resolve;
 };
 

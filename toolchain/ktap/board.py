@@ -244,20 +244,40 @@ def kernel_command_line(target: Target, extra: list[str] = ()) -> str:
 
 def qemu_command(target: Target, kernel_image: Path, initrd: Path, *,
                  interactive: bool = False, deterministic: bool = False,
-                 append: list[str] = ()) -> list[str]:
+                 append: list[str] = (), agent_socket: Path | None = None,
+                 ssh_port: int | None = None) -> list[str]:
+    """agent_socket: a second serial line for `ktaprun --serve` (guest device
+    agent_device(target)) as a unix socket QEMU listens on. ssh_port: user
+    networking with the guest's port 22 forwarded to 127.0.0.1:ssh_port (the
+    guest gets 10.0.2.15/24 from ip= on the kernel command line)."""
     q = target.qemu
     cmd = [q["binary"], "-M", q["machine"]]
     if q.get("cpu"):
         cmd += ["-cpu", q["cpu"]]
+    append = list(append)
+    if ssh_port is not None:
+        append.append(GUEST_IP_ARG)
     cmd += ["-m", str(q.get("memory", "256")), "-kernel", str(kernel_image),
-            "-initrd", str(initrd), "-append", kernel_command_line(target, list(append)),
-            "-no-reboot", "-net", "none"]
+            "-initrd", str(initrd), "-append", kernel_command_line(target, append),
+            "-no-reboot"]
+    if ssh_port is None:
+        cmd += ["-net", "none"]
+    else:
+        cmd += ["-netdev", f"user,id=ktapnet,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+                "-device", "e1000,netdev=ktapnet"]
     if interactive:
         cmd += ["-nographic"]
     else:
         cmd += ["-display", "none", "-serial", "stdio", "-monitor", "none"]
     if deterministic:
         cmd += list(q.get("icount_args", ["-icount", "shift=0,sleep=off"]))
+    if agent_socket is not None:
+        chardev = f"socket,id=ktapagent,path={agent_socket},server=on,wait=off"
+        if AGENT_LINES.get(target.name, ("uart",))[0] == "virtio":
+            cmd += ["-device", "virtio-serial-device", "-chardev", chardev,
+                    "-device", "virtconsole,chardev=ktapagent"]
+        else:
+            cmd += ["-chardev", chardev, "-serial", "chardev:ktapagent"]
     return cmd + list(q.get("extra_args", []))
 
 
@@ -540,3 +560,234 @@ def check_board(target: Target | str, timeout: float = DEFAULT_TIMEOUT) -> Board
     if isinstance(target, str):
         target = get_target(target)
     return evaluate_check(target, run_commands(target, CHECK_COMMANDS, timeout=timeout))
+
+
+# ---------------------------------------------------------------- live boards (deploy tests)
+#
+# A board that stays up while the host talks to it like a real one: over the
+# serial agent (`ktaprun --serve` on a second serial line) and, on x86_64,
+# over ssh (dropbear, busybox and their libraries copied from the host, which
+# is the same architecture). `ktap run --serial/--ssh/--adb` are tested this way.
+
+# The agent's line in the guest: a second 8250 UART where the machine has one,
+# a virtio console on arm virt (one PL011 only).
+AGENT_LINES = {"arm": ("virtio", "/dev/hvc0"), "x86_64": ("uart", "/dev/ttyS1"),
+               "mips": ("uart", "/dev/ttyS1"), "powerpc": ("uart", "/dev/ttyS1")}
+AGENT_BAUD = ":921600"
+GUEST_IP_ARG = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off"
+GUEST_AGENT = "/bin/ktaprun-agent"
+SSH_BOARD_TARGETS = ("x86_64",)
+BUSYBOX_APPLETS = ("sh", "cat", "mkdir", "mv", "chmod", "rm", "kill", "sha256sum", "uname",
+                   "id", "grep", "sleep", "ls", "df", "stat", "echo", "true", "false", "ps")
+
+
+def agent_device(target: Target | str) -> str:
+    name = target if isinstance(target, str) else target.name
+    return AGENT_LINES.get(name, ("uart", "/dev/ttyS1"))[1]
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _elf_needs(binary: Path) -> list[Path]:
+    """The shared libraries and interpreter of a host binary (ldd)."""
+    r = subprocess.run(["ldd", str(binary)], capture_output=True, text=True)
+    libs = []
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        for p in parts:
+            if p.startswith("/") and Path(p).exists():
+                libs.append(Path(p))
+                break
+    return libs
+
+
+def ssh_host_key() -> Path:
+    """The board's dropbear host key, made once (dropbearkey) and cached."""
+    d = cache_root() / "sshboard"
+    key = d / "dropbear_ed25519_host_key"
+    if not key.exists():
+        d.mkdir(parents=True, exist_ok=True)
+        tool = require_tool("dropbearkey", "dropbear-bin")
+        tmp = d / f"key.{os.getpid()}"
+        subprocess.run([tool, "-t", "ed25519", "-f", str(tmp)], check=True, capture_output=True)
+        tmp.rename(key)
+    return key
+
+
+def ssh_server_entries(authorized_keys: str) -> list[CpioEntry]:
+    """dropbear + busybox (sh and the tools `ktap run --ssh` uses) + their
+    shared libraries, /etc/passwd, a host key and root's authorized_keys."""
+    dropbear = Path(require_tool("dropbear", "dropbear-bin"))
+    busybox = Path(require_tool("busybox", "busybox-static"))
+    files: dict[str, tuple[bytes, int]] = {
+        "usr/sbin/dropbear": (dropbear.read_bytes(), 0o755),
+        "bin/busybox": (busybox.read_bytes(), 0o755),
+        "etc/passwd": (b"root:x:0:0:root:/root:/bin/sh\n", 0o644),
+        "etc/group": (b"root:x:0:\n", 0o644),
+        "etc/shells": (b"/bin/sh\n", 0o644),
+        "etc/dropbear/dropbear_ed25519_host_key": (ssh_host_key().read_bytes(), 0o600),
+        "root/.ssh/authorized_keys": (authorized_keys.encode(), 0o600),
+    }
+    for lib in _elf_needs(dropbear) + _elf_needs(busybox):
+        files[str(lib).lstrip("/")] = (lib.read_bytes(), 0o755)
+    entries = directory_entries(list(files) + ["var/log/x", "dev/pts/x"])
+    entries = [e for e in entries if e.path != "root"]
+    entries.append(CpioEntry("root", stat.S_IFDIR | 0o700))
+    entries.append(CpioEntry("root/.ssh", stat.S_IFDIR | 0o700))
+    entries = [e for e in entries if e.path not in ("root/.ssh",)] + \
+        [CpioEntry("root/.ssh", stat.S_IFDIR | 0o700)]
+    entries += [CpioEntry(p, stat.S_IFREG | m, d) for p, (d, m) in files.items()]
+    entries += [CpioEntry(f"bin/{a}", stat.S_IFLNK | 0o777, b"busybox") for a in BUSYBOX_APPLETS]
+    return entries
+
+
+DROPBEAR_COMMAND = ["/usr/sbin/dropbear", "-s", "-r", "/etc/dropbear/dropbear_ed25519_host_key",
+                    "-p", "22"]
+
+
+class LiveBoard:
+    """A QEMU board kept running: init runs `commands` in batch mode (the last
+    usually being the agent, which never ends), the console is collected in a
+    thread, and the host talks to the guest over `agent_spec` / `ssh_port`.
+
+        with board.LiveBoard("arm", agent=True) as b:
+            t = transport.SerialTransport(b.agent_spec)
+    """
+
+    def __init__(self, target: Target | str, *, agent: bool = True,
+                 ssh_authorized_keys: str | None = None,
+                 extra_files: dict[str, str | Path] | None = None,
+                 commands: list[list[str]] | None = None, agent_binary: Path | None = None):
+        self.target = get_target(target) if isinstance(target, str) else target
+        self.agent = agent
+        self.ssh_keys = ssh_authorized_keys
+        self.extra_files = dict(extra_files or {})
+        self.commands = list(commands or [])
+        self.agent_binary = agent_binary
+        self.proc: subprocess.Popen | None = None
+        self.console = bytearray()
+        self.ssh_port: int | None = None
+        self.tmp = tempfile.TemporaryDirectory(prefix="ktap-live-")
+        self.agent_socket = Path(self.tmp.name) / "agent.sock"
+        self.started = 0.0
+
+    @property
+    def agent_spec(self) -> str:
+        return f"unix:{self.agent_socket}"
+
+    def start(self) -> "LiveBoard":
+        import threading
+        target = self.target
+        qemu = require_qemu(target)
+        image = boot_files(target)
+        commands = list(self.commands)
+        files = dict(self.extra_files)
+        if self.ssh_keys is not None:
+            if target.name not in SSH_BOARD_TARGETS:
+                raise BoardError(f"{target.name}: the ssh board needs host binaries of the "
+                                 f"same architecture (only {', '.join(SSH_BOARD_TARGETS)})")
+            self.ssh_port = _free_port()
+            commands.insert(0, DROPBEAR_COMMAND)
+        if self.agent:
+            if self.agent_binary is None:
+                from . import runner
+                self.agent_binary = runner.build_ktaprun(target)
+            files[GUEST_AGENT] = self.agent_binary
+            commands.append([GUEST_AGENT, "--serve", agent_device(target) + AGENT_BAUD])
+        initrd = Path(self.tmp.name) / "initrd.cpio.gz"
+        data = base_initramfs(target).read_bytes() + run_archive(commands or None, files)
+        if self.ssh_keys is not None:
+            data += gzip_bytes(newc_archive(ssh_server_entries(self.ssh_keys)))
+        initrd.write_bytes(data)
+        cmd = qemu_command(target, image, initrd,
+                           agent_socket=self.agent_socket if self.agent else None,
+                           ssh_port=self.ssh_port)
+        cmd[0] = qemu
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+        return self
+
+    def _collect(self) -> None:
+        fd = self.proc.stdout.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.console += chunk
+
+    def console_text(self) -> str:
+        return self.console.decode(errors="replace")
+
+    def frames(self) -> FrameParser:
+        """The batch commands' frames seen so far (output of the agent itself, ...)."""
+        parser = FrameParser(self.commands)
+        for line in self.console_text().splitlines():
+            parser.feed_line(line)
+        return parser
+
+    def wait_agent(self, timeout: float = 90.0):
+        """Connects to the agent once the guest runs it; returns a SerialTransport."""
+        from . import transport
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise BoardError(f"{self.target.name}: QEMU exited ({self.proc.returncode}); "
+                                 f"last console lines:\n{console_tail(self.console_text())}",
+                                 self.console_text())
+            try:
+                t = transport.SerialTransport(self.agent_spec, timeout=2.0)
+                try:
+                    t.hello(attempts=1, wait=0.5)
+                    t.timeout = 10.0
+                    return t
+                except transport.TransportError:
+                    t.close()
+            except transport.TransportError:
+                time.sleep(0.2)
+            if time.monotonic() > deadline:
+                raise BoardTimeout(f"{self.target.name}: the agent did not answer within "
+                                   f"{timeout:.0f} s; last console lines:\n"
+                                   f"{console_tail(self.console_text())}", self.console_text())
+
+    def wait_ssh(self, timeout: float = 90.0) -> None:
+        """Waits until the guest's ssh server sends its banner."""
+        import socket
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with socket.create_connection(("127.0.0.1", self.ssh_port), timeout=2) as s:
+                    s.settimeout(3)
+                    if s.recv(64).startswith(b"SSH-"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise BoardTimeout(f"{self.target.name}: no ssh server on 127.0.0.1:{self.ssh_port}; "
+                           f"last console lines:\n{console_tail(self.console_text())}",
+                           self.console_text())
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self._thread.join(timeout=5)
+            self.proc = None
+        self.tmp.cleanup()
+
+    def __enter__(self) -> "LiveBoard":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

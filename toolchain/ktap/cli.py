@@ -166,9 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("targets", help="list the supported targets")
     p.set_defaults(func=cmd_targets)
 
-    from . import board_cli, symbols_cli
+    from . import board_cli, deploy_cli, symbols_cli
     board_cli.register(sub)
     symbols_cli.register(sub)
+    deploy_cli.register(sub)
     return parser
 
 
