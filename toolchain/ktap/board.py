@@ -395,15 +395,19 @@ class FrameParser:
 
 # ---------------------------------------------------------------- running
 
-def boot_files(target: Target) -> Path:
-    """Kernel image for the target, built or taken from the cache."""
+def boot_files(target: Target, kernel_variant: str | None = None) -> Path:
+    """Kernel image for the target, built or taken from the cache.
+    kernel_variant="debug" boots the debug kernel (targets/debug.config)."""
+    if kernel_variant:
+        return kernel.ensure_kernel_build(target, variant=kernel_variant).image
     return kernel.ensure_kernel_build(target).image
 
 
 def run_commands(target: Target | str, commands: list[list[str]],
                  extra_files: dict[str, str | Path] | None = None,
                  timeout: float = DEFAULT_TIMEOUT, *, deterministic: bool = False,
-                 console_loglevel: int | None = None, strict: bool = True) -> BoardRun:
+                 console_loglevel: int | None = None, strict: bool = True,
+                 kernel_variant: str | None = None) -> BoardRun:
     """Boots the target once and runs every command in order inside it.
 
     extra_files maps guest paths to host files added to the initramfs (e.g.
@@ -415,7 +419,7 @@ def run_commands(target: Target | str, commands: list[list[str]],
     if isinstance(target, str):
         target = get_target(target)
     qemu = require_qemu(target)
-    image = boot_files(target)
+    image = boot_files(target, kernel_variant)
     with tempfile.TemporaryDirectory(prefix="ktap-board-") as tmp:
         initrd = build_initramfs(target, extra_files, commands, Path(tmp) / "initrd.cpio.gz")
         append = [] if console_loglevel is None else [f"ktap.loglevel={console_loglevel}"]

@@ -33,6 +33,8 @@ from .targets import TARGETS_DIR, Target, get_target
 RECIPE_VERSION = 1
 
 COMMON_FRAGMENT = TARGETS_DIR / "common.config"
+# Kernel variants: a fragment merged after the board's own (see variant_fragment()).
+VARIANT_FRAGMENTS = {"debug": TARGETS_DIR / "debug.config"}
 DEFAULT_SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 SOURCE_PACKAGE = "linux-source-6.1"
 
@@ -107,20 +109,47 @@ def compiler_version(target: Target) -> str:
     return r.stdout.strip()
 
 
-def config_key(target: Target, version: str, compiler: str) -> str:
+def config_key(target: Target, version: str, compiler: str, variant: str | None = None) -> str:
     h = hashlib.sha256()
-    for part in (f"recipe={RECIPE_VERSION}", f"target={target.name}",
-                 f"arch={target.kernel_arch}", f"cross={target.cross_compile}",
-                 f"source={version}", f"cc={compiler}",
-                 COMMON_FRAGMENT.read_text(), target.config_fragment.read_text()):
+    parts = [f"recipe={RECIPE_VERSION}", f"target={target.name}",
+             f"arch={target.kernel_arch}", f"cross={target.cross_compile}",
+             f"source={version}", f"cc={compiler}",
+             COMMON_FRAGMENT.read_text(), target.config_fragment.read_text()]
+    if variant:   # the default kernel's key stays what it always was
+        parts += [f"variant={variant}", variant_fragment(target, variant)]
+    for part in parts:
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
 
 
-def build_dir(target: Target) -> Path:
-    key = config_key(target, source_version(), compiler_version(target))
-    return cache_root() / "kernels" / f"{target.name}-{key}"
+def build_dir(target: Target, variant: str | None = None) -> Path:
+    key = config_key(target, source_version(), compiler_version(target), variant)
+    name = f"{target.name}-{variant}" if variant else target.name
+    return cache_root() / "kernels" / f"{name}-{key}"
+
+
+def variant_fragment(target: Target, variant: str) -> str:
+    """The lines of a variant's fragment that apply to `target`.
+
+    A line ``#@ only: NAME ...`` restricts the lines after it to those
+    targets, until the next ``#@`` line (``#@ all`` ends the restriction).
+    """
+    path = VARIANT_FRAGMENTS.get(variant)
+    if path is None:
+        raise KernelError(f"unknown kernel variant {variant!r} "
+                          f"(known: {', '.join(sorted(VARIANT_FRAGMENTS))})")
+    out, applies = [], True
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#@"):
+            words = stripped[2:].replace(":", " ").split()
+            applies = not words or words[0] == "all" or (
+                words[0] == "only" and target.name in words[1:])
+            continue
+        if applies:
+            out.append(line)
+    return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------- fragments
@@ -143,9 +172,11 @@ def fragment_lines(wanted: dict[str, str]) -> str:
     return "".join(f"# {k} is not set\n" if v == "n" else f"{k}={v}\n" for k, v in wanted.items())
 
 
-def wanted_options(target: Target) -> dict[str, str]:
+def wanted_options(target: Target, variant: str | None = None) -> dict[str, str]:
     wanted = parse_fragment(COMMON_FRAGMENT.read_text())
     wanted.update(parse_fragment(target.config_fragment.read_text()))
+    if variant:
+        wanted.update(parse_fragment(variant_fragment(target, variant)))
     return wanted
 
 
@@ -201,8 +232,8 @@ def kernel_image(target: Target, directory: Path) -> Path:
     return directory / target.qemu["kernel_image"]
 
 
-def cached_kernel(target: Target) -> KernelBuild | None:
-    directory = build_dir(target)
+def cached_kernel(target: Target, variant: str | None = None) -> KernelBuild | None:
+    directory = build_dir(target, variant)
     stamp = directory / "ktap-build.json"
     if not stamp.exists() or not kernel_image(target, directory).exists():
         return None
@@ -211,24 +242,28 @@ def cached_kernel(target: Target) -> KernelBuild | None:
                        info.get("seconds"), cached=True)
 
 
-def ensure_kernel(target: Target | str, progress: bool = True) -> Path:
-    """Build directory of the target's kernel, building it on a cache miss."""
-    return ensure_kernel_build(target, progress).directory
+def ensure_kernel(target: Target | str, progress: bool = True, variant: str | None = None) -> Path:
+    """Build directory of the target's kernel, building it on a cache miss.
+
+    `variant` ("debug") adds that variant's fragment (VARIANT_FRAGMENTS); it
+    is part of the cache key, so each variant has its own build dir."""
+    return ensure_kernel_build(target, progress, variant=variant).directory
 
 
-def ensure_kernel_build(target: Target | str, progress: bool = True) -> KernelBuild:
+def ensure_kernel_build(target: Target | str, progress: bool = True,
+                        variant: str | None = None) -> KernelBuild:
     if isinstance(target, str):
         target = get_target(target)
-    hit = cached_kernel(target)
+    hit = cached_kernel(target, variant)
     if hit:
         return hit
-    directory = build_dir(target)
+    directory = build_dir(target, variant)
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory / ".lock"):
-        hit = cached_kernel(target)   # another process may have built it meanwhile
+        hit = cached_kernel(target, variant)   # another process may have built it meanwhile
         if hit:
             return hit
-        return build_kernel(target, directory, progress)
+        return build_kernel(target, directory, progress, variant=variant)
 
 
 def make_command(target: Target, directory: Path, *goals: str) -> list[str]:
@@ -245,20 +280,22 @@ def image_goal(target: Target) -> str:
     return Path(target.qemu["kernel_image"]).name
 
 
-def build_kernel(target: Target, directory: Path, progress: bool = True) -> KernelBuild:
+def build_kernel(target: Target, directory: Path, progress: bool = True,
+                 variant: str | None = None) -> KernelBuild:
     for tool, package in BUILD_TOOLS.items():
         require_tool(tool, package)
     require_cross_gcc(target)
     log_path = directory / "ktap-build.log"
     started = time.monotonic()
     with open(log_path, "a") as log:
-        log.write(f"==== ktap kernel build for {target.name} in {directory}\n")
-        run = _StepRunner(target.name, log, log_path, started, progress)
+        label = f"{target.name} ({variant})" if variant else target.name
+        log.write(f"==== ktap kernel build for {label} in {directory}\n")
+        run = _StepRunner(label, log, log_path, started, progress)
         if not (directory / ".config").exists() or not (directory / ".ktap-config-merged").exists():
             run.step("tinyconfig", make_command(target, directory, "tinyconfig"))
-            merge_fragments(target, directory)
+            merge_fragments(target, directory, variant)
             run.step("olddefconfig", make_command(target, directory, "olddefconfig"))
-            verify_config(target, directory)
+            verify_config(target, directory, variant)
             (directory / ".ktap-config-merged").write_text("")
         # `modules` with no module to build still writes Module.symvers and
         # does modules_prepare, which out-of-tree module builds rely on.
@@ -268,31 +305,33 @@ def build_kernel(target: Target, directory: Path, progress: bool = True) -> Kern
         raise KernelError(f"kernel build finished but {image} is missing; log: {log_path}")
     seconds = round(time.monotonic() - started, 1)
     (directory / "ktap-build.json").write_text(json.dumps({
-        "target": target.name, "image": str(image.relative_to(directory)),
+        "target": target.name, "variant": variant, "image": str(image.relative_to(directory)),
         "seconds": seconds, "source_version": source_version(),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }, indent=1) + "\n")
-    _progress(f"kernel for {target.name} built in {_fmt_elapsed(seconds)}: {directory}")
+    _progress(f"kernel for {label} built in {_fmt_elapsed(seconds)}: {directory}")
     return KernelBuild(target.name, directory, image, seconds, cached=False)
 
 
-def merge_fragments(target: Target, directory: Path) -> None:
+def merge_fragments(target: Target, directory: Path, variant: str | None = None) -> None:
     # Kconfig keeps the last assignment of a symbol, so appending the
     # fragments (common first, board second) and running olddefconfig merges them.
     config = directory / ".config"
     with open(config, "a") as f:
-        f.write("\n# ---- ktap: targets/common.config + targets/%s/config\n" % target.name)
-        f.write(fragment_lines(wanted_options(target)))
+        f.write("\n# ---- ktap: targets/common.config + targets/%s/config%s\n"
+                % (target.name, f" + {VARIANT_FRAGMENTS[variant].name}" if variant else ""))
+        f.write(fragment_lines(wanted_options(target, variant)))
 
 
-def verify_config(target: Target, directory: Path) -> None:
-    bad = config_mismatches(wanted_options(target), (directory / ".config").read_text())
+def verify_config(target: Target, directory: Path, variant: str | None = None) -> None:
+    bad = config_mismatches(wanted_options(target, variant), (directory / ".config").read_text())
     if bad:
         (directory / ".config").rename(directory / ".config.rejected")
         raise KernelError(
             f"kernel config for {target.name} lost options after the merge "
             f"(unmet dependencies?):\n  " + "\n  ".join(bad) +
-            f"\nfragments: {COMMON_FRAGMENT}, {target.config_fragment}; "
+            f"\nfragments: {COMMON_FRAGMENT}, {target.config_fragment}"
+            f"{', ' + str(VARIANT_FRAGMENTS[variant]) if variant else ''}; "
             f"rejected config kept as {directory / '.config.rejected'}")
 
 
