@@ -21,6 +21,7 @@ def generate(env):
         action=env.Action(_compile_action, strfunction=_compile_str),
         suffix=".kbc", src_suffix=".kp")})
     env.AddMethod(board_test_alias, "KtapBoardTest")
+    env.AddMethod(bundle, "KtapBundle")
 
 
 def exists(env):
@@ -54,3 +55,34 @@ def board_test_alias(env, targets):
     """`scons [target=ARCH] board-test`: the board suite on one target or all four."""
     return env.AlwaysBuild(env.Alias("board-test", [], env.Action(
         _board_test_action(targets), f"board suite on {', '.join(targets)}")))
+
+
+def _bundle_action(arch, kdir):
+    def action(target, source, env):
+        import shutil
+        from pathlib import Path
+        from ktap import kmod, runner
+        out = Path(str(target[0])).parent
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            ko = kmod.build_module(arch, Path(kdir) if kdir else None)
+            run = runner.build_ktaprun(arch)
+        except Exception as e:            # a clear one-line failure, not a traceback
+            print(f"scons: ktapvm/ktaprun for {arch}: {e}")
+            return 1
+        shutil.copy2(ko, out / "ktapvm.ko")
+        shutil.copy2(run, out / "ktaprun")
+        return 0
+    return action
+
+
+def bundle(env, arch, kdir=None):
+    """ktapvm.ko (built against KDIR, or the cached board kernel) and ktaprun
+    for one target, copied into build/ARCH/. Always re-run: the Python API
+    keeps its own caches keyed by sources and kernel."""
+    outs = [f"build/{arch}/ktapvm.ko", f"build/{arch}/ktaprun"]
+    node = env.Command(outs, [], env.Action(_bundle_action(arch, kdir),
+                                            f"ktapvm.ko + ktaprun for {arch}"
+                                            + (f" against {kdir}" if kdir else "")))
+    env.AlwaysBuild(node)
+    return node

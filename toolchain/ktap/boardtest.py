@@ -16,7 +16,8 @@ from .diagnostics import KtapError, Source
 from .targets import get_target
 
 SUITE_DIR = Path(__file__).resolve().parents[2] / "board-tests"
-CASE_KEYS = {"name", "script", "bad_image", "workload", "expect", "expect_regex",
+SAMPLES_DIR = SUITE_DIR.parent / "samples"
+CASE_KEYS = {"name", "script", "sample", "bad_image", "workload", "expect", "expect_regex",
              "expect_range", "status", "stderr_regex", "limits", "skip"}
 
 
@@ -55,8 +56,11 @@ def load_cases(directory: Path = SUITE_DIR) -> list[Case]:
                 raise CaseError(f"{path.name}: case {raw.get('name')}: unknown keys {sorted(unknown)}")
             if raw.get("name") in seen:
                 raise CaseError(f"{path.name}: duplicate case name {raw.get('name')}")
+            if "sample" in raw:
+                raw = dict(raw, script=(SAMPLES_DIR / f"{raw.pop('sample')}.kp").read_text())
             if (raw.get("script") is None) == (raw.get("bad_image") is None):
-                raise CaseError(f"{path.name}: case {raw.get('name')}: needs script or bad_image")
+                raise CaseError(f"{path.name}: case {raw.get('name')}: needs one of script, "
+                                "sample or bad_image")
             seen.add(raw["name"])
             workload = raw.get("workload", "")
             cases.append(Case(
