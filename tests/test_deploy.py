@@ -1,0 +1,250 @@
+"""`ktap run` (deploy.py, deploy_cli.py): bundle hashing and preflight on the
+host; end to end on QEMU boards that stay up like real ones (board.LiveBoard):
+the serial agent on all four boards, ssh and adb on x86_64.
+
+Board tests run the real CLI (`ktap run ...`) in a subprocess, so Ctrl-C
+(SIGINT to the ktap process) and a dropped connection (SIGKILL of the ktap
+process, which closes the link) are what a user does."""
+import hashlib
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ktap import board, boardrun, deploy, runner
+from ktap import transport as tr
+
+ROOT = Path(__file__).resolve().parents[1]
+KTAP = [sys.executable, "-m", "ktap.cli"]
+TARGETS = ["x86_64", "arm", "mips", "powerpc"]
+
+COUNT = ('var n = 0\ntrace probe:ksys_write { n += 1 }\n'
+         'trace_end { printf("writes=%d\\n", n) }\n')
+# Runs until stopped: prints when its setup ran, and from trace_end.
+FOREVER = ('printf("started\\n")\nvar n = 0\ntrace probe:ksys_write { n += 1 }\n'
+           'trace_end { printf("trace_end ran\\n") }\n')
+
+
+# ---------------------------------------------------------------- host: bundle hashing
+
+class FakeTransport(tr.Transport):
+    """A target as a dict of remote files; counts pushes."""
+    name = "fake"
+
+    def __init__(self, release="6.1.0-test", uid=0, kprobes=True, full=False):
+        self.files: dict[str, bytes] = {}
+        self.pushes: list[str] = []
+        self.ran: list[list[str]] = []
+        self.remote_info = tr.RemoteInfo(release, "x86_64", uid, kprobes)
+        self.full = full
+
+    def info(self):
+        return self.remote_info
+
+    def hashes(self, paths):
+        return {p: hashlib.sha256(self.files[p]).hexdigest() if p in self.files else None
+                for p in paths}
+
+    def push(self, local, remote, mode=0o644):
+        if self.full:
+            raise tr.classify_push_error("No space left on device", remote)
+        self.files[remote] = Path(local).read_bytes()
+        self.pushes.append(remote)
+
+    def run(self, argv, out, err, keepalive=5):
+        self.ran.append(argv)
+        out(b"ran\n")
+        return 0
+
+
+def fake_bundle(tmp_path, image=b"image-1", release="6.1.0-test"):
+    files = []
+    for name, data, mode in (("ktaprun", b"runner", 0o755), ("ktapvm.ko", b"module", 0o644),
+                             ("s.kbc", image, 0o644)):
+        p = tmp_path / f"local-{name}"
+        p.write_bytes(data)
+        files.append(deploy.BundleFile.of(name, p, mode))
+    return deploy.Bundle("x86_64", files, release, "s.kbc")
+
+
+def test_second_sync_pushes_nothing(tmp_path):
+    t = FakeTransport()
+    b = fake_bundle(tmp_path)
+    assert deploy.sync_bundle(t, b, "/tmp/ktap") == ["ktaprun", "ktapvm.ko", "s.kbc"]
+    assert t.files["/tmp/ktap/ktapvm.ko"] == b"module"
+    assert deploy.sync_bundle(t, b, "/tmp/ktap") == []
+    assert len(t.pushes) == 3
+
+
+def test_only_changed_pieces_are_pushed(tmp_path):
+    t = FakeTransport()
+    deploy.sync_bundle(t, fake_bundle(tmp_path), "/d")
+    (tmp_path / "new").mkdir()
+    assert deploy.sync_bundle(t, fake_bundle(tmp_path / "new", image=b"image-2"), "/d") == ["s.kbc"]
+    t.files["/d/ktapvm.ko"] = b"someone else's module"
+    assert deploy.sync_bundle(t, fake_bundle(tmp_path / "new", image=b"image-2"), "/d") == \
+        ["ktapvm.ko"]
+    assert deploy.sync_bundle(t, fake_bundle(tmp_path), "/other") == \
+        ["ktaprun", "ktapvm.ko", "s.kbc"]
+
+
+def test_preflight_refuses_before_anything_is_pushed_or_loaded(tmp_path):
+    b = fake_bundle(tmp_path)
+    for t, words in ((FakeTransport(release="5.10.0-vendor"), "ABI mismatch"),
+                     (FakeTransport(uid=1000), "not root"),
+                     (FakeTransport(kprobes=False), "CONFIG_KPROBES")):
+        with pytest.raises(deploy.DeployError) as e:
+            deploy.deploy_and_run(t, b, ["true"], out=lambda d: None, err=lambda d: None)
+        assert words in e.value.cause and e.value.hint
+        assert t.pushes == [] and t.ran == []
+    e = pytest.raises(deploy.DeployError, deploy.preflight,
+                      tr.RemoteInfo("5.10.0-vendor", "x86_64", 0, True), b).value
+    assert "6.1.0-test" in e.cause and "5.10.0-vendor" in e.cause and "--kdir" in e.hint
+
+
+def test_no_space_is_reported(tmp_path):
+    t = FakeTransport(full=True)
+    with pytest.raises(tr.TransportError) as e:
+        deploy.deploy_and_run(t, fake_bundle(tmp_path), out=lambda d: None, err=lambda d: None)
+    assert e.value.kind == tr.NO_SPACE and "no space" in e.value.cause
+
+
+def test_run_command_and_hints(tmp_path):
+    b = fake_bundle(tmp_path)
+    assert deploy.runner_command(b, "/tmp/ktap", ["ktapw", "write", "1"]) == \
+        ["/tmp/ktap/ktaprun", "-m", "/tmp/ktap/ktapvm.ko", "/tmp/ktap/s.kbc", "--",
+         "ktapw", "write", "1"]
+    assert "another session" in deploy.hint_for("ktaprun: /dev/ktap is busy (in use by "
+                                                "another session)\n")
+    assert "root" in deploy.hint_for("ktaprun: need root (CAP_SYS_ADMIN)")
+    assert "--kdir" in deploy.hint_for("ktaprun: x.ko: not a module for this kernel (Invalid)")
+    assert deploy.hint_for("writes=3") is None
+
+
+def test_kdir_without_kprobes_is_refused(tmp_path):
+    (tmp_path / ".config").write_text("CONFIG_MODULES=y\n# CONFIG_KPROBES is not set\n")
+    with pytest.raises(deploy.DeployError, match="CONFIG_KPROBES"):
+        deploy.make_bundle("x86_64", b"", kdir=tmp_path)
+
+
+def test_cli_usage_errors():
+    r = subprocess.run(KTAP + ["run", "-t", "arm", "-e", "x"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--ssh" in r.stderr
+    r = subprocess.run(KTAP + ["run", "--serial", "/dev/nonexistent-tty", "-t", "x86_64", "a",
+                               "b"], capture_output=True, text=True)
+    assert r.returncode == 2 and "one script" in r.stderr
+
+
+# ---------------------------------------------------------------- boards
+
+def ktap_run(args, timeout=180, **kw):
+    return subprocess.run(KTAP + ["run"] + args, capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, **kw)
+
+
+class Live:
+    """A `ktap run` in the background whose stdout is watched."""
+
+    def __init__(self, args):
+        self.proc = subprocess.Popen(KTAP + ["run"] + args, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, cwd=ROOT)
+        self.out = b""
+
+    def wait_for(self, text: bytes, timeout=120):
+        deadline = time.monotonic() + timeout
+        while text not in self.out:
+            left = deadline - time.monotonic()
+            assert left > 0 and self.proc.poll() is None, \
+                (self.out, self.proc.stderr.read() if self.proc.poll() is not None else b"")
+            r, _, _ = select.select([self.proc.stdout], [], [], left)
+            if r:
+                self.out += os.read(self.proc.stdout.fileno(), 4096)
+
+    def finish(self, timeout=60):
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, (self.out + out).decode(), err.decode()
+
+
+def kprobes_listed(control) -> str:
+    out = []
+    with control() as t:
+        t.run(["ktapw", "cat", "/sys/kernel/debug/kprobes/list"], out.append, out.append)
+    # the kernel's own kretprobe trampoline is always listed on some arches
+    return "".join(line for line in b"".join(out).decode().splitlines(True)
+                   if "kretprobe_trampoline" not in line)
+
+
+def session_checks(target, spec_args, remote_dir, control, first_push, keepalive_wait,
+                   concurrent=True):
+    """The end-to-end checks every transport passes. control() opens a
+    transport to run ktapw on the board; with concurrent=False it cannot be
+    used while a session holds the link (one host on a serial line)."""
+    base = spec_args + ["-t", target, "--remote-dir", remote_dir, "-v"]
+    # 1. a run: bundle pushed, output, status
+    r = ktap_run(base + ["-e", COUNT, "--", "ktapw", "write", "100"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "writes=100\n"
+    pushed = re.search(r"pushed (.*);", r.stderr).group(1)
+    assert pushed == first_push, r.stderr
+    # 2. again: nothing to push
+    r = ktap_run(base + ["-e", COUNT, "--", "ktapw", "write", "7"])
+    assert (r.returncode, r.stdout) == (0, "writes=7\n"), r.stderr
+    assert "pushed nothing" in r.stderr
+    # 3. the script's exit status; only the new image is pushed
+    r = ktap_run(base + ["-e", 'trace_end { exit(3) }', "--", "ktapw", "write", "1"])
+    assert r.returncode == 3, r.stderr
+    assert "pushed cmdline.kbc;" in r.stderr
+    # 4. Ctrl-C: the session stops cleanly, trace_end output arrives, probes gone
+    live = Live(base + ["-e", FOREVER])
+    live.wait_for(b"started\n")
+    if concurrent:
+        assert "ksys_write" in kprobes_listed(control)
+    live.proc.send_signal(signal.SIGINT)
+    status, out, err = live.finish()
+    assert status == 0, err
+    assert out == "started\ntrace_end ran\n"
+    assert kprobes_listed(control).strip() == ""
+    # 5. the connection drops mid-session: the target stops it by itself
+    live = Live(base + ["--keepalive", "2", "-e", FOREVER])
+    live.wait_for(b"started\n")
+    live.proc.kill()
+    live.finish()
+    time.sleep(keepalive_wait)
+    deadline = time.monotonic() + 15
+    while kprobes_listed(control).strip() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert kprobes_listed(control).strip() == ""
+    r = ktap_run(base + ["-e", COUNT, "--", "ktapw", "write", "5"])
+    assert (r.returncode, r.stdout) == (0, "writes=5\n"), r.stderr
+    out = []
+    with control() as t:
+        assert t.run(["ktapw", "rmmod", "ktapvm"], out.append, out.append) == 0, out
+
+
+@pytest.mark.board
+@pytest.mark.parametrize("target", TARGETS)
+def test_serial_end_to_end(target):
+    """ktap run --serial against `ktaprun --serve` on the board's second serial
+    line. The agent's own binary is ktaprun, so it is already in the remote
+    directory (as on a real board); the module and the image are pushed."""
+    exe = runner.build_ktaprun(target)
+    started = time.monotonic()
+    with board.LiveBoard(target, agent_binary=exe,
+                         extra_files={"/opt/ktap/ktaprun": exe}) as b:
+        with b.wait_agent() as t:
+            info = t.info()
+        boot = time.monotonic() - started
+        assert info.release and info.uid == 0 and info.kprobes
+        assert info.extra["target"] == target
+        session_checks(target, ["--serial", b.agent_spec], "/opt/ktap",
+                       lambda: tr.SerialTransport(b.agent_spec), "ktapvm.ko, cmdline.kbc",
+                       keepalive_wait=3, concurrent=False)
+        trouble = boardrun.kernel_trouble(b.console_text())
+        assert not trouble, trouble
+    print(f"{target}: boot to agent {boot:.1f} s, total {time.monotonic() - started:.1f} s")
