@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <grp.h>
+#include <signal.h>
 #include <sys/klog.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -41,7 +43,14 @@ static int usage(void)
 		"       ktapw dmesg          print the kernel log buffer\n"
 		"       ktapw cat FILE...    copy files to stdout (proc and sysfs too)\n"
 		"       ktapw dump [-n NAME] PATH...  files under PATH, each as a\n"
-		"                            '@@file PATH LEN' line, LEN bytes, newline\n");
+		"                            '@@file PATH LEN' line, LEN bytes, newline\n"
+		"       ktapw killafter MS CMD...  run CMD, SIGKILL its process group after MS ms\n"
+		"       ktapw after MS CMD...      wait MS ms, then exec CMD\n"
+		"       ktapw both CMD1... :: CMD2...  run both at once, then print each one's\n"
+		"                            output after a '@@child N status=S' line\n"
+		"       ktapw runas UID CMD...     exec CMD as UID/GID UID without groups\n"
+		"       ktapw write-file PATH TEXT  write TEXT to PATH (debugfs controls)\n"
+		"       ktapw writelat N     N timed one-byte writes: max_ns, total_ns\n");
 	return 2;
 }
 
@@ -392,6 +401,182 @@ static int do_dump(int argc, char **argv)
 	return status;
 }
 
+/* ---- safety and stress helpers (tests/test_safety_board.py, tests/test_stress.py) */
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static pid_t spawn(char **argv, int out_fd)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		setpgid(0, 0);
+		if (out_fd >= 0) {
+			dup2(out_fd, 1);
+			dup2(out_fd, 2);
+			close(out_fd);
+		}
+		execvp(argv[0], argv);
+		fprintf(stderr, "ktapw: exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	return pid;
+}
+
+static int wait_status(pid_t pid)
+{
+	int st;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
+}
+
+/* killafter MS CMD...: run CMD in its own process group, SIGKILL the group
+ * after MS ms. Prints killed=1 status=137, or killed=0 status=N if CMD ended
+ * first. Exit 0 when the kill happened. */
+static int do_killafter(long ms, char **argv)
+{
+	pid_t pid = spawn(argv, -1);
+	int64_t end = mono_ns() + (int64_t)ms * 1000000;
+	int st;
+	if (pid < 0)
+		return 1;
+	while (mono_ns() < end) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+		if (r == pid) {
+			printf("killed=0 status=%d\n",
+			       WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st));
+			return 1;
+		}
+		poll(NULL, 0, 5);
+	}
+	kill(-pid, SIGKILL);
+	printf("killed=1 status=%d\n", wait_status(pid));
+	return 0;
+}
+
+/* after MS CMD...: wait MS ms, then exec CMD. */
+static int do_after(long ms, char **argv)
+{
+	int64_t end = mono_ns() + (int64_t)ms * 1000000;
+	while (mono_ns() < end)
+		poll(NULL, 0, 5);
+	execvp(argv[0], argv);
+	fprintf(stderr, "ktapw: exec %s: %s\n", argv[0], strerror(errno));
+	return 127;
+}
+
+/* both CMD1... :: CMD2...: run both at once (ktaprun takes "--" itself), each with stdout+stderr in a file
+ * under /tmp; then print "@@child N status=S" and that output, for N = 1, 2.
+ * Exit 0 if both exited 0. */
+static int do_both(int argc, char **argv)
+{
+	int sep = -1, i, rc = 0;
+	for (i = 0; i < argc; i++)
+		if (!strcmp(argv[i], "::")) {
+			sep = i;
+			break;
+		}
+	if (sep <= 0 || sep == argc - 1)
+		return usage();
+	argv[sep] = NULL;
+	char **cargv[2] = {argv, argv + sep + 1};
+	char path[2][64];
+	pid_t pid[2];
+	int st[2];
+	for (i = 0; i < 2; i++) {
+		snprintf(path[i], sizeof path[i], "/tmp/ktapw-both-%d-%d", (int)getpid(), i + 1);
+		int fd = open(path[i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			fprintf(stderr, "ktapw: %s: %s\n", path[i], strerror(errno));
+			return 1;
+		}
+		pid[i] = spawn(cargv[i], fd);
+		close(fd);
+	}
+	for (i = 0; i < 2; i++)
+		st[i] = wait_status(pid[i]);
+	for (i = 0; i < 2; i++) {
+		size_t len = 0;
+		char *text = slurp(path[i], &len);
+		printf("@@child %d status=%d\n", i + 1, st[i]);
+		fflush(stdout);
+		if (text) {
+			fwrite(text, 1, len, stdout);
+			if (len && text[len - 1] != '\n')
+				putchar('\n');
+			free(text);
+		}
+		unlink(path[i]);
+		if (st[i])
+			rc = 1;
+	}
+	fflush(stdout);
+	return rc;
+}
+
+/* runas UID CMD...: drop to UID (and GID UID, no supplementary groups), exec CMD. */
+static int do_runas(long uid, char **argv)
+{
+	if (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 ||
+	    setresuid(uid, uid, uid) < 0) {
+		fprintf(stderr, "ktapw: runas %ld: %s\n", uid, strerror(errno));
+		return 1;
+	}
+	execvp(argv[0], argv);
+	fprintf(stderr, "ktapw: exec %s: %s\n", argv[0], strerror(errno));
+	return 127;
+}
+
+/* write-file PATH TEXT: one write(2) of TEXT (debugfs/sysfs/proc controls). */
+static int do_write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "ktapw: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	ssize_t n = write(fd, text, strlen(text));
+	if (n < 0) {
+		fprintf(stderr, "ktapw: write %s: %s\n", path, strerror(errno));
+		close(fd);
+		return 1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* writelat N: N one-byte writes to /dev/null, each timed with CLOCK_MONOTONIC
+ * (guest instructions under QEMU -icount). Prints calls, max_ns, total_ns. */
+static int do_writelat(long n)
+{
+	int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	int64_t max = 0, total = 0;
+	long i, ok = 0;
+	if (fd < 0) {
+		fprintf(stderr, "ktapw: /dev/null: %s\n", strerror(errno));
+		return 1;
+	}
+	for (i = 0; i < n; i++) {
+		int64_t t0 = mono_ns();
+		if (write(fd, "x", 1) == 1)
+			ok++;
+		int64_t d = mono_ns() - t0;
+		total += d;
+		if (d > max)
+			max = d;
+	}
+	close(fd);
+	printf("calls=%ld ok=%ld max_ns=%lld total_ns=%lld\n", n, ok, (long long)max,
+	       (long long)total);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	long n;
@@ -428,5 +613,17 @@ int main(int argc, char **argv)
 		return do_cat(argc - 2, argv + 2);
 	if (argc >= 3 && !strcmp(cmd, "dump"))
 		return do_dump(argc, argv);
+	if (argc >= 4 && !strcmp(cmd, "killafter") && parse_count(argv[2], &n))
+		return do_killafter(n, argv + 3);
+	if (argc >= 4 && !strcmp(cmd, "after") && parse_count(argv[2], &n))
+		return do_after(n, argv + 3);
+	if (argc >= 5 && !strcmp(cmd, "both"))
+		return do_both(argc - 2, argv + 2);
+	if (argc >= 4 && !strcmp(cmd, "runas") && parse_count(argv[2], &n))
+		return do_runas(n, argv + 3);
+	if (argc == 4 && !strcmp(cmd, "write-file"))
+		return do_write_file(argv[2], argv[3]);
+	if (argc == 3 && !strcmp(cmd, "writelat") && parse_count(argv[2], &n))
+		return do_writelat(n);
 	return usage();
 }
