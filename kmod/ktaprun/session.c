@@ -20,18 +20,6 @@
 #include "sysdep.h"
 
 #ifdef KTAPRUN_FORMAT_ONLY
-/* A script without probes (only setup code and trace_end) can never see an
- * event, so without a workload its session ends right after the setup code. */
-static int has_probes(const struct ktap_image *img)
-{
-	uint32_t i;
-
-	for (i = 0; i < img->nevents; i++)
-		if (img->events[i].kind != KTAP_EV_END)
-			return 1;
-	return 0;
-}
-
 int run_session(const struct options *o, const struct ktap_image *img,
 		const unsigned char *data, size_t size, const char *argv0)
 {
