@@ -180,8 +180,22 @@ def kprobes_listed(control) -> str:
                    if "kretprobe_trampoline" not in line)
 
 
+def kill_ktap(live):
+    """The host side dies (serial: the link closes with it)."""
+    live.proc.kill()
+
+
+def kill_ssh_client(live):
+    """The transport dies under a live ktap run: kill its ssh client."""
+    kids = subprocess.run(["pgrep", "-P", str(live.proc.pid)], capture_output=True,
+                          text=True).stdout.split()
+    assert kids, "no ssh client under ktap run"
+    for pid in kids:
+        os.kill(int(pid), signal.SIGKILL)
+
+
 def session_checks(target, spec_args, remote_dir, control, first_push, keepalive_wait,
-                   concurrent=True):
+                   concurrent=True, drop=kill_ktap):
     """The end-to-end checks every transport passes. control() opens a
     transport to run ktapw on the board; with concurrent=False it cannot be
     used while a session holds the link (one host on a serial line)."""
@@ -213,7 +227,7 @@ def session_checks(target, spec_args, remote_dir, control, first_push, keepalive
     # 5. the connection drops mid-session: the target stops it by itself
     live = Live(base + ["--keepalive", "2", "-e", FOREVER])
     live.wait_for(b"started\n")
-    live.proc.kill()
+    drop(live)
     live.finish()
     time.sleep(keepalive_wait)
     deadline = time.monotonic() + 15
@@ -248,3 +262,47 @@ def test_serial_end_to_end(target):
         trouble = boardrun.kernel_trouble(b.console_text())
         assert not trouble, trouble
     print(f"{target}: boot to agent {boot:.1f} s, total {time.monotonic() - started:.1f} s")
+
+
+SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR"]
+
+
+@pytest.fixture(scope="module")
+def ssh_key(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sshkey")
+    key = d / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    other = d / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    return key, other
+
+
+@pytest.mark.board
+def test_ssh_end_to_end(ssh_key):
+    """ktap run --ssh with the system's OpenSSH client against dropbear on the
+    x86_64 board (QEMU user networking, port 22 forwarded to loopback)."""
+    key, other = ssh_key
+    started = time.monotonic()
+    with board.LiveBoard("x86_64", agent=False,
+                         ssh_authorized_keys=Path(f"{key}.pub").read_text()) as b:
+        b.wait_ssh()
+        boot = time.monotonic() - started
+        dest = f"root@127.0.0.1:{b.ssh_port}"
+        opts = [o for o in SSH_OPTS if o != "-o"]
+
+        def control():
+            return tr.SshTransport(dest, str(key), opts)
+        with control() as t:
+            info = t.info()
+        assert info.release and info.uid == 0 and info.kprobes and info.machine == "x86_64"
+        # authentication failure: one line and a hint
+        r = ktap_run(["--ssh", dest, "-i", str(other), *SSH_OPTS, "-t", "x86_64", "-e", COUNT])
+        assert r.returncode == 1
+        assert "authentication to root@127.0.0.1 failed" in r.stderr and "hint:" in r.stderr
+        session_checks("x86_64", ["--ssh", dest, "-i", str(key), *SSH_OPTS], "/tmp/ktap",
+                       control, "ktaprun, ktapvm.ko, cmdline.kbc", keepalive_wait=1,
+                       drop=kill_ssh_client)
+        trouble = boardrun.kernel_trouble(b.console_text())
+        assert not trouble, trouble
+    print(f"ssh: boot to sshd {boot:.1f} s, total {time.monotonic() - started:.1f} s")
