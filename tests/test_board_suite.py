@@ -92,3 +92,22 @@ def test_case(target, case):
     if outcome.state == "skipped":
         pytest.skip(f"{target}: {outcome.detail}")
     assert outcome.state == "passed", outcome.detail
+
+
+@pytest.mark.board
+def test_ktap_board_run_command_end_to_end(tmp_path):
+    """`ktap board run` as a user types it: exit status and output are the script's."""
+    import subprocess
+    import sys
+    if shutil.which("qemu-system-arm") is None:
+        pytest.skip("qemu-system-arm is not installed (scripts/setup.sh)")
+    script = tmp_path / "w.kp"
+    script.write_text('var n = 0\ntrace probe:vfs_write /execname == "ktapw"/ { n += 1 }\n'
+                      'trace_end { printf("writes=%d\\n", n)\n  exit(n) }\n')
+    r = subprocess.run([sys.executable, "-m", "ktap.cli", "board", "-t", "arm", "run", str(script),
+                        "--", "ktapw", "write", "7"], capture_output=True, text=True, timeout=600)
+    assert (r.returncode, r.stdout) == (7, "writes=7\n"), r.stderr
+    r = subprocess.run([sys.executable, "-m", "ktap.cli", "board", "-t", "arm", "run", "-e",
+                        "trace probe:no_such_function_xyz { }"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 1 and "no_such_function_xyz" in r.stderr
