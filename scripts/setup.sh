@@ -13,6 +13,7 @@ DEBS=(
   libc6-dev-armhf-cross libc6-dev-mips-cross libc6-dev-powerpc-cross
   qemu-system-arm qemu-system-mips qemu-system-ppc qemu-system-x86
   clang llvm libclang-rt-14-dev
+  openssh-client adb dropbear-bin busybox-static
 )
 
 missing=()

@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,7 +190,7 @@ def kill_ssh_client(live):
     """The transport dies under a live ktap run: kill its ssh client."""
     kids = subprocess.run(["pgrep", "-P", str(live.proc.pid)], capture_output=True,
                           text=True).stdout.split()
-    assert kids, "no ssh client under ktap run"
+    assert kids, "no transport client (ssh, adb) under ktap run"
     for pid in kids:
         os.kill(int(pid), signal.SIGKILL)
 
@@ -278,31 +279,70 @@ def ssh_key(tmp_path_factory):
     return key, other
 
 
-@pytest.mark.board
-def test_ssh_end_to_end(ssh_key):
-    """ktap run --ssh with the system's OpenSSH client against dropbear on the
-    x86_64 board (QEMU user networking, port 22 forwarded to loopback)."""
-    key, other = ssh_key
+@pytest.fixture(scope="module")
+def ssh_board(ssh_key):
+    """One x86_64 boot with dropbear for the ssh and adb tests."""
+    key, _ = ssh_key
     started = time.monotonic()
     with board.LiveBoard("x86_64", agent=False,
                          ssh_authorized_keys=Path(f"{key}.pub").read_text()) as b:
         b.wait_ssh()
-        boot = time.monotonic() - started
-        dest = f"root@127.0.0.1:{b.ssh_port}"
-        opts = [o for o in SSH_OPTS if o != "-o"]
-
-        def control():
-            return tr.SshTransport(dest, str(key), opts)
-        with control() as t:
-            info = t.info()
-        assert info.release and info.uid == 0 and info.kprobes and info.machine == "x86_64"
-        # authentication failure: one line and a hint
-        r = ktap_run(["--ssh", dest, "-i", str(other), *SSH_OPTS, "-t", "x86_64", "-e", COUNT])
-        assert r.returncode == 1
-        assert "authentication to root@127.0.0.1 failed" in r.stderr and "hint:" in r.stderr
-        session_checks("x86_64", ["--ssh", dest, "-i", str(key), *SSH_OPTS], "/tmp/ktap",
-                       control, "ktaprun, ktapvm.ko, cmdline.kbc", keepalive_wait=1,
-                       drop=kill_ssh_client)
+        print(f"ssh board: boot to sshd {time.monotonic() - started:.1f} s")
+        yield b
         trouble = boardrun.kernel_trouble(b.console_text())
         assert not trouble, trouble
-    print(f"ssh: boot to sshd {boot:.1f} s, total {time.monotonic() - started:.1f} s")
+
+
+def ssh_control(b, key):
+    dest = f"root@127.0.0.1:{b.ssh_port}"
+    return dest, lambda: tr.SshTransport(dest, str(key), [o for o in SSH_OPTS if o != "-o"])
+
+
+@pytest.mark.board
+def test_ssh_end_to_end(ssh_board, ssh_key):
+    """ktap run --ssh with the system's OpenSSH client against dropbear on the
+    x86_64 board (QEMU user networking, port 22 forwarded to loopback)."""
+    key, other = ssh_key
+    started = time.monotonic()
+    dest, control = ssh_control(ssh_board, key)
+    with control() as t:
+        info = t.info()
+    assert info.release and info.uid == 0 and info.kprobes and info.machine == "x86_64"
+    # authentication failure: one line and a hint
+    r = ktap_run(["--ssh", dest, "-i", str(other), *SSH_OPTS, "-t", "x86_64", "-e", COUNT])
+    assert r.returncode == 1
+    assert "authentication to root@127.0.0.1 failed" in r.stderr and "hint:" in r.stderr
+    session_checks("x86_64", ["--ssh", dest, "-i", str(key), *SSH_OPTS], "/tmp/ktap",
+                   control, "ktaprun, ktapvm.ko, cmdline.kbc", keepalive_wait=1,
+                   drop=kill_ssh_client)
+    print(f"ssh: {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.board
+@pytest.mark.skipif(shutil.which("adb") is None, reason="adb not installed")
+def test_adb_end_to_end(ssh_board, ssh_key):
+    """ktap run --adb with the system's adb client, connected to tests/adb_peer.py
+    (the adb wire protocol on loopback) which relays to the board over ssh."""
+    import adb_peer
+    key, _ = ssh_key
+    started = time.monotonic()
+    _, control = ssh_control(ssh_board, key)
+    ssh = ["ssh", "-i", str(key), *SSH_OPTS, "-o", "BatchMode=yes", "-p",
+           str(ssh_board.ssh_port), "root@127.0.0.1"]
+    peer = adb_peer.AdbPeer(ssh)
+    r = subprocess.run(["adb", "connect", peer.serial], capture_output=True, text=True,
+                       timeout=30)
+    assert "connected" in r.stdout, r
+    try:
+        # an unknown device: one line and a hint
+        r = ktap_run(["--adb", "-s", "127.0.0.1:1", "-t", "x86_64", "-e", COUNT])
+        assert r.returncode == 1 and "adb: cannot reach" in r.stderr and "hint:" in r.stderr
+        session_checks("x86_64", ["--adb", "-s", peer.serial], "/tmp/ktap-adb", control,
+                       "ktaprun, ktapvm.ko, cmdline.kbc", keepalive_wait=1,
+                       drop=kill_ssh_client)
+        assert "sync:" in peer.log and any(s.startswith("shell:") for s in peer.log)
+    finally:
+        subprocess.run(["adb", "disconnect", peer.serial], capture_output=True, timeout=30)
+        subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)
+        peer.close()
+    print(f"adb: {time.monotonic() - started:.1f} s")
