@@ -639,12 +639,10 @@ def ssh_server_entries(authorized_keys: str) -> list[CpioEntry]:
     }
     for lib in _elf_needs(dropbear) + _elf_needs(busybox):
         files[str(lib).lstrip("/")] = (lib.read_bytes(), 0o755)
-    entries = directory_entries(list(files) + ["var/log/x", "dev/pts/x"])
-    entries = [e for e in entries if e.path != "root"]
-    entries.append(CpioEntry("root", stat.S_IFDIR | 0o700))
-    entries.append(CpioEntry("root/.ssh", stat.S_IFDIR | 0o700))
-    entries = [e for e in entries if e.path not in ("root/.ssh",)] + \
-        [CpioEntry("root/.ssh", stat.S_IFDIR | 0o700)]
+    # dropbear refuses an authorized_keys below a group/world-writable directory
+    private = ("root", "root/.ssh")
+    entries = [e for e in directory_entries(list(files) + ["var/log/x"]) if e.path not in private]
+    entries += [CpioEntry(d, stat.S_IFDIR | 0o700) for d in private]
     entries += [CpioEntry(p, stat.S_IFREG | m, d) for p, (d, m) in files.items()]
     entries += [CpioEntry(f"bin/{a}", stat.S_IFLNK | 0o777, b"busybox") for a in BUSYBOX_APPLETS]
     return entries
@@ -703,6 +701,8 @@ class LiveBoard:
                 self.agent_binary = runner.build_ktaprun(target)
             files[GUEST_AGENT] = self.agent_binary
             commands.append([GUEST_AGENT, "--serve", agent_device(target) + AGENT_BAUD])
+        else:
+            commands.append(["ktapw", "sleep", str(24 * 3600 * 1000)])   # stay up
         initrd = Path(self.tmp.name) / "initrd.cpio.gz"
         data = base_initramfs(target).read_bytes() + run_archive(commands or None, files)
         if self.ssh_keys is not None:
