@@ -346,3 +346,30 @@ def test_adb_end_to_end(ssh_board, ssh_key):
         subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)
         peer.close()
     print(f"adb: {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.board
+def test_target_sync_over_ssh(ssh_board, ssh_key, tmp_path):
+    """`ktap target sync --ssh` records a profile through the board's own shell,
+    and the profile checks a script offline against that kernel."""
+    from ktap import kernel, profiles
+    key, _ = ssh_key
+    dest = f"root@127.0.0.1:{ssh_board.ssh_port}"
+    opts = [a for o in SSH_OPTS if o != "-o" for a in ("--ssh-option", o)]
+    kdir = kernel.ensure_kernel("x86_64", progress=False)
+    out = tmp_path / "profile"
+    r = subprocess.run([sys.executable, "-m", "ktap.cli", "target", "sync", "--ssh", dest,
+                        "-i", str(key), *opts, "-t", "x86_64", "--kdir", str(kdir),
+                        "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    p = profiles.load(out)
+    assert p.release.startswith("6.1.") and p.has_function("vfs_write")
+    assert "count" in [f.name for f in p.tracepoint_fields("syscalls", "sys_enter_write")]
+    r = subprocess.run([sys.executable, "-m", "ktap.cli", "check", "-t", "x86_64",
+                        "--profile", str(out), "-e",
+                        "trace syscalls:sys_enter_write { print(args.cnt) }"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "has no field 'cnt'" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "ktap.cli", "target", "sync", "--ssh", dest,
+                        "-o", str(tmp_path / "x")], capture_output=True, text=True)
+    assert r.returncode == 2 and "needs -t ARCH" in r.stderr

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -309,8 +309,54 @@ def _event_name(path: str) -> str:
     return f"{parts[-3]}/{parts[-2]}"
 
 
+# On a live board ktapw is absent: the same files come through its own shell.
+# The format files are framed like `ktapw dump` output, so split_dump reads both.
+REMOTE_SYNC_SCRIPTS = [
+    "uname -a",
+    "cat /proc/kallsyms",
+    "for f in " + EVENTS_ROOT + "/*/*/format; do [ -r \"$f\" ] || continue; "
+    "n=$(wc -c < \"$f\"); printf '@@file %s %s\\n' \"$f\" \"$n\"; cat \"$f\"; echo; done",
+    "cat /proc/config.gz",
+    "cat " + FILTER_FUNCTIONS,
+    "cat /proc/cmdline",
+]
+
+
+@dataclass
+class _RemoteResult:
+    """A remote command's outcome, shaped like board.CommandResult for _collect."""
+    argv: list[str]
+    status: int
+    stdout: bytes
+    stderr: bytes
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+def sync_transport(transport, target: Target | str, out_dir: str | Path, source: str,
+                   kdir: str | Path | None = None) -> Path:
+    """Records a profile from a live board through a deploy transport (ssh, adb,
+    serial agent). The config comes from /proc/config.gz, else from --kdir."""
+    if isinstance(target, str):
+        target = get_target(target)
+    results = []
+    for script in REMOTE_SYNC_SCRIPTS:
+        out, err = bytearray(), bytearray()
+        status = transport.run(["sh", "-c", script], out.extend, err.extend)
+        results.append(_RemoteResult(["sh", "-c", script], status, bytes(out), bytes(err)))
+    build = Path(kdir) if kdir else None
+    if not results[3].ok and (build is None or not (build / ".config").exists()):
+        raise ProfileError(f"{source}: the kernel has no /proc/config.gz; give its build "
+                           "tree with --kdir DIR so the profile can record its .config")
+    collected = _collect(target, results, build)
+    collected.source = source
+    return write_profile(collected, Path(out_dir), {"kdir": str(build)} if build else None)
+
+
 def sync(transport: str, where: str, out_dir: str | Path, timeout: float = 300) -> Path:
     if transport == "board":
         return sync_board(where, out_dir, timeout)
-    raise UsageError(f"ktap target sync --{transport}: not implemented yet "
-                     f"(only --board works in this version)")
+    raise UsageError(f"ktap target sync --{transport} needs -t ARCH (see ktap target sync --help)")

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from . import profiles, symbols
-from .diagnostics import UsageError
+from .diagnostics import KtapError, UsageError
 from .targets import get_target, target_names
 
 SOURCES = ("vmlinux", "system_map", "profile", "board")
@@ -47,9 +47,18 @@ def _register_target(subparsers) -> None:
     s = sub.add_parser("sync", help="record a profile from a running kernel")
     how = s.add_mutually_exclusive_group(required=True)
     how.add_argument("--board", metavar="ARCH", choices=target_names(), help="a QEMU board")
-    how.add_argument("--ssh", metavar="HOST", help="a board over ssh (not implemented yet)")
-    how.add_argument("--adb", metavar="SERIAL", help="an Android device (not implemented yet)")
-    how.add_argument("--serial", metavar="DEVICE", help="a serial console (not implemented yet)")
+    how.add_argument("--ssh", metavar="USER@HOST[:PORT]", help="a board over ssh (the system's OpenSSH)")
+    how.add_argument("--adb", nargs="?", const="", metavar="SERIAL",
+                     help="a device over adb (the system's adb client)")
+    how.add_argument("--serial", metavar="DEV[:BAUD]",
+                     help="a board running `ktaprun --serve` on a serial line")
+    s.add_argument("-t", "--target", choices=target_names(),
+                   help="the board's architecture (needed with --ssh, --adb, --serial)")
+    s.add_argument("-i", dest="key", metavar="KEY", help="ssh identity file")
+    s.add_argument("--ssh-option", action="append", default=[], metavar="OPTION",
+                   help="extra ssh -o option (repeatable)")
+    s.add_argument("--kdir", metavar="DIR",
+                   help="the kernel's build tree, for its .config when /proc/config.gz is absent")
     s.add_argument("-o", "--output", required=True, metavar="DIR", help="profile directory")
     s.add_argument("--timeout", type=float, default=300, help="seconds (default %(default)s)")
     s.set_defaults(func=cmd_target_sync)
@@ -123,10 +132,20 @@ def _check_offset(table, vmlinux: Path | None, target: str | None, sym: str, off
 # ---------------------------------------------------------------- target
 
 def cmd_target_sync(args) -> int:
-    for transport in ("ssh", "adb", "serial"):
-        if getattr(args, transport):
-            profiles.sync(transport, getattr(args, transport), args.output)
-    out = profiles.sync("board", args.board, args.output, args.timeout)
+    if args.board:
+        out = profiles.sync("board", args.board, args.output, args.timeout)
+        return _show(profiles.load(out))
+    from . import transport as tr
+    if not args.target:
+        raise UsageError("ktap target sync over --ssh, --adb or --serial needs -t ARCH")
+    where = args.ssh or args.serial or (f"adb:{args.adb}" if args.adb else "adb")
+    try:
+        with tr.open_transport(ssh=args.ssh, key=args.key, ssh_options=args.ssh_option,
+                               adb=args.adb is not None, adb_serial=args.adb or None,
+                               serial=args.serial) as t:
+            out = profiles.sync_transport(t, args.target, args.output, where, args.kdir)
+    except tr.TransportError as e:
+        raise KtapError(str(e)) from None
     return _show(profiles.load(out))
 
 
