@@ -12,10 +12,25 @@
 #include <linux/sort.h>
 #include <linux/timekeeping.h>
 
+#include <linux/timex.h>
+
 /* The handler watchdog: a cheap NMI-safe clock, checked every few budget
- * charges against a fixed bound. */
+ * charges against a fixed bound.
+ *
+ * Handlers run with interrupts off. On a kernel whose clocksource is jiffies
+ * (the x86_64 board: no PIT/HPET to calibrate the TSC against), the clock
+ * stands still for the whole handler and the watchdog would never fire. The
+ * module checks that at load (ktapvm_check_clock()) and, if so, counts
+ * get_cycles() ticks instead: ktap_wd_cycles_per_us of them per microsecond,
+ * calibrated against the clock with interrupts on. 0: use the clock. */
 #define KTAP_WATCHDOG_NS 10000000LL
-static inline int64_t ktap_now_ns(void) { return (int64_t)ktime_get_mono_fast_ns(); }
+extern u64 ktap_wd_cycles_per_us;
+static inline int64_t ktap_now_ns(void)
+{
+	if (unlikely(ktap_wd_cycles_per_us))
+		return (int64_t)div64_u64((u64)get_cycles(), ktap_wd_cycles_per_us) * 1000;
+	return (int64_t)ktime_get_mono_fast_ns();
+}
 
 /* Load time only: images and pools may be large, so allow vmalloc fallback. */
 static inline void *ktap_zalloc(size_t n) { return kvzalloc(n ? n : 1, GFP_KERNEL); }
