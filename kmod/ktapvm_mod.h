@@ -31,7 +31,13 @@ struct ktapvm_sess {
 	struct ktap_image *img;
 	struct ktap_session *vm;
 
-	raw_spinlock_t vm_lock;		/* one handler at a time; output drain */
+	/* One handler at a time; output drain. An arch spinlock: handlers also run
+	 * in NMI-like context (x86 int3 kprobes), which lockdep reports as
+	 * inconsistent {IN-NMI} usage of a lockdep-tracked lock. Same-CPU
+	 * recursion is impossible: every holder sets the per-CPU busy flag
+	 * first (ktapvm_fire_begin, vm_lock_process), and a handler that finds
+	 * it set is dropped instead of spinning. */
+	arch_spinlock_t vm_lock;
 	int active;			/* handlers may run (READ_ONCE) */
 	int stop_requested;		/* a handler hit exit() or an error */
 	atomic64_t reentered;		/* handler wanted to run inside a handler on its CPU */
