@@ -95,8 +95,9 @@ def test_load_refuses_non_profiles(tmp_path):
 
 
 @pytest.mark.parametrize("transport", ["ssh", "adb", "serial"])
-def test_other_transports_are_usage_errors(transport, tmp_path):
-    with pytest.raises(UsageError, match="not implemented yet"):
+def test_transports_go_through_sync_transport(transport, tmp_path):
+    # a live board needs its architecture: the CLI passes -t to sync_transport
+    with pytest.raises(UsageError, match="needs -t ARCH"):
         profiles.sync(transport, "x", tmp_path / "p")
 
 

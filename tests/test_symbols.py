@@ -524,10 +524,13 @@ def test_cli_symbols_lists_and_refuses(capsys):
     assert status == 2 and "did you mean" in err
 
 
-def test_cli_other_transports_are_not_implemented(capsys, tmp_path):
+def test_cli_transports_need_a_target_and_a_reachable_board(capsys, tmp_path):
     for how in (["--ssh", "root@b"], ["--adb", "x"], ["--serial", "/dev/ttyUSB0"]):
         status, _, err = run_cli(["target", "sync", *how, "-o", str(tmp_path)], capsys)
-        assert status == 2 and "not implemented yet" in err
+        assert status == 2 and "needs -t ARCH" in err
+    status, _, err = run_cli(["target", "sync", "--serial", str(tmp_path / "no-such-tty"),
+                              "-t", "arm", "-o", str(tmp_path / "p")], capsys)
+    assert status == 1 and "no-such-tty" in err and "Traceback" not in err
 
 
 # ------------------------------------------------------------------ boards
