@@ -139,24 +139,14 @@ if __name__ == "__main__":
 
 
 def cmd_run(args) -> int:
-    from . import api, boardrun
+    from . import boardrun
     from . import bytecode as bc
-    from .cli import _limits, _source
+    from .cli import image_for_run, split_script_and_workload
     from .diagnostics import KtapError
     target = get_target(args.target)
-    rest = list(args.rest)
-    before, workload = (rest[:rest.index("--")], rest[rest.index("--") + 1:]) if "--" in rest \
-        else (rest, [])
-    if len(before) > 1:
-        print(f"ktap board: error: one script expected, got {' '.join(before)}", file=sys.stderr)
-        return 2
-    args.script = before[0] if before else None
     try:
-        if args.script and args.script.endswith(".kbc") and args.program is None:
-            image = api.load_image(args.script)
-        else:
-            image = api.compile_source(_source(args), target.name, _limits(args.limit))
-        data = bc.dump(image)
+        args.script, workload = split_script_and_workload("ktap board run", list(args.rest))
+        data = bc.dump(image_for_run(args, target.name))
         run = boardrun.run_sessions(target, [boardrun.Session("run", data, workload)],
                                     timeout=args.timeout)
     except KtapError as e:

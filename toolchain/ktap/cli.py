@@ -50,6 +50,22 @@ def _source(args) -> Source:
     return api.read_source(args.script)
 
 
+def split_script_and_workload(prog: str, rest: list[str]) -> tuple[str | None, list[str]]:
+    """`[SCRIPT|FILE.kbc] [-- CMD ARGS]` as `board run` and `run` take it."""
+    before, workload = (rest[:rest.index("--")], rest[rest.index("--") + 1:]) if "--" in rest \
+        else (rest, [])
+    if len(before) > 1:
+        raise UsageError(f"{prog}: one script expected, got {' '.join(before)}")
+    return (before[0] if before else None), workload
+
+
+def image_for_run(args, target: str, kernel: api.KernelInfo | None = None):
+    """The image a run command sends: a .kbc as given, else the script compiled."""
+    if args.script and args.script.endswith(".kbc") and args.program is None:
+        return api.load_image(args.script)
+    return api.compile_source(_source(args), target, _limits(args.limit), kernel, _warn)
+
+
 def _add_script_args(p: argparse.ArgumentParser, target_default: str | None = "x86_64") -> None:
     p.add_argument("script", nargs="?", help="script file (.kp)")
     p.add_argument("-e", dest="program", metavar="PROGRAM", help="script text on the command line")

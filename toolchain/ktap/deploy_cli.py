@@ -48,23 +48,12 @@ def register(subparsers) -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     from . import api, deploy, transport
     from . import bytecode as bc
-    from .cli import _limits, _source
+    from .cli import image_for_run, split_script_and_workload
     from .diagnostics import KtapError
-    rest = list(args.rest)
-    before, workload = (rest[:rest.index("--")], rest[rest.index("--") + 1:]) if "--" in rest \
-        else (rest, [])
-    if len(before) > 1:
-        print(f"ktap run: error: one script expected, got {' '.join(before)}", file=sys.stderr)
-        return 2
-    args.script = before[0] if before else None
+    args.script, workload = split_script_and_workload("ktap run", list(args.rest))
     log = (lambda m: print(m, file=sys.stderr)) if args.verbose else None
     try:
-        if args.script and args.script.endswith(".kbc") and args.program is None:
-            image = api.load_image(args.script)
-        else:
-            image = api.compile_source(_source(args), args.target, _limits(args.limit),
-                                       api.KernelInfo(profile=args.profile),
-                                       lambda t: print(t, file=sys.stderr))
+        image = image_for_run(args, args.target, api.KernelInfo(profile=args.profile))
         name = Path(args.script).stem + ".kbc" if args.script else "cmdline.kbc"
         bundle = deploy.make_bundle(args.target, bc.dump(image), name,
                                     kdir=Path(args.kdir) if args.kdir else None)
