@@ -10,10 +10,13 @@ CLOCK_MONOTONIC:
   bare      no module loaded (twice: the spread shows the noise)
   empty     ktapvm.ko, `trace probe:vfs_write { }`
   count     ktapvm.ko, `var s = {} trace probe:vfs_write { s[execname] += 1 }`
-Each probed run starts 300 ms (guest time) after START, after arm's kprobe
-jump optimisation. Added cost per call = (probed - bare) / N. The native C
-column is ARCHITECTURE.md's figure for the same statement in a hand-written
-module; the ratio is count / native.
+  native    bench/native/ktap_native.c, a hand-written module doing the same
+            (mode=empty: the bare kprobe; mode=count: a comm-keyed hash table)
+Each probed run starts 300 ms (guest time) after the probe is registered,
+after arm's kprobe jump optimisation. Added cost per call = (probed - bare) / N;
+the ratio is ktapvm count / native count, both from the same boot. The
+native module prints its counts at unload, and the run fails unless it
+counted exactly N writes by ktapw.
 """
 from __future__ import annotations
 
@@ -30,10 +33,9 @@ from elftools.elf.elffile import ELFFile  # noqa: E402
 from ktap import api, board, kmod  # noqa: E402
 from ktap import bytecode as bc  # noqa: E402
 from ktap.diagnostics import Source  # noqa: E402
-from ktap.targets import target_names  # noqa: E402
+from ktap.targets import get_target, target_names  # noqa: E402
 
-# ARCHITECTURE.md, "Added cost per vfs_write call, in guest instructions"
-NATIVE = {"arm": (103, 405), "mips": (815, 1115), "powerpc": (325, 681), "x86_64": (167, 429)}
+NATIVE_DIR = Path(__file__).resolve().parent / "native"
 SCRIPTS = {
     "empty": "trace probe:vfs_write { }\n",
     "count": "var s = {}\ntrace probe:vfs_write { s[execname] += 1 }\n",
@@ -49,35 +51,59 @@ def module_size(ko: Path) -> tuple[int, int]:
     return ko.stat().st_size, alloc
 
 
+def build_native(target: str) -> Path:
+    return kmod.kbuild(get_target(target), sorted(NATIVE_DIR.iterdir()), "ktap_native")
+
+
+def ns_of(result) -> int | None:
+    out = result.stdout.decode() if isinstance(result.stdout, bytes) else result.stdout
+    m = re.search(r"cmd: 0 ns (\d+)", out)
+    return int(m.group(1)) if m else None
+
+
 def measure(target: str, n: int) -> dict:
     ko = kmod.build_module(target)
+    native = build_native(target)
     smoke = kmod.build_smoke_client(target)
     write = ["/bin/ktapw", "write", str(n)]
+    timed = [SMOKE, "-b", "-w", "300", "--", *write]
     with tempfile.TemporaryDirectory(prefix="ktap-bench-") as tmp:
-        files = {"/ktapvm.ko": ko, SMOKE: smoke}
+        files = {"/ktapvm.ko": ko, "/ktap_native.ko": native, SMOKE: smoke}
         for name, text in SCRIPTS.items():
             img = api.compile_source(Source(f"{name}.kp", text), target)
             path = Path(tmp) / f"{name}.kbc"
             path.write_bytes(bc.dump(img))
             files[f"/{name}.kbc"] = path
-        commands = [[SMOKE, "-b", "--", *write], [SMOKE, "-b", "--", *write],
-                    ["/bin/ktapw", "insmod", "/ktapvm.ko"]]
+        commands = {"bare1": [timed], "bare2": [timed]}
+        for mode in ("empty", "count"):
+            commands[f"native {mode}"] = [
+                ["/bin/ktapw", "insmod", "/ktap_native.ko", f"mode={mode}"], timed,
+                ["/bin/ktapw", "rmmod", "ktap_native"]]
+        commands["ktapvm"] = [["/bin/ktapw", "insmod", "/ktapvm.ko"]]
         for name in SCRIPTS:
-            commands.append([SMOKE, "-w", "300", f"/{name}.kbc", "kp:0:vfs_write", "--", *write])
-        commands.append(["/bin/ktapw", "rmmod", kmod.MODULE_NAME])
-        run = board.run_commands(target, commands, extra_files=files, timeout=900,
-                                 deterministic=True)
-    ns = []
-    for r in run.results:
-        out = r.stdout.decode() if isinstance(r.stdout, bytes) else r.stdout
-        m = re.search(r"cmd: 0 ns (\d+)", out)
-        ns.append(int(m.group(1)) if m else None)
-    if None in (ns[0], ns[1], ns[3], ns[4]) or run.results[-1].status != 0:
+            commands[name] = [[SMOKE, "-w", "300", f"/{name}.kbc", "kp:0:vfs_write", "--", *write]]
+        commands["rmmod"] = [["/bin/ktapw", "rmmod", kmod.MODULE_NAME]]
+        flat = [c for cs in commands.values() for c in cs]
+        run = board.run_commands(target, flat, extra_files=files, timeout=900,
+                                 deterministic=True, console_loglevel=7)
+    results = iter(run.results)
+    ns = {}
+    for name, cs in commands.items():
+        for c, r in zip(cs, results):
+            if c[:2] == ["/bin/ktapw", "insmod"] or c[:2] == ["/bin/ktapw", "rmmod"]:
+                if r.status != 0:
+                    raise SystemExit(f"{target}: {' '.join(c)} failed: {r.output}")
+            else:
+                ns[name] = ns_of(r)
+    if None in ns.values():
         raise SystemExit(f"{target}: a run failed:\n" + "\n".join(str(r.output) for r in run.results))
-    bare = min(ns[0], ns[1])
+    counted = re.findall(r"ktap_native: ktapw (\d+)", run.console)
+    if counted != [str(n)]:
+        raise SystemExit(f"{target}: the native module counted {counted} ktapw writes, not [{n}]")
+    bare = min(ns["bare1"], ns["bare2"])
     size, alloc = module_size(ko)
-    return {"target": target, "bare": bare, "noise": abs(ns[0] - ns[1]) / n,
-            "empty": (ns[3] - bare) / n, "count": (ns[4] - bare) / n,
+    added = {k: (v - bare) / n for k, v in ns.items() if not k.startswith("bare")}
+    return {"target": target, "noise": abs(ns["bare1"] - ns["bare2"]) / n, **added,
             "size": size, "alloc": alloc}
 
 
@@ -91,9 +117,8 @@ def main() -> int:
           f"{'native count':>12} {'count ratio':>11} {'noise':>6} {'ktapvm.ko':>10} {'loaded':>9}")
     for name in args.target or target_names():
         m = measure(name, args.writes)
-        ne, nc = NATIVE[name]
-        print(f"{name:8} {m['empty']:>12.0f} {m['count']:>12.0f} {ne:>12} {nc:>12} "
-              f"{m['count'] / nc:>10.2f}x {m['noise']:>6.1f} {m['size'] / 1024:>6.0f} KiB "
+        print(f"{name:8} {m['empty']:>12.0f} {m['count']:>12.0f} {m['native empty']:>12.0f} "
+              f"{m['native count']:>12.0f} {m['count'] / m['native count']:>10.2f}x {m['noise']:>6.1f} {m['size'] / 1024:>6.0f} KiB "
               f"{m['alloc'] / 1024:>5.0f} KiB", flush=True)
     return 0
 

@@ -31,6 +31,13 @@ static inline int64_t ktap_div_s64(int64_t a, int64_t b) { return a / b; }
 static inline uint64_t ktap_div_u64(uint64_t a, uint64_t b) { return a / b; }
 static inline uint64_t ktap_mod_u64(uint64_t a, uint64_t b) { return a % b; }
 
+#define __annotate_jump_table
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
 #define ktap_snprintf snprintf
 #define ktap_sort(base, n, size, cmp) qsort((base), (n), (size), (cmp))
 

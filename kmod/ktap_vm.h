@@ -47,6 +47,7 @@ struct ktap_ievent {
 };
 
 struct ktap_proto {
+	uint32_t index;		/* in img->protos: the interpreter's error reports need it */
 	struct ktap_kstr name;
 	uint8_t kind, nparams;
 	uint16_t frame_size;
@@ -112,10 +113,17 @@ struct ktap_fieldval {
 	uint32_t len;
 };
 
+/* The kernel's task comm: a fixed 16-byte buffer, NUL-terminated within it. */
+#define KTAP_COMM_BYTES 16
+
 struct ktap_event {
 	int64_t pid, tid, uid, cpu;
 	int has_retval;
 	int64_t retval;
+	/* execname: either comm (KTAP_COMM_BYTES bytes, compared whole against
+	 * the last one seen, so the common case needs no strlen or hash), or
+	 * execname/execname_len when comm is NULL */
+	const char *comm;
 	const char *execname;
 	uint32_t execname_len;
 	const char *probename;

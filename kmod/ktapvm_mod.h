@@ -9,6 +9,7 @@
 #include <linux/workqueue.h>
 #include <linux/irq_work.h>
 #include <linux/atomic.h>
+#include <linux/percpu.h>
 #include "ktap_vm.h"
 #include "ktap_abi.h"
 
@@ -61,6 +62,7 @@ struct ktapvm_sess {
 
 	/* event scratch (under vm_lock) */
 	struct ktap_event ev;
+	const struct ktapvm_probe *ev_owner;	/* the probe ev was last filled for */
 	int64_t args[KTAP_MAX_ARGS];
 	uint64_t stack[KTAPVM_MAX_STACK];
 	unsigned long stack_raw[KTAPVM_MAX_STACK];
@@ -76,7 +78,27 @@ void ktapvm_scan_image(struct ktapvm_sess *s);
 int ktapvm_read_str(void *ctx, int user, uint64_t addr, char *buf, uint32_t max);
 
 /* ktapvm_main.c: called by the handlers */
-bool ktapvm_fire_begin(struct ktapvm_sess *s, unsigned long *flags);
+DECLARE_PER_CPU(int, ktapvm_busy);
 void ktapvm_fire_end(struct ktapvm_sess *s, u32 event, unsigned long flags);
+
+/* Before a handler runs: irqs off, then refuse re-entry on this CPU (counted
+ * as a drop) and a session that is stopping; then take the session lock.
+ * Inline: it runs on every event. */
+static __always_inline bool ktapvm_fire_begin(struct ktapvm_sess *s, unsigned long *flags)
+{
+	local_irq_save(*flags);
+	if (unlikely(__this_cpu_read(ktapvm_busy))) {
+		atomic64_inc(&s->reentered);
+		local_irq_restore(*flags);
+		return false;
+	}
+	if (unlikely(!READ_ONCE(s->active))) {
+		local_irq_restore(*flags);
+		return false;
+	}
+	__this_cpu_write(ktapvm_busy, 1);
+	arch_spin_lock(&s->vm_lock);
+	return true;
+}
 
 #endif

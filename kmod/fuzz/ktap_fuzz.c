@@ -70,6 +70,9 @@ static void make_event(struct ktap_event *ev, const struct ktap_ievent *e, unsig
 	ev->cpu = round % 2;
 	ev->execname = round == 1 ? "" : "ktap-fuzz";
 	ev->execname_len = (uint32_t)strlen(ev->execname);
+	/* odd rounds take the kernel's comm path (a zero-padded 16-byte buffer) */
+	if (round % 2)
+		ev->comm = round == 1 ? "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" : "ktap-fuzz\0\0\0\0\0\0";
 	ev->probename = "vfs_write";
 	ev->probename_len = 9;
 	ev->has_retval = e->kind == KTAP_EV_KRETPROBE;

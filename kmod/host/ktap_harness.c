@@ -209,6 +209,14 @@ static void run_events(struct ktap_session *s, const struct ktap_image *img, cha
 			c.ev.uid = tok_i64();
 			c.ev.cpu = tok_i64();
 			c.ev.execname = unhex(tok(), &c.ev.execname_len);
+			/* names a kernel comm could hold take the module's path */
+			if (c.ev.execname_len < KTAP_COMM_BYTES &&
+			    !memchr(c.ev.execname, 0, c.ev.execname_len)) {
+				char *comm = xcalloc(KTAP_COMM_BYTES, 1);
+
+				memcpy(comm, c.ev.execname, c.ev.execname_len);
+				c.ev.comm = comm;
+			}
 			c.ev.probename = unhex(tok(), &c.ev.probename_len);
 			c.ev.is_tracepoint = (int)tok_i64();
 		} else if (!strcmp(cmd, "retval")) {

@@ -10,7 +10,8 @@
  *                                    F1.. are the image event's field list
  *   -w MS wait MS milliseconds after START before running CMD
  *   -n    do not STOP: wait for the session to end by itself (exit() or error)
- *   -b    bare: only run and time CMD (no /dev/ktap), for baselines
+ *   -b    bare: only run and time CMD (no /dev/ktap), for baselines and
+ *         other modules (-w applies too)
  * CMD's run time (CLOCK_MONOTONIC; guest instructions under QEMU -icount)
  * is printed as "cmd: STATUS ns NANOSECONDS".
  *
@@ -224,6 +225,8 @@ int main(int argc, char **argv)
 			;
 		if (i + 1 >= argc)
 			return 2;
+		if (wait_ms)
+			poll(NULL, 0, wait_ms);
 		run_cmd(argv + i + 1);
 		return 0;
 	}

@@ -63,6 +63,8 @@ def template_context(target: Target) -> dict:
         conversions=printf.CONVERSIONS, reasons=list(verifier.REASONS),
         stack_default_depth=opcodes.STACK_DEFAULT_DEPTH,
     )
+    by_code = {op.code: op.name for op in opcodes.OPS}
+    ctx["dispatch"] = [by_code.get(code, "BAD") for code in range(256)]
     return ctx
 
 
@@ -387,6 +389,18 @@ def build_module(target: Target | str, kdir: Path | None = None,
     warnings_fatal, when the compiler printed a warning)."""
     if isinstance(target, str):
         target = get_target(target)
+    src = build_dir / target.name / "module-src"
+    if src.exists():
+        shutil.rmtree(src)
+    return kbuild(target, render(target, src), MODULE_NAME, kdir, build_dir,
+                  warnings_fatal=warnings_fatal)
+
+
+def kbuild(target: Target, files: list[Path], name: str, kdir: Path | None = None,
+           build_dir: Path = DEFAULT_BUILD_DIR, *, warnings_fatal: bool = False) -> Path:
+    """Builds NAME.ko from `files` (sources and their Kbuild) with the
+    target's cross compiler against `kdir`, cached by the hash of the files,
+    the kernel dir and its .config/Module.symvers."""
     if kdir is None:
         from .kernel import ensure_kernel
         kdir = ensure_kernel(target)
@@ -394,33 +408,31 @@ def build_module(target: Target | str, kdir: Path | None = None,
     for needed in (".config", "Module.symvers", "Makefile"):
         if not (kdir / needed).exists():
             raise KmodError(f"{kdir} is not a kernel build dir for modules (no {needed})")
-    out = build_dir / target.name
-    src = out / "module-src"
-    if src.exists():
-        shutil.rmtree(src)
-    files = render(target, src)
     digest = hashlib.sha256(str(kdir).encode())
     for f in sorted(files):
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
     for k in (".config", "Module.symvers"):
         digest.update((kdir / k).read_bytes())
-    mdir = out / f"module-{digest.hexdigest()[:16]}"
-    ko = mdir / f"{MODULE_NAME}.ko"
+    prefix = "module" if name == MODULE_NAME else name
+    mdir = build_dir / target.name / f"{prefix}-{digest.hexdigest()[:16]}"
+    ko = mdir / f"{name}.ko"
     if ko.exists():
         return ko
     if mdir.exists():
         shutil.rmtree(mdir)
-    shutil.copytree(src, mdir)
+    mdir.mkdir(parents=True)
+    for f in files:
+        shutil.copy2(f, mdir / f.name)
     cmd = ["make", "-C", str(kdir), f"M={mdir}", f"ARCH={target.kernel_arch}",
            f"CROSS_COMPILE={target.cross_compile}", "modules"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     log = r.stdout + r.stderr
     (mdir / "build.log").write_text(" ".join(cmd) + "\n" + log)
     if r.returncode != 0 or not ko.exists():
-        raise KmodError(f"building {MODULE_NAME}.ko for {target.name} failed:\n{log[-4000:]}")
+        raise KmodError(f"building {name}.ko for {target.name} failed:\n{log[-4000:]}")
     if warnings_fatal and "warning:" in log:
         ko.unlink()
-        raise KmodError(f"{MODULE_NAME}.ko for {target.name} built with warnings:\n{log[-4000:]}")
+        raise KmodError(f"{name}.ko for {target.name} built with warnings:\n{log[-4000:]}")
     return ko
 
 
