@@ -99,10 +99,12 @@ struct ktap_value {
 /* log2 buckets: 0, +-2^k. Index 64 is 0, 65+k is 2^k, 63-k is -2^k. */
 #define KTAP_LOG2_BUCKETS 128
 
+/* An aggregate (a table entry fed with `<<<`) is kept per CPU: each CPU
+ * feeds its own shard of the entry, and every read (count(), print, hist,
+ * dumps) merges the shards. The shards live in the table (ktap_vm.c). */
 struct ktap_agg {
-	int64_t count, sum, min, max;
-	uint64_t *log2;		/* KTAP_LOG2_BUCKETS counters, or NULL */
-	uint64_t *linear;	/* linear_count + 2 counters (below, ..., above), or NULL */
+	struct ktap_table *t;
+	uint32_t slot;		/* the entry's index in t */
 };
 
 /* -- event context: filled by the caller (kprobe/tracepoint glue, or the host harness) */
@@ -128,6 +130,7 @@ struct ktap_event {
 	uint32_t execname_len;
 	const char *probename;
 	uint32_t probename_len;
+	uint32_t shard;			/* the CPU whose aggregate shards `<<<` feeds */
 	const int64_t *args;		/* kprobe arguments arg1.. */
 	uint32_t nargs;
 	const uint64_t *stack;		/* innermost first */
@@ -151,7 +154,10 @@ extern const char *const ktap_drop_names[KTAP_NUM_DROPS];
 
 struct ktap_session;
 
-struct ktap_session *ktap_session_new(const struct ktap_image *img, char *err, size_t errlen);
+/* ncpus: how many aggregate shards (CPUs) each `<<<` entry has; events name
+ * theirs in ktap_event.shard (taken modulo ncpus). */
+struct ktap_session *ktap_session_new(const struct ktap_image *img, uint32_t ncpus, char *err,
+				      size_t errlen);
 void ktap_session_free(struct ktap_session *s);
 void ktap_set_reader(struct ktap_session *s, ktap_read_str_fn fn, void *ctx);
 void ktap_set_clock(struct ktap_session *s, int64_t ns);

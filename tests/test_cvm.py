@@ -125,6 +125,34 @@ trace_end {
         {"probe": EV, "execname": "ls", "args": [0, -1]},
         {"probe": EV, "execname": "cat", "args": [70000, 99], "repeat": 2},
     ]),
+    # the C core keeps a shard per CPU (4 in the harness, cpu mod 4) and merges
+    # on read: minima, maxima, sums and buckets from different CPUs, an
+    # entry made on one CPU and fed on others, and the setup chunk's shard
+    "percpu": ("""
+var a = {}
+var l = {}
+a["setup"] <<< 7
+trace probe:vfs_write {
+  a[execname] <<< arg1
+  a["setup"] <<< arg1
+  l[cpu % 2] <<< arg2
+}
+trace_end {
+  a["setup"] <<< -1
+  print(count(a["sh"]), sum(a["sh"]), min(a["sh"]), max(a["sh"]), avg(a["sh"]))
+  print(count(a["setup"]), min(a["setup"]), max(a["setup"]))
+  hist(a)
+  lhist(l, 0, 100, 10)
+  print(a)
+}
+""", [
+        {"probe": EV, "execname": "sh", "cpu": 3, "args": [5, 10]},
+        {"probe": EV, "execname": "sh", "cpu": 1, "args": [-40, 20]},
+        {"probe": EV, "execname": "sh", "cpu": 6, "args": [1000, 95], "repeat": 2},
+        {"probe": EV, "execname": "ls", "cpu": 0, "args": [3, 150]},
+        {"probe": EV, "execname": "sh", "cpu": 2, "args": [-9000, -5]},
+        {"probe": EV, "execname": "ls", "cpu": 7, "args": [2, 55], "repeat": 3},
+    ]),
     "context": ("""
 trace probe:vfs_write {
   printf("%d %d %d %d %s %s %d %d\\n", pid, tid, uid, cpu, execname, probename, arg1, arg3)

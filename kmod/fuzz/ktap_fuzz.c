@@ -20,6 +20,7 @@
 #define FUZZ_TABLE_ENTRIES 1024
 #define FUZZ_OUTBUF (64 * 1024)
 #define FUZZ_FIRES 3		/* times each probe event fires */
+#define FUZZ_CPUS 2		/* aggregate shards */
 
 /* kernel_string()/user_string() memory: addresses 0x1000 + i hold strs[i],
  * anything else is unreadable, as a faulting address would be. */
@@ -68,6 +69,7 @@ static void make_event(struct ktap_event *ev, const struct ktap_ievent *e, unsig
 	ev->tid = 101 + round;
 	ev->uid = round ? 1000 : 0;
 	ev->cpu = round % 2;
+	ev->shard = round % (FUZZ_CPUS + 1);	/* out of range too: taken modulo */
 	ev->execname = round == 1 ? "" : "ktap-fuzz";
 	ev->execname_len = (uint32_t)strlen(ev->execname);
 	/* odd rounds take the kernel's comm path (a zero-padded 16-byte buffer) */
@@ -113,7 +115,7 @@ static void run(const struct ktap_image *img)
 		if (img->events[i].nfields > maxf)
 			maxf = img->events[i].nfields;
 	named = calloc(maxf, sizeof(*named));
-	s = ktap_session_new(img, err, sizeof(err));
+	s = ktap_session_new(img, FUZZ_CPUS, err, sizeof(err));
 	if (!s || !named)
 		goto out;
 	ktap_set_reader(s, read_str, NULL);

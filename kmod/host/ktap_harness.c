@@ -15,6 +15,8 @@
 #include "ktap_vm.h"
 
 #define MAX_LINE (1 << 20)
+/* aggregate shards: events feed the shard of their cpu (modulo this) */
+#define HARNESS_CPUS 4
 
 struct mem { int user; uint64_t addr; char *s; uint32_t len; };
 
@@ -208,6 +210,8 @@ static void run_events(struct ktap_session *s, const struct ktap_image *img, cha
 			c.ev.tid = tok_i64();
 			c.ev.uid = tok_i64();
 			c.ev.cpu = tok_i64();
+			/* each event's CPU feeds its own aggregate shards */
+			c.ev.shard = (uint32_t)((uint64_t)c.ev.cpu % HARNESS_CPUS);
 			c.ev.execname = unhex(tok(), &c.ev.execname_len);
 			/* names a kernel comm could hold take the module's path */
 			if (c.ev.execname_len < KTAP_COMM_BYTES &&
@@ -303,7 +307,7 @@ int main(int argc, char **argv)
 	if (!img)
 		return 2;
 	atexit(free_owned);
-	s = ktap_session_new(img, err, sizeof(err));
+	s = ktap_session_new(img, HARNESS_CPUS, err, sizeof(err));
 	if (!s)
 		die(err);
 	ktap_set_reader(s, read_mem, NULL);

@@ -51,8 +51,9 @@ class SuiteRun:
     seconds: float
 
 
-def bundle_parts(target: Target) -> tuple[Path, Path]:
-    """Builds (or takes from the cache) ktapvm.ko and ktaprun for the target."""
+def bundle_parts(target: Target, kernel_variant: str | None = None) -> tuple[Path, Path]:
+    """Builds (or takes from the cache) ktapvm.ko and ktaprun for the target,
+    the module against the kernel of `kernel_variant` (default: the board's)."""
     from . import kmod
     try:
         from . import runner
@@ -62,7 +63,11 @@ def bundle_parts(target: Target) -> tuple[Path, Path]:
         raise BundleError("the ktapvm module build is not available yet")
     if not hasattr(runner, "build_ktaprun"):
         raise BundleError("the ktaprun build is not available yet")
-    return Path(kmod.build_module(target)), Path(runner.build_ktaprun(target))
+    kdir = None
+    if kernel_variant:
+        from .kernel import ensure_kernel
+        kdir = ensure_kernel(target, variant=kernel_variant)
+    return Path(kmod.build_module(target, kdir)), Path(runner.build_ktaprun(target))
 
 
 def kernel_trouble(console: str) -> list[str]:
@@ -71,12 +76,14 @@ def kernel_trouble(console: str) -> list[str]:
 
 
 def run_sessions(target: Target | str, sessions: list[Session], timeout: float = 300.0,
-                 unload: bool = True) -> SuiteRun:
+                 unload: bool = True, kernel_variant: str | None = None) -> SuiteRun:
     """Boots the board once and runs every session in order with ktaprun, then
-    unloads the module. The module is loaded by the first ktaprun."""
+    unloads the module. The module is loaded by the first ktaprun.
+    kernel_variant ("smp", "debug") boots that kernel, with the module built
+    for it."""
     if isinstance(target, str):
         target = get_target(target)
-    module, runner_bin = bundle_parts(target)
+    module, runner_bin = bundle_parts(target, kernel_variant)
     with tempfile.TemporaryDirectory(prefix="ktap-sessions-") as tmp:
         files: dict[str, str | Path] = {GUEST_MODULE: module, GUEST_RUNNER: runner_bin}
         commands = []
@@ -88,7 +95,8 @@ def run_sessions(target: Target | str, sessions: list[Session], timeout: float =
             commands.append(argv + (["--"] + s.workload if s.workload else []))
         if unload:
             commands.append(["ktapw", "rmmod", "ktapvm"])
-        run = board.run_commands(target, commands, extra_files=files, timeout=timeout)
+        run = board.run_commands(target, commands, extra_files=files, timeout=timeout,
+                                 kernel_variant=kernel_variant)
     results = [SessionResult(s.name, r.status, r.stdout.decode("utf-8", "replace"),
                              r.stderr.decode("utf-8", "replace"))
                for s, r in zip(sessions, run.results)]
