@@ -10,6 +10,7 @@
 #include <linux/irq_work.h>
 #include <linux/atomic.h>
 #include <linux/percpu.h>
+#include <linux/timekeeping.h>
 #include "ktap_vm.h"
 #include "ktap_abi.h"
 
@@ -77,13 +78,12 @@ void ktapvm_detach_all(struct ktapvm_sess *s);
 void ktapvm_scan_image(struct ktapvm_sess *s);
 int ktapvm_read_str(void *ctx, int user, uint64_t addr, char *buf, uint32_t max);
 
-/* ktapvm_main.c: called by the handlers */
+/* Around every handler (ktap_events.c): inline, as they run on every event.
+ * The per-CPU busy flag is defined in ktapvm_main.c. */
 DECLARE_PER_CPU(int, ktapvm_busy);
-void ktapvm_fire_end(struct ktapvm_sess *s, u32 event, unsigned long flags);
 
 /* Before a handler runs: irqs off, then refuse re-entry on this CPU (counted
- * as a drop) and a session that is stopping; then take the session lock.
- * Inline: it runs on every event. */
+ * as a drop) and a session that is stopping; then take the session lock. */
 static __always_inline bool ktapvm_fire_begin(struct ktapvm_sess *s, unsigned long *flags)
 {
 	local_irq_save(*flags);
@@ -99,6 +99,32 @@ static __always_inline bool ktapvm_fire_begin(struct ktapvm_sess *s, unsigned lo
 	__this_cpu_write(ktapvm_busy, 1);
 	arch_spin_lock(&s->vm_lock);
 	return true;
+}
+
+/* After the event is filled: run the handler, wake a waiting reader or ask
+ * for the stop, drop the lock and the busy flag. */
+static __always_inline void ktapvm_fire_end(struct ktapvm_sess *s, u32 event,
+					    unsigned long flags)
+{
+	size_t pending = 0;
+	int rc;
+
+	if (s->need_clock)
+		ktap_set_clock(s->vm, (int64_t)ktime_get_real_fast_ns());
+	rc = ktap_fire(s->vm, event, &s->ev);
+	/* records only matter to a reader waiting for them */
+	if (wq_has_sleeper(&s->wq))
+		ktap_output(s->vm, &pending);
+	arch_spin_unlock(&s->vm_lock);
+	if (unlikely(rc == KTAP_RUN_EXIT || rc == KTAP_RUN_ERROR)) {
+		WRITE_ONCE(s->active, 0);
+		WRITE_ONCE(s->stop_requested, 1);
+		irq_work_queue(&s->irq_work);
+	} else if (pending) {
+		irq_work_queue(&s->irq_work);
+	}
+	__this_cpu_write(ktapvm_busy, 0);	/* irqs are still off */
+	local_irq_restore(flags);
 }
 
 #endif
