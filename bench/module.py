@@ -1,22 +1,23 @@
 #!/usr/bin/env python3
-"""ktapvm.ko benchmark: added guest instructions per vfs_write call, and module size.
+"""ktapvm.ko benchmark: added guest instructions per write(2), and module size.
 
     .venv/bin/python bench/module.py [-t ARCH ...] [-n WRITES]
 
 One deterministic boot per target (QEMU -icount shift=0,sleep=off: a guest
 nanosecond is one guest instruction). Inside it, kmod/tests/ktap_smoke.c times
 `ktapw write N` (N one-byte writes to /dev/null, fork and exec included) with
-CLOCK_MONOTONIC:
+CLOCK_MONOTONIC, on two probes that fire once per write: the kprobe
+probe:vfs_write and the tracepoint syscalls:sys_enter_write. For each:
   bare      no module loaded (twice: the spread shows the noise)
-  empty     ktapvm.ko, `trace probe:vfs_write { }`
-  count     ktapvm.ko, `var s = {} trace probe:vfs_write { s[execname] += 1 }`
+  empty     ktapvm.ko, `trace PROBE { }`
+  count     ktapvm.ko, `var s = {} trace PROBE { s[execname] += 1 }`
   native    bench/native/ktap_native.c, a hand-written module doing the same
-            (mode=empty: the bare kprobe; mode=count: a comm-keyed hash table)
+            (mode=empty: the bare probe; mode=count: a comm-keyed hash table)
 Each probed run starts 300 ms (guest time) after the probe is registered,
 after arm's kprobe jump optimisation. Added cost per call = (probed - bare) / N;
 the ratio is ktapvm count / native count, both from the same boot. The
 native module prints its counts at unload, and the run fails unless it
-counted exactly N writes by ktapw.
+counted exactly N writes by ktapw each time.
 """
 from __future__ import annotations
 
@@ -36,10 +37,13 @@ from ktap.diagnostics import Source  # noqa: E402
 from ktap.targets import get_target, target_names  # noqa: E402
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
-SCRIPTS = {
-    "empty": "trace probe:vfs_write { }\n",
-    "count": "var s = {}\ntrace probe:vfs_write { s[execname] += 1 }\n",
+# probe kind: (ktap event, ktap_smoke attach spec, ktap_native's on=)
+PROBES = {
+    "kprobe": ("probe:vfs_write", "kp:0:vfs_write", "kprobe"),
+    "tracepoint": ("syscalls:sys_enter_write", "tp:0:syscalls:sys_enter_write", "tracepoint"),
 }
+HANDLERS = {"empty": "trace {event} {{ }}\n",
+            "count": "var s = {{}}\ntrace {event} {{ s[execname] += 1 }}\n"}
 SMOKE = "/bin/ktap_smoke"
 
 
@@ -62,6 +66,8 @@ def ns_of(result) -> int | None:
 
 
 def measure(target: str, n: int) -> dict:
+    """{(probe kind, "empty"|"count"|"native empty"|"native count"): added
+    instructions per write, "noise": ..., "size"/"alloc": of ktapvm.ko}"""
     ko = kmod.build_module(target)
     native = build_native(target)
     smoke = kmod.build_smoke_client(target)
@@ -69,19 +75,21 @@ def measure(target: str, n: int) -> dict:
     timed = [SMOKE, "-b", "-w", "300", "--", *write]
     with tempfile.TemporaryDirectory(prefix="ktap-bench-") as tmp:
         files = {"/ktapvm.ko": ko, "/ktap_native.ko": native, SMOKE: smoke}
-        for name, text in SCRIPTS.items():
-            img = api.compile_source(Source(f"{name}.kp", text), target)
-            path = Path(tmp) / f"{name}.kbc"
-            path.write_bytes(bc.dump(img))
-            files[f"/{name}.kbc"] = path
         commands = {"bare1": [timed], "bare2": [timed]}
-        for mode in ("empty", "count"):
-            commands[f"native {mode}"] = [
-                ["/bin/ktapw", "insmod", "/ktap_native.ko", f"mode={mode}"], timed,
-                ["/bin/ktapw", "rmmod", "ktap_native"]]
+        for kind, (_, _, on) in PROBES.items():
+            for mode in HANDLERS:
+                commands[(kind, f"native {mode}")] = [
+                    ["/bin/ktapw", "insmod", "/ktap_native.ko", f"mode={mode} on={on}"], timed,
+                    ["/bin/ktapw", "rmmod", "ktap_native"]]
         commands["ktapvm"] = [["/bin/ktapw", "insmod", "/ktapvm.ko"]]
-        for name in SCRIPTS:
-            commands[name] = [[SMOKE, "-w", "300", f"/{name}.kbc", "kp:0:vfs_write", "--", *write]]
+        for kind, (event, spec, _) in PROBES.items():
+            for name, text in HANDLERS.items():
+                img = api.compile_source(Source(f"{name}.kp", text.format(event=event)), target)
+                path = Path(tmp) / f"{kind}-{name}.kbc"
+                path.write_bytes(bc.dump(img))
+                files[f"/{kind}-{name}.kbc"] = path
+                commands[(kind, name)] = [[SMOKE, "-w", "300", f"/{kind}-{name}.kbc", spec,
+                                           "--", *write]]
         commands["rmmod"] = [["/bin/ktapw", "rmmod", kmod.MODULE_NAME]]
         flat = [c for cs in commands.values() for c in cs]
         run = board.run_commands(target, flat, extra_files=files, timeout=900,
@@ -98,13 +106,13 @@ def measure(target: str, n: int) -> dict:
     if None in ns.values():
         raise SystemExit(f"{target}: a run failed:\n" + "\n".join(str(r.output) for r in run.results))
     counted = re.findall(r"ktap_native: ktapw (\d+)", run.console)
-    if counted != [str(n)]:
-        raise SystemExit(f"{target}: the native module counted {counted} ktapw writes, not [{n}]")
+    if counted != [str(n)] * len(PROBES):
+        raise SystemExit(f"{target}: the native module counted {counted} ktapw writes, "
+                         f"not {[str(n)] * len(PROBES)}")
     bare = min(ns["bare1"], ns["bare2"])
     size, alloc = module_size(ko)
-    added = {k: (v - bare) / n for k, v in ns.items() if not k.startswith("bare")}
-    return {"target": target, "noise": abs(ns["bare1"] - ns["bare2"]) / n, **added,
-            "size": size, "alloc": alloc}
+    added = {k: (v - bare) / n for k, v in ns.items() if not str(k).startswith("bare")}
+    return {"noise": abs(ns["bare1"] - ns["bare2"]) / n, **added, "size": size, "alloc": alloc}
 
 
 def main() -> int:
@@ -112,14 +120,17 @@ def main() -> int:
     ap.add_argument("-t", "--target", action="append", choices=target_names())
     ap.add_argument("-n", "--writes", type=int, default=20000)
     args = ap.parse_args()
-    print("added guest instructions per vfs_write call")
-    print(f"{'target':8} {'ktapvm empty':>12} {'ktapvm count':>12} {'native empty':>12} "
+    print("added guest instructions per write(2)")
+    print(f"{'target':8} {'probe':10} {'ktapvm empty':>12} {'ktapvm count':>12} {'native empty':>12} "
           f"{'native count':>12} {'count ratio':>11} {'noise':>6} {'ktapvm.ko':>10} {'loaded':>9}")
     for name in args.target or target_names():
         m = measure(name, args.writes)
-        print(f"{name:8} {m['empty']:>12.0f} {m['count']:>12.0f} {m['native empty']:>12.0f} "
-              f"{m['native count']:>12.0f} {m['count'] / m['native count']:>10.2f}x {m['noise']:>6.1f} {m['size'] / 1024:>6.0f} KiB "
-              f"{m['alloc'] / 1024:>5.0f} KiB", flush=True)
+        for kind in PROBES:
+            count, native = m[(kind, "count")], m[(kind, "native count")]
+            print(f"{name:8} {kind:10} {m[(kind, 'empty')]:>12.0f} {count:>12.0f} "
+                  f"{m[(kind, 'native empty')]:>12.0f} {native:>12.0f} {count / native:>10.2f}x "
+                  f"{m['noise']:>6.1f} {m['size'] / 1024:>6.0f} KiB {m['alloc'] / 1024:>5.0f} KiB",
+                  flush=True)
     return 0
 
 

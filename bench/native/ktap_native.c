@@ -4,6 +4,9 @@
  *
  *   insmod ktap_native.ko mode=empty   a kprobe on vfs_write with an empty handler
  *   insmod ktap_native.ko mode=count   the same kprobe counting calls per comm
+ *   ... on=tracepoint                   syscalls:sys_enter_write instead, through a
+ *                                       perf counter per online CPU (as ktapvm
+ *                                       attaches tracepoints)
  *
  * The table is preallocated (open addressing, linear probing), keyed by the
  * task's comm, and guarded by a raw spinlock as any SMP-safe module must be.
@@ -11,6 +14,9 @@
  * check that the handler really ran. */
 #include <linux/module.h>
 #include <linux/kprobes.h>
+#include <linux/perf_event.h>
+#include <linux/trace_events.h>
+#include <linux/cpumask.h>
 #include <linux/sched.h>
 #include <linux/spinlock.h>
 #include <linux/string.h>
@@ -25,6 +31,8 @@ struct slot {
 
 static char mode[8] = "count";
 module_param_string(mode, mode, sizeof(mode), 0444);
+static char on[16] = "kprobe";
+module_param_string(on, on, sizeof(on), 0444);
 
 static struct slot *table;
 static bool counting;
@@ -77,17 +85,76 @@ static struct kprobe probe = {
 	.pre_handler = on_vfs_write,
 };
 
+static struct trace_event_file *tp_file;
+static struct perf_event *tp_events[NR_CPUS];
+
+static void on_sys_enter_write(struct perf_event *event, struct perf_sample_data *data,
+			       struct pt_regs *regs)
+{
+	if (counting)
+		count_comm(current->comm);
+}
+
+static void detach_tracepoint(void)
+{
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		if (tp_events[cpu]) {
+			perf_event_release_kernel(tp_events[cpu]);
+			tp_events[cpu] = NULL;
+		}
+	if (tp_file)
+		trace_put_event_file(tp_file);
+	tp_file = NULL;
+}
+
+static int attach_tracepoint(void)
+{
+	struct perf_event_attr attr = {
+		.type = PERF_TYPE_TRACEPOINT,
+		.size = sizeof(attr),
+		.sample_period = 1,
+		.sample_type = PERF_SAMPLE_RAW,	/* what ktapvm asks for */
+	};
+	int cpu, rc = 0;
+
+	tp_file = trace_get_event_file(NULL, "syscalls", "sys_enter_write");
+	if (IS_ERR(tp_file)) {
+		rc = PTR_ERR(tp_file);
+		tp_file = NULL;
+		return rc;
+	}
+	attr.config = tp_file->event_call->event.type;
+	cpus_read_lock();
+	for_each_online_cpu(cpu) {
+		struct perf_event *pe = perf_event_create_kernel_counter(&attr, cpu, NULL,
+									 on_sys_enter_write, NULL);
+
+		if (IS_ERR(pe)) {
+			rc = PTR_ERR(pe);
+			break;
+		}
+		tp_events[cpu] = pe;
+	}
+	cpus_read_unlock();
+	if (rc)
+		detach_tracepoint();
+	return rc;
+}
+
 static int __init native_init(void)
 {
 	int rc;
 
-	if (strcmp(mode, "empty") && strcmp(mode, "count"))
+	if ((strcmp(mode, "empty") && strcmp(mode, "count")) ||
+	    (strcmp(on, "kprobe") && strcmp(on, "tracepoint")))
 		return -EINVAL;
 	counting = !strcmp(mode, "count");
 	table = kcalloc(SLOTS, sizeof(*table), GFP_KERNEL);
 	if (!table)
 		return -ENOMEM;
-	rc = register_kprobe(&probe);
+	rc = strcmp(on, "kprobe") ? attach_tracepoint() : register_kprobe(&probe);
 	if (rc)
 		kfree(table);
 	return rc;
@@ -97,7 +164,10 @@ static void __exit native_exit(void)
 {
 	u32 i;
 
-	unregister_kprobe(&probe);
+	if (strcmp(on, "kprobe"))
+		detach_tracepoint();
+	else
+		unregister_kprobe(&probe);
 	for (i = 0; i < SLOTS; i++)
 		if (table[i].used)
 			pr_info("ktap_native: %s %llu\n", table[i].comm, table[i].count);
