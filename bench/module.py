@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ktapvm.ko benchmark: added guest instructions per write(2), and module size.
+"""ktapvm.ko benchmark: added guest instructions per write(2); ktapvm.ko and ktaprun sizes.
 
     .venv/bin/python bench/module.py [-t ARCH ...] [-n WRITES]
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "toolchain"))
 
 from elftools.elf.elffile import ELFFile  # noqa: E402
 
-from ktap import api, board, kmod  # noqa: E402
+from ktap import api, board, kmod, runner  # noqa: E402
 from ktap import bytecode as bc  # noqa: E402
 from ktap.diagnostics import Source  # noqa: E402
 from ktap.targets import get_target, target_names  # noqa: E402
@@ -112,7 +112,9 @@ def measure(target: str, n: int) -> dict:
     bare = min(ns["bare1"], ns["bare2"])
     size, alloc = module_size(ko)
     added = {k: (v - bare) / n for k, v in ns.items() if not str(k).startswith("bare")}
-    return {"noise": abs(ns["bare1"] - ns["bare2"]) / n, **added, "size": size, "alloc": alloc}
+    ktaprun = runner.stripped_size(runner.build_ktaprun(target))
+    return {"noise": abs(ns["bare1"] - ns["bare2"]) / n, **added, "size": size, "alloc": alloc,
+            "ktaprun": ktaprun}
 
 
 def main() -> int:
@@ -122,15 +124,16 @@ def main() -> int:
     args = ap.parse_args()
     print("added guest instructions per write(2)")
     print(f"{'target':8} {'probe':10} {'ktapvm empty':>12} {'ktapvm count':>12} {'native empty':>12} "
-          f"{'native count':>12} {'count ratio':>11} {'noise':>6} {'ktapvm.ko':>10} {'loaded':>9}")
+          f"{'native count':>12} {'count ratio':>11} {'noise':>6} {'ktapvm.ko':>10} {'loaded':>9} "
+          f"{'ktaprun':>9}")
     for name in args.target or target_names():
         m = measure(name, args.writes)
         for kind in PROBES:
             count, native = m[(kind, "count")], m[(kind, "native count")]
             print(f"{name:8} {kind:10} {m[(kind, 'empty')]:>12.0f} {count:>12.0f} "
                   f"{m[(kind, 'native empty')]:>12.0f} {native:>12.0f} {count / native:>10.2f}x "
-                  f"{m['noise']:>6.1f} {m['size'] / 1024:>6.0f} KiB {m['alloc'] / 1024:>5.0f} KiB",
-                  flush=True)
+                  f"{m['noise']:>6.1f} {m['size'] / 1024:>6.0f} KiB {m['alloc'] / 1024:>5.0f} KiB "
+                  f"{m['ktaprun'] / 1024:>5.0f} KiB", flush=True)
     return 0
 
 
