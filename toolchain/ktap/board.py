@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -47,6 +48,52 @@ PROTOCOL_VERSION = 1
 # Bump when build_guest_programs() or base_archive_entries() change output.
 INITRAMFS_RECIPE_VERSION = 1
 DEFAULT_TIMEOUT = 120.0
+
+# CPUs of a board booted with a kernel variant (run_commands(...,
+# kernel_variant=...)); a variant not listed boots one CPU.
+VARIANT_CPUS = {"smp": 2}
+# QEMU before this version livelocks an SMP guest under -icount: its
+# round-robin loop gives the first vCPU the whole budget up to the next timer,
+# and a vCPU that busy-waits for the other one (x86 do_boot_cpu, arm
+# stop_machine) uses all of it, so the other vCPU never runs. Fixed upstream
+# by "accel/tcg/tcg-accel-ops-rr: ensure fairness with icount" (QEMU 8.1).
+ICOUNT_SMP_MIN_QEMU = (8, 1)
+
+
+def variant_cpus(kernel_variant: str | None) -> int:
+    return VARIANT_CPUS.get(kernel_variant, 1) if kernel_variant else 1
+
+
+def variant_qemu_args(kernel_variant: str | None) -> list[str]:
+    """Extra QEMU arguments for a kernel variant: -smp N for "smp".
+
+    One core per socket: without ACPI (tinyconfig has none) the x86_64 kernel
+    finds CPUs in SeaBIOS's MP table, which lists only the first CPU of each
+    package, so QEMU's default topology (N cores in one socket) would leave
+    the guest with one CPU. arm virt takes the same topology."""
+    cpus = variant_cpus(kernel_variant)
+    return ["-smp", f"{cpus},sockets={cpus}"] if cpus > 1 else []
+
+
+def qemu_version(binary: str) -> tuple[int, ...]:
+    """(major, minor) of a QEMU binary, from `--version`; () if unknown."""
+    r = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    m = re.search(r"version (\d+)\.(\d+)", r.stdout)
+    return (int(m.group(1)), int(m.group(2))) if m else ()
+
+
+def check_deterministic(qemu: str, kernel_variant: str | None) -> None:
+    """Refuses -icount on a multi-CPU board where QEMU would livelock."""
+    if variant_cpus(kernel_variant) <= 1:
+        return
+    version = qemu_version(qemu)
+    if version and version < ICOUNT_SMP_MIN_QEMU:
+        need = ".".join(map(str, ICOUNT_SMP_MIN_QEMU))
+        raise BoardError(
+            f"deterministic (-icount) runs of the {kernel_variant} board need QEMU {need} or "
+            f"later; {qemu} is {'.'.join(map(str, version))}, whose round-robin vCPU loop "
+            f"under -icount starves one CPU while the other busy-waits for it, and the "
+            f"guest hangs (x86_64 bringing CPU 1 up, arm in stop_machine)")
 
 # run_commands() runs all its commands in one boot; callers batching work
 # per boot (the module runner, the test fixtures) rely on this.
@@ -245,15 +292,18 @@ def kernel_command_line(target: Target, extra: list[str] = ()) -> str:
 def qemu_command(target: Target, kernel_image: Path, initrd: Path, *,
                  interactive: bool = False, deterministic: bool = False,
                  append: list[str] = (), agent_socket: Path | None = None,
-                 ssh_port: int | None = None) -> list[str]:
+                 ssh_port: int | None = None, kernel_variant: str | None = None) -> list[str]:
     """agent_socket: a second serial line for `ktaprun --serve` (guest device
     agent_device(target)) as a unix socket QEMU listens on. ssh_port: user
     networking with the guest's port 22 forwarded to 127.0.0.1:ssh_port (the
-    guest gets 10.0.2.15/24 from ip= on the kernel command line)."""
+    guest gets 10.0.2.15/24 from ip= on the kernel command line).
+    kernel_variant: the kernel variant booted, for variant_qemu_args()
+    (-smp 2 for "smp")."""
     q = target.qemu
     cmd = [q["binary"], "-M", q["machine"]]
     if q.get("cpu"):
         cmd += ["-cpu", q["cpu"]]
+    cmd += variant_qemu_args(kernel_variant)
     append = list(append)
     if ssh_port is not None:
         append.append(GUEST_IP_ARG)
@@ -397,7 +447,8 @@ class FrameParser:
 
 def boot_files(target: Target, kernel_variant: str | None = None) -> Path:
     """Kernel image for the target, built or taken from the cache.
-    kernel_variant="debug" boots the debug kernel (targets/debug.config)."""
+    kernel_variant="debug" boots the debug kernel (targets/debug.config),
+    "smp" the two-CPU kernel of x86_64 and arm (targets/smp.config)."""
     if kernel_variant:
         return kernel.ensure_kernel_build(target, variant=kernel_variant).image
     return kernel.ensure_kernel_build(target).image
@@ -414,16 +465,22 @@ def run_commands(target: Target | str, commands: list[list[str]],
     {"/lib/ktapvm.ko": build/ktapvm.ko, "/bin/ktaprun": ...}); executables
     keep their x bit. Raises BoardTimeout if the board does not finish within
     timeout seconds, BoardError if QEMU stops early or (strict) if a frame
-    was lost or corrupted.
+    was lost or corrupted. kernel_variant ("debug", "smp") boots that
+    kernel variant with its CPU count (VARIANT_CPUS: 2 for "smp");
+    deterministic=True with more than one CPU raises BoardError on a QEMU
+    older than ICOUNT_SMP_MIN_QEMU.
     """
     if isinstance(target, str):
         target = get_target(target)
     qemu = require_qemu(target)
+    if deterministic:
+        check_deterministic(qemu, kernel_variant)
     image = boot_files(target, kernel_variant)
     with tempfile.TemporaryDirectory(prefix="ktap-board-") as tmp:
         initrd = build_initramfs(target, extra_files, commands, Path(tmp) / "initrd.cpio.gz")
         append = [] if console_loglevel is None else [f"ktap.loglevel={console_loglevel}"]
-        cmd = qemu_command(target, image, initrd, deterministic=deterministic, append=append)
+        cmd = qemu_command(target, image, initrd, deterministic=deterministic, append=append,
+                           kernel_variant=kernel_variant)
         cmd[0] = qemu
         run = _drive_qemu(target, cmd, commands, timeout)
     if strict and run.frame_errors:
@@ -497,15 +554,17 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def interactive_shell(target: Target | str,
-                      extra_files: dict[str, str | Path] | None = None) -> int:
+                      extra_files: dict[str, str | Path] | None = None, *,
+                      kernel_variant: str | None = None) -> int:
     """QEMU attached to this terminal with init's command loop (Ctrl-A x quits)."""
     if isinstance(target, str):
         target = get_target(target)
     qemu = require_qemu(target)
-    image = boot_files(target)
+    image = boot_files(target, kernel_variant)
     with tempfile.TemporaryDirectory(prefix="ktap-shell-") as tmp:
         initrd = build_initramfs(target, extra_files, None, Path(tmp) / "initrd.cpio.gz")
-        cmd = qemu_command(target, image, initrd, interactive=True, append=["ktap.shell"])
+        cmd = qemu_command(target, image, initrd, interactive=True, append=["ktap.shell"],
+                           kernel_variant=kernel_variant)
         cmd[0] = qemu
         return subprocess.call(cmd)
 

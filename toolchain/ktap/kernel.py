@@ -4,6 +4,7 @@ Cache layout (``$KTAP_CACHE``, default ``~/.cache/ktap``)::
 
     src/linux-source-6.1_<debian version>/   the extracted source, shared by all targets
     kernels/<target>-<key>/                   out-of-tree build dir (make O=...), kept whole
+    kernels/<target>-<variant>-<key>/         the same for a variant ("debug", "smp")
         .config                               tinyconfig + targets/common.config + targets/<arch>/config
         ktap-build.log                        full output of every make step
         ktap-build.json                       written last: key, image path, build duration
@@ -34,7 +35,11 @@ RECIPE_VERSION = 1
 
 COMMON_FRAGMENT = TARGETS_DIR / "common.config"
 # Kernel variants: a fragment merged after the board's own (see variant_fragment()).
-VARIANT_FRAGMENTS = {"debug": TARGETS_DIR / "debug.config"}
+VARIANT_FRAGMENTS = {"debug": TARGETS_DIR / "debug.config", "smp": TARGETS_DIR / "smp.config"}
+# Variants that exist only for some targets; a variant not listed here exists
+# for every target. QEMU's malta and ppce500 boards would need their own SMP
+# bring-up work, so "smp" is x86_64 and arm only.
+VARIANT_TARGETS = {"smp": ("x86_64", "arm")}
 DEFAULT_SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 SOURCE_PACKAGE = "linux-source-6.1"
 
@@ -129,6 +134,14 @@ def build_dir(target: Target, variant: str | None = None) -> Path:
     return cache_root() / "kernels" / f"{name}-{key}"
 
 
+def check_variant_target(target: Target, variant: str) -> None:
+    """Refuses a variant that does not exist for this target (VARIANT_TARGETS)."""
+    only = VARIANT_TARGETS.get(variant)
+    if only is not None and target.name not in only:
+        raise KernelError(f"the {variant} variant exists for {' and '.join(only)}, "
+                          f"not for {target.name}")
+
+
 def variant_fragment(target: Target, variant: str) -> str:
     """The lines of a variant's fragment that apply to `target`.
 
@@ -139,6 +152,7 @@ def variant_fragment(target: Target, variant: str) -> str:
     if path is None:
         raise KernelError(f"unknown kernel variant {variant!r} "
                           f"(known: {', '.join(sorted(VARIANT_FRAGMENTS))})")
+    check_variant_target(target, variant)
     out, applies = [], True
     for line in path.read_text().splitlines():
         stripped = line.strip()
@@ -245,8 +259,10 @@ def cached_kernel(target: Target, variant: str | None = None) -> KernelBuild | N
 def ensure_kernel(target: Target | str, progress: bool = True, variant: str | None = None) -> Path:
     """Build directory of the target's kernel, building it on a cache miss.
 
-    `variant` ("debug") adds that variant's fragment (VARIANT_FRAGMENTS); it
-    is part of the cache key, so each variant has its own build dir."""
+    `variant` ("debug", "smp") adds that variant's fragment (VARIANT_FRAGMENTS);
+    it is part of the cache key, so each variant has its own build dir. A
+    variant that does not exist for the target (VARIANT_TARGETS) raises
+    KernelError."""
     return ensure_kernel_build(target, progress, variant=variant).directory
 
 
@@ -254,6 +270,8 @@ def ensure_kernel_build(target: Target | str, progress: bool = True,
                         variant: str | None = None) -> KernelBuild:
     if isinstance(target, str):
         target = get_target(target)
+    if variant:   # refuse an unknown or unsupported variant before touching any tool
+        variant_fragment(target, variant)
     hit = cached_kernel(target, variant)
     if hit:
         return hit

@@ -1,0 +1,180 @@
+"""The "smp" kernel variant: two-CPU x86_64 and arm boards (targets/smp.config).
+
+Tests marked `board` boot QEMU once per target for this whole module (the
+`smp_run` fixture runs every guest command the tests look at in that boot).
+A missing QEMU, cross compiler or kernel source skips them with the reason;
+a kernel not yet in the cache is built first (minutes).
+"""
+from __future__ import annotations
+
+import re
+import stat
+
+import pytest
+
+from ktap import board, kernel
+from ktap.targets import get_target
+
+SMP_TARGETS = ("x86_64", "arm")
+NO_SMP_TARGETS = ("mips", "powerpc")
+REFUSAL = "the smp variant exists for x86_64 and arm"
+SPIN_MS = 500
+
+# ------------------------------------------------------------------ no board needed
+
+
+@pytest.mark.parametrize("name", NO_SMP_TARGETS)
+def test_smp_variant_is_refused_for_mips_and_powerpc(name):
+    target = get_target(name)
+    with pytest.raises(kernel.KernelError, match=REFUSAL):
+        kernel.variant_fragment(target, "smp")
+    with pytest.raises(kernel.KernelError, match=REFUSAL):
+        kernel.config_key(target, "v", "cc", "smp")
+    # before any tool or the cache is touched
+    with pytest.raises(kernel.KernelError, match=REFUSAL) as e:
+        kernel.ensure_kernel_build(name, variant="smp")
+    assert name in str(e.value)
+
+
+def test_unknown_variant_still_lists_the_known_ones():
+    with pytest.raises(kernel.KernelError, match="known: debug, smp"):
+        kernel.variant_fragment(get_target("arm"), "nosuch")
+
+
+@pytest.mark.parametrize("name", SMP_TARGETS)
+def test_smp_config_key_differs_from_the_default_and_debug_kernels(name):
+    t = get_target(name)
+    keys = {kernel.config_key(t, "v", "cc"), kernel.config_key(t, "v", "cc", "debug"),
+            kernel.config_key(t, "v", "cc", "smp")}
+    assert len(keys) == 3
+    assert kernel.config_key(t, "v", "cc", None) == kernel.config_key(t, "v", "cc")
+
+
+def test_smp_fragment_applies_per_target():
+    x86 = kernel.parse_fragment(kernel.variant_fragment(get_target("x86_64"), "smp"))
+    arm = kernel.parse_fragment(kernel.variant_fragment(get_target("arm"), "smp"))
+    for frag in (x86, arm):
+        assert frag["CONFIG_SMP"] == "y"
+        assert int(frag["CONFIG_NR_CPUS"]) >= board.VARIANT_CPUS["smp"]
+    assert x86["CONFIG_X86_MPPARSE"] == "y" and "CONFIG_ARM_PSCI" not in x86
+    assert arm["CONFIG_ARM_PSCI"] == "y" and "CONFIG_X86_MPPARSE" not in arm
+    # the board's own fragment and the variant merge; the variant wins
+    assert kernel.wanted_options(get_target("arm"), "smp")["CONFIG_THUMB2_KERNEL"] == "n"
+    assert kernel.wanted_options(get_target("arm"), "smp")["CONFIG_SMP"] == "y"
+
+
+def test_qemu_command_gets_the_cpu_count_of_the_variant(tmp_path):
+    for name in SMP_TARGETS:
+        t = get_target(name)
+        cmd = board.qemu_command(t, tmp_path / "z", tmp_path / "i", kernel_variant="smp")
+        assert cmd[cmd.index("-smp") + 1] == "2,sockets=2"
+        assert "-smp" not in board.qemu_command(t, tmp_path / "z", tmp_path / "i")
+        assert "-smp" not in board.qemu_command(t, tmp_path / "z", tmp_path / "i",
+                                                kernel_variant="debug")
+    assert board.variant_cpus("smp") == 2 and board.variant_cpus(None) == 1
+
+
+def _fake_qemu(tmp_path, version: str):
+    q = tmp_path / "qemu-system-fake"
+    q.write_text(f"#!/bin/sh\necho 'QEMU emulator version {version} (Debian 1:x)'\n")
+    q.chmod(q.stat().st_mode | stat.S_IXUSR)
+    return str(q)
+
+
+def test_qemu_version_is_read_from_the_binary(tmp_path):
+    assert board.qemu_version(_fake_qemu(tmp_path, "7.2.22")) == (7, 2)
+
+
+def test_deterministic_smp_run_is_refused_on_a_qemu_that_livelocks(tmp_path, monkeypatch):
+    old = _fake_qemu(tmp_path, "7.2.22")
+    with pytest.raises(board.BoardError, match=r"QEMU 8\.1 or later.*is 7\.2"):
+        board.check_deterministic(old, "smp")
+    board.check_deterministic(old, None)          # one CPU: -icount is fine
+    board.check_deterministic(old, "debug")
+    (tmp_path / "new").mkdir()
+    new = _fake_qemu(tmp_path / "new", "8.1.0")
+    board.check_deterministic(new, "smp")
+    # run_commands refuses before it builds or boots anything
+    monkeypatch.setattr(board, "require_qemu", lambda target: old)
+    monkeypatch.setattr(board, "boot_files", lambda *a: pytest.fail("must not build a kernel"))
+    with pytest.raises(board.BoardError, match="deterministic"):
+        board.run_commands("arm", [["ktapw", "uname"]], deterministic=True, kernel_variant="smp")
+
+
+# ------------------------------------------------------------------ two-CPU boards
+
+SMP_COMMANDS = [
+    ["ktapw", "cat", "/sys/devices/system/cpu/online"],
+    ["ktapw", "cat", "/proc/stat"],
+    # two busy loops at once: with two CPUs each gets one
+    ["ktapw", "both", "ktapw", "spin", str(SPIN_MS), "::", "ktapw", "spin", str(SPIN_MS)],
+    ["ktapw", "cat", "/proc/stat"],
+    ["ktapw", "dmesg"],
+]
+_RUNS: dict[str, tuple[kernel.KernelBuild, board.BoardRun]] = {}
+
+
+def _require_board_tools(target):
+    try:
+        board.require_qemu(target)
+        kernel.require_cross_gcc(target)
+        for tool, package in kernel.BUILD_TOOLS.items():
+            kernel.require_tool(tool, package)
+        kernel.source_version()
+    except kernel.MissingTool as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module", params=SMP_TARGETS)
+def smp_run(request):
+    """One boot of the target's smp kernel running SMP_COMMANDS (built first on a miss)."""
+    name = request.param
+    if name not in _RUNS:
+        target = get_target(name)
+        _require_board_tools(target)
+        build = kernel.ensure_kernel_build(target, variant="smp")
+        _RUNS[name] = build, board.run_commands(target, SMP_COMMANDS, kernel_variant="smp",
+                                                timeout=180)
+    return (name, *_RUNS[name])
+
+
+def _out(run, i: int) -> str:
+    r = run.results[i]
+    assert r.ok, (r.argv, r.status, r.errors, r.output)
+    return r.stdout.decode(errors="replace")
+
+
+def _cpu_user_ticks(stat_text: str) -> dict[str, int]:
+    """{'cpu0': user ticks, ...} from /proc/stat (field 1 of each cpuN line)."""
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^(cpu\d+) (\d+)", stat_text, re.M)}
+
+
+@pytest.mark.board
+def test_smp_kernel_is_cached_per_variant_with_the_wanted_config(smp_run):
+    name, build, run = smp_run
+    target = get_target(name)
+    assert build.directory.name.startswith(f"{name}-smp-")
+    assert build.directory != kernel.build_dir(target)
+    assert kernel.config_mismatches(kernel.wanted_options(target, "smp"),
+                                    (build.directory / ".config").read_text()) == []
+
+
+@pytest.mark.board
+def test_both_cpus_are_online(smp_run):
+    name, build, run = smp_run
+    assert run.boots == 1 and run.frame_errors == []
+    assert _out(run, 0).strip() == f"0-{board.VARIANT_CPUS['smp'] - 1}"
+    assert "smp: Brought up 1 node, 2 CPUs" in _out(run, 4)
+
+
+@pytest.mark.board
+def test_a_workload_runs_on_cpu1(smp_run):
+    name, build, run = smp_run
+    before, after = _cpu_user_ticks(_out(run, 1)), _cpu_user_ticks(_out(run, 3))
+    assert set(before) == set(after) == {"cpu0", "cpu1"}, _out(run, 3)
+    assert "@@child 1 status=0" in _out(run, 2) and "@@child 2 status=0" in _out(run, 2)
+    # USER_HZ is 100: a CPU that ran one SPIN_MS busy loop gained about
+    # SPIN_MS / 10 user ticks; ask for a tenth of that on each CPU.
+    gained = {cpu: after[cpu] - before[cpu] for cpu in after}
+    assert all(g >= SPIN_MS // 100 for g in gained.values()), gained
