@@ -16,8 +16,9 @@ probe:vfs_write and the tracepoint syscalls:sys_enter_write. For each:
 Each probed run starts 300 ms (guest time) after the probe is registered,
 after arm's kprobe jump optimisation. Added cost per call = (probed - bare) / N;
 the ratio is ktapvm count / native count, both from the same boot. The
-native module prints its counts at unload, and the run fails unless it
-counted exactly N writes by ktapw each time.
+native module prints its counts at unload, ktapvm's count script at
+trace_end, and the run fails unless each counted exactly N writes by ktapw
+(and ktapvm dropped nothing).
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ PROBES = {
     "tracepoint": ("syscalls:sys_enter_write", "tp:0:syscalls:sys_enter_write", "tracepoint"),
 }
 HANDLERS = {"empty": "trace {event} {{ }}\n",
-            "count": "var s = {{}}\ntrace {event} {{ s[execname] += 1 }}\n"}
+            "count": "var s = {{}}\ntrace {event} {{ s[execname] += 1 }}\n"
+                     "trace_end {{ printf(\"ktapw=%d\\n\", s[\"ktapw\"]) }}\n"}
 SMOKE = "/bin/ktap_smoke"
 
 
@@ -56,7 +58,17 @@ def module_size(ko: Path) -> tuple[int, int]:
 
 
 def build_native(target: str) -> Path:
-    return kmod.kbuild(get_target(target), sorted(NATIVE_DIR.iterdir()), "ktap_native")
+    return kmod.kbuild(get_target(target), sorted(f for f in NATIVE_DIR.iterdir() if f.is_file()),
+                       "ktap_native")
+
+
+def session_output(result, image: bc.Image, target: str) -> str:
+    """What the session printed, and its drop lines, from ktap_smoke's hex dump."""
+    out = result.stdout.decode() if isinstance(result.stdout, bytes) else result.stdout
+    data = bytes.fromhex("".join(l[2:] for l in out.splitlines() if l.startswith("R ")))
+    records, status = kmod.decode_records(data, get_target(target))
+    text, _, drops = kmod.session_text(image, records, status)
+    return text + "".join(d + "\n" for d in drops)
 
 
 def ns_of(result) -> int | None:
@@ -73,6 +85,7 @@ def measure(target: str, n: int) -> dict:
     smoke = kmod.build_smoke_client(target)
     write = ["/bin/ktapw", "write", str(n)]
     timed = [SMOKE, "-b", "-w", "300", "--", *write]
+    images = {}
     with tempfile.TemporaryDirectory(prefix="ktap-bench-") as tmp:
         files = {"/ktapvm.ko": ko, "/ktap_native.ko": native, SMOKE: smoke}
         commands = {"bare1": [timed], "bare2": [timed]}
@@ -84,7 +97,8 @@ def measure(target: str, n: int) -> dict:
         commands["ktapvm"] = [["/bin/ktapw", "insmod", "/ktapvm.ko"]]
         for kind, (event, spec, _) in PROBES.items():
             for name, text in HANDLERS.items():
-                img = api.compile_source(Source(f"{name}.kp", text.format(event=event)), target)
+                img = images[(kind, name)] = api.compile_source(
+                    Source(f"{name}.kp", text.format(event=event)), target)
                 path = Path(tmp) / f"{kind}-{name}.kbc"
                 path.write_bytes(bc.dump(img))
                 files[f"/{kind}-{name}.kbc"] = path
@@ -101,8 +115,14 @@ def measure(target: str, n: int) -> dict:
             if c[:2] == ["/bin/ktapw", "insmod"] or c[:2] == ["/bin/ktapw", "rmmod"]:
                 if r.status != 0:
                     raise SystemExit(f"{target}: {' '.join(c)} failed: {r.output}")
-            else:
-                ns[name] = ns_of(r)
+                continue
+            ns[name] = ns_of(r)
+            # ktapvm's count handler must have counted every write, dropping none
+            if name in images and name[1] == "count":
+                printed = session_output(r, images[name], target)
+                if printed != f"ktapw={n}\n":
+                    raise SystemExit(f"{target}: ktapvm {name[0]} count printed {printed!r}, "
+                                     f"not 'ktapw={n}'")
     if None in ns.values():
         raise SystemExit(f"{target}: a run failed:\n" + "\n".join(str(r.output) for r in run.results))
     counted = re.findall(r"ktap_native: ktapw (\d+)", run.console)

@@ -33,7 +33,11 @@ static inline int64_t ktap_now_ns(void)
 }
 
 /* Load time only: images and pools may be large, so allow vmalloc fallback. */
-static inline void *ktap_zalloc(size_t n) { return kvzalloc(n ? n : 1, GFP_KERNEL); }
+static inline void *ktap_zalloc(size_t n)
+{
+	/* a script asking for too much gets a clean error, not a warning */
+	return kvzalloc(n ? n : 1, GFP_KERNEL | __GFP_NOWARN);
+}
 static inline void ktap_free(void *p) { kvfree(p); }
 
 static inline int64_t ktap_div_s64(int64_t a, int64_t b) { return div64_s64(a, b); }

@@ -23,19 +23,21 @@ WRITES = 20000          # per writer; two writers run at once
 ONE_BYTE_WRITES = "/execname == \"ktapw\" && arg3 == 1/"
 
 SESSIONS = {
+    # each CPU feeds its own value (CPU 0: 1, CPU 1: 11), so the merged min,
+    # max and sum depend on both shards
     "aggregate": (f'''
 var sizes = {{}}
 var by_cpu = {{}}
 var n = 0
 trace probe:vfs_write {ONE_BYTE_WRITES} {{
-  sizes["w"] <<< arg3
+  sizes["w"] <<< cpu * 10 + arg3
   by_cpu[cpu] += 1
   n += 1
 }}
 trace_end {{
   var w = sizes["w"]
-  printf("count=%d sum=%d min=%d max=%d avg=%d n=%d cpus=%d\\n",
-         count(w), sum(w), min(w), max(w), avg(w), n, len(by_cpu))
+  printf("count=%d sum=%d min=%d max=%d n=%d cpus=%d cpu0=%d cpu1=%d\\n",
+         count(w), sum(w), min(w), max(w), n, len(by_cpu), by_cpu[0], by_cpu[1])
   hist(sizes)
 }}
 ''', ["ktapw", "both", "ktapw", "write", str(WRITES), "::", "ktapw", "write", str(WRITES)]),
@@ -72,16 +74,17 @@ def test_aggregate_fed_from_two_cpus_is_merged_exactly(target):
     run = smp_run(target)
     s = session(run, "aggregate")
     assert s.status == 0, s
-    m = re.search(r"count=(\d+) sum=(\d+) min=(-?\d+) max=(-?\d+) avg=(-?\d+) n=(\d+) cpus=(\d+)",
-                  s.stdout)
+    m = re.search(r"count=(\d+) sum=(\d+) min=(-?\d+) max=(-?\d+) n=(\d+) cpus=(\d+) "
+                  r"cpu0=(\d+) cpu1=(\d+)", s.stdout)
     assert m, s
-    count, total, lo, hi, avg, n, cpus = map(int, m.groups())
+    count, total, lo, hi, n, cpus, cpu0, cpu1 = map(int, m.groups())
     # both CPUs ran handlers, and every one of the 2 * WRITES writes counted
-    assert cpus == 2, s.stdout
-    assert (count, total, lo, hi, avg) == (2 * WRITES, 2 * WRITES, 1, 1, 1), s.stdout
-    assert n == 2 * WRITES, s.stdout
-    # the merged log2 histogram: every value in the bucket of 1
-    assert re.search(rf"^\s*1 \|@+\s+{2 * WRITES}$", s.stdout, re.M), s.stdout
+    assert cpus == 2 and cpu0 > 0 and cpu1 > 0, s.stdout
+    assert count == n == cpu0 + cpu1 == 2 * WRITES, s.stdout
+    assert (total, lo, hi) == (cpu0 * 1 + cpu1 * 11, 1, 11), s.stdout
+    # the merged log2 histogram: CPU 0's values in the bucket of 1, CPU 1's in 8
+    assert re.search(rf"^\s*1 \|@+\s+{cpu0}$", s.stdout, re.M), s.stdout
+    assert re.search(rf"^\s*8 \|@+\s+{cpu1}$", s.stdout, re.M), s.stdout
     assert "dropped" not in s.stdout + s.stderr, s
 
 

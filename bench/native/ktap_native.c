@@ -14,6 +14,7 @@
  * check that the handler really ran. */
 #include <linux/module.h>
 #include <linux/kprobes.h>
+#include <linux/rcupdate.h>
 #include <linux/perf_event.h>
 #include <linux/trace_events.h>
 #include <linux/cpumask.h>
@@ -168,6 +169,7 @@ static void __exit native_exit(void)
 		detach_tracepoint();
 	else
 		unregister_kprobe(&probe);
+	synchronize_rcu();	/* a handler already running finishes before the table goes */
 	for (i = 0; i < SLOTS; i++)
 		if (table[i].used)
 			pr_info("ktap_native: %s %llu\n", table[i].comm, table[i].count);

@@ -72,8 +72,9 @@ static void make_event(struct ktap_event *ev, const struct ktap_ievent *e, unsig
 	ev->shard = round % (FUZZ_CPUS + 1);	/* out of range too: taken modulo */
 	ev->execname = round == 1 ? "" : "ktap-fuzz";
 	ev->execname_len = (uint32_t)strlen(ev->execname);
-	/* odd rounds take the kernel's comm path (a zero-padded 16-byte buffer) */
-	if (round % 2)
+	/* rounds 1 and 2 take the kernel's comm path (a zero-padded 16-byte
+	 * buffer), empty and not; round 0 the execname/execname_len path */
+	if (round)
 		ev->comm = round == 1 ? "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" : "ktap-fuzz\0\0\0\0\0\0";
 	ev->probename = "vfs_write";
 	ev->probename_len = 9;
