@@ -50,6 +50,12 @@ def test_kernel_trouble_finds_oopses_but_not_frames():
     assert kernel_trouble(console) == ["[  1.0] WARNING: CPU: 0 PID: 1 at x", "Internal error: Oops: 5"]
 
 
+def test_kernel_trouble_ignores_oops_inside_words():
+    # a slow boot prints this (loops_per_jiffy holds "oops"); it is no oops
+    assert kernel_trouble("calibrate_delay_direct() failed to get a good estimate for "
+                          "loops_per_jiffy.\n") == []
+
+
 def test_matrix_lists_skips_with_reasons():
     text = boardtest.matrix({"arm": [boardtest.Outcome("a", "passed"),
                                      boardtest.Outcome("b", "skipped", "no such tracepoint")]})

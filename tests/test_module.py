@@ -221,7 +221,7 @@ def test_insmod_and_rmmod(session):
 @pytest.mark.board
 def test_console_is_clean(session):
     bad = [l for l in session.run.console.splitlines()
-           if re.search(r"Oops|WARNING:|BUG:|Unable to handle|Call Trace", l)]
+           if re.search(r"\bOops\b|WARNING:|BUG:|Unable to handle|Call Trace", l)]
     assert bad == []
 
 

@@ -33,7 +33,7 @@ KMEMLEAK = "/sys/kernel/debug/kmemleak"
 
 # What the debug checkers print when they find something (any log level).
 DEBUG_TROUBLE = re.compile(
-    r"BUG:|WARNING:|Oops|Call Trace|Kernel panic|INFO: task .* blocked|soft lockup|"
+    r"BUG:|WARNING:|\bOops\b|Call Trace|Kernel panic|INFO: task .* blocked|soft lockup|"
     r"hard LOCKUP|possible (circular|recursive) locking|inconsistent lock state|"
     r"suspicious RCU usage|lock held when returning|bad unlock balance|"
     r"sleeping function called from invalid context|scheduling while atomic|"

@@ -15,7 +15,7 @@ GUEST_DIR = "/ktap"
 GUEST_MODULE = f"{GUEST_DIR}/ktapvm.ko"
 GUEST_RUNNER = f"{GUEST_DIR}/ktaprun"
 # What a healthy kernel never prints; any of these fails a board run.
-KERNEL_TROUBLE = re.compile(r"Oops|BUG:|WARNING:|Call Trace|Kernel panic|general protection|"
+KERNEL_TROUBLE = re.compile(r"\bOops\b|BUG:|WARNING:|Call Trace|Kernel panic|general protection|"
                             r"Unable to handle kernel|unhandled|soft lockup|hung_task|"
                             r"INFO: task .* blocked|kmemleak|KASAN|UBSAN|lockdep",
                             re.IGNORECASE)
