@@ -27,6 +27,20 @@ def sim(text: str, events: str = "", target: str = "x86_64", **limits):
     return out.getvalue(), status, drops
 
 
+def require_board_tools(target):
+    """Skips the calling test, with the reason, when QEMU, the cross compiler,
+    a kernel build tool or the kernel source is missing (scripts/setup.sh)."""
+    from ktap import board, kernel
+    try:
+        board.require_qemu(target)
+        kernel.require_cross_gcc(target)
+        for tool, package in kernel.BUILD_TOOLS.items():
+            kernel.require_tool(tool, package)
+        kernel.source_version()
+    except kernel.MissingTool as e:
+        pytest.skip(str(e))
+
+
 @pytest.fixture
 def root():
     return ROOT

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_board_tools
 from ktap import board, board_cli, kernel
 from ktap.targets import get_target, target_names
 
@@ -264,17 +265,6 @@ BOOT_COMMANDS = board.CHECK_COMMANDS + [
 ]
 
 
-def _require_board_tools(target):
-    try:
-        board.require_qemu(target)
-        kernel.require_cross_gcc(target)
-        for tool, package in kernel.BUILD_TOOLS.items():
-            kernel.require_tool(tool, package)
-        kernel.source_version()
-    except kernel.MissingTool as e:
-        pytest.skip(str(e))
-
-
 def _build_test_module(target, build_dir: Path, work: Path) -> Path:
     (work / "ktaptest.c").write_text(MODULE_SOURCE)
     (work / "Kbuild").write_text("obj-m := ktaptest.o\n")
@@ -290,7 +280,7 @@ def _build_test_module(target, build_dir: Path, work: Path) -> Path:
 def booted(request, tmp_path_factory):
     """One boot per target running BOOT_COMMANDS (kernel built first on a cache miss)."""
     target = get_target(request.param)
-    _require_board_tools(target)
+    require_board_tools(target)
     build_dir = kernel.ensure_kernel(target)
     module = _build_test_module(target, build_dir, tmp_path_factory.mktemp(f"mod-{target.name}"))
     run = board.run_commands(target, BOOT_COMMANDS, {"/lib/modules/ktaptest.ko": module},

@@ -12,6 +12,7 @@ import stat
 
 import pytest
 
+from conftest import require_board_tools
 from ktap import board, kernel
 from ktap.targets import get_target
 
@@ -114,24 +115,13 @@ SMP_COMMANDS = [
 _RUNS: dict[str, tuple[kernel.KernelBuild, board.BoardRun]] = {}
 
 
-def _require_board_tools(target):
-    try:
-        board.require_qemu(target)
-        kernel.require_cross_gcc(target)
-        for tool, package in kernel.BUILD_TOOLS.items():
-            kernel.require_tool(tool, package)
-        kernel.source_version()
-    except kernel.MissingTool as e:
-        pytest.skip(str(e))
-
-
 @pytest.fixture(scope="module", params=SMP_TARGETS)
 def smp_run(request):
     """One boot of the target's smp kernel running SMP_COMMANDS (built first on a miss)."""
     name = request.param
     if name not in _RUNS:
         target = get_target(name)
-        _require_board_tools(target)
+        require_board_tools(target)
         build = kernel.ensure_kernel_build(target, variant="smp")
         _RUNS[name] = build, board.run_commands(target, SMP_COMMANDS, kernel_variant="smp",
                                                 timeout=180)
