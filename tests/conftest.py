@@ -41,6 +41,27 @@ def require_board_tools(target):
         pytest.skip(str(e))
 
 
+def board_run_once(runs: dict, target: str, run, cannot_run=(), what: str = "cannot run"):
+    """The one boot per target that a board test module's tests share:
+    run(target) the first time, kept in `runs`. Skips when the target's QEMU
+    is missing, and, with the reason, when run() raised one of `cannot_run`
+    (remembered, so the other tests skip too instead of booting again)."""
+    import shutil
+    from ktap.targets import get_target
+    if target not in runs:
+        qemu = get_target(target).qemu["binary"]
+        if shutil.which(qemu) is None:
+            pytest.skip(f"{qemu} is not installed (scripts/setup.sh)")
+        try:
+            runs[target] = run(target)
+        except cannot_run as e:
+            runs[target] = e
+    result = runs[target]
+    if isinstance(result, Exception):
+        pytest.skip(f"{what}: {result}")
+    return result
+
+
 @pytest.fixture
 def root():
     return ROOT

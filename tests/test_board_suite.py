@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import TARGETS
+from conftest import TARGETS, board_run_once
 from ktap import boardtest
 from ktap import bytecode as bc
 from ktap.boardrun import BundleError, kernel_trouble
@@ -66,17 +66,8 @@ _RUNS = {}
 
 
 def suite_run(target):
-    if target not in _RUNS:
-        if shutil.which(get_target(target).qemu["binary"]) is None:
-            pytest.skip(f"{get_target(target).qemu['binary']} is not installed (scripts/setup.sh)")
-        try:
-            _RUNS[target] = boardtest.run_target(target, CASES)
-        except BundleError as e:
-            _RUNS[target] = e
-    result = _RUNS[target]
-    if isinstance(result, BundleError):
-        pytest.skip(f"board suite cannot run: {result}")
-    return result
+    return board_run_once(_RUNS, target, lambda t: boardtest.run_target(t, CASES), BundleError,
+                          "board suite cannot run")
 
 
 @pytest.mark.board

@@ -13,14 +13,13 @@ or hung task. docs/safety.md has the table of mechanisms and tests.
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from conftest import TARGETS
+from conftest import TARGETS, board_run_once
 from ktap import api, board
 from ktap import bytecode as bc
 from ktap.boardrun import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER, BundleError, bundle_parts, kernel_trouble
@@ -316,17 +315,7 @@ _RUNS: dict[str, object] = {}
 
 
 def safety_run(target: str) -> SafetyRun:
-    if target not in _RUNS:
-        if shutil.which(get_target(target).qemu["binary"]) is None:
-            pytest.skip(f"{get_target(target).qemu['binary']} is not installed (scripts/setup.sh)")
-        try:
-            _RUNS[target] = run_safety(target)
-        except BundleError as e:
-            _RUNS[target] = e
-    r = _RUNS[target]
-    if isinstance(r, BundleError):
-        pytest.skip(f"cannot run: {r}")
-    return r
+    return board_run_once(_RUNS, target, run_safety, BundleError)
 
 
 # ---------------------------------------------------------------- host checks

@@ -6,14 +6,13 @@ nothing lost to the concurrency. One boot per target runs every session.
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 
+from conftest import board_run_once
 from ktap import api, boardrun
 from ktap import bytecode as bc
 from ktap.diagnostics import Source
-from ktap.targets import get_target
 
 SMP_TARGETS = ["x86_64", "arm"]
 WRITES = 20000          # per writer; two writers run at once
@@ -51,17 +50,15 @@ trace_end { printf("cpus=%d\\n", len(samples)) }
 _RUNS: dict[str, boardrun.SuiteRun] = {}
 
 
+def run_smp_sessions(target: str) -> boardrun.SuiteRun:
+    sessions = [boardrun.Session(name, bc.dump(api.compile_source(Source(f"{name}.kp", text),
+                                                                  target)), workload)
+                for name, (text, workload) in SESSIONS.items()]
+    return boardrun.run_sessions(target, sessions, timeout=600, kernel_variant="smp")
+
+
 def smp_run(target: str) -> boardrun.SuiteRun:
-    if target not in _RUNS:
-        qemu = get_target(target).qemu["binary"]
-        if shutil.which(qemu) is None:
-            pytest.skip(f"{qemu} is not installed (scripts/setup.sh)")
-        sessions = [boardrun.Session(name, bc.dump(api.compile_source(Source(f"{name}.kp", text),
-                                                                      target)), workload)
-                    for name, (text, workload) in SESSIONS.items()]
-        _RUNS[target] = boardrun.run_sessions(target, sessions, timeout=600,
-                                              kernel_variant="smp")
-    return _RUNS[target]
+    return board_run_once(_RUNS, target, run_smp_sessions)
 
 
 def session(run: boardrun.SuiteRun, name: str) -> boardrun.SessionResult:

@@ -14,14 +14,13 @@ figures); later runs take it from the cache.
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import TARGETS
+from conftest import TARGETS, board_run_once
 from ktap import api, board, kernel, kmod, runner
 from ktap import bytecode as bc
 from ktap.boardrun import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER
@@ -143,11 +142,7 @@ _RUNS: dict[str, StressRun] = {}
 
 
 def stress_run(target: str) -> StressRun:
-    if target not in _RUNS:
-        if shutil.which(get_target(target).qemu["binary"]) is None:
-            pytest.skip(f"{get_target(target).qemu['binary']} is not installed (scripts/setup.sh)")
-        _RUNS[target] = run_stress(target)
-    return _RUNS[target]
+    return board_run_once(_RUNS, target, run_stress)
 
 
 def test_debug_fragment_applies_per_target():
