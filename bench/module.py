@@ -65,8 +65,7 @@ def build_native(target: str) -> Path:
 def session_output(result, image: bc.Image, target: str) -> str:
     """What the session printed, and its drop lines, from ktap_smoke's hex dump."""
     out = result.stdout.decode() if isinstance(result.stdout, bytes) else result.stdout
-    data = bytes.fromhex("".join(l[2:] for l in out.splitlines() if l.startswith("R ")))
-    records, status = kmod.decode_records(data, get_target(target))
+    records, status = kmod.smoke_records(out, get_target(target))
     text, _, drops = kmod.session_text(image, records, status)
     return text + "".join(d + "\n" for d in drops)
 

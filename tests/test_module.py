@@ -139,9 +139,7 @@ class Session:
         return out.decode(errors="replace") if isinstance(out, bytes) else out
 
     def records(self, name: str):
-        text = self.stdout(name)
-        data = bytes.fromhex("".join(l[2:] for l in text.splitlines() if l.startswith("R ")))
-        return kmod.decode_records(data, get_target(self.target))
+        return kmod.smoke_records(self.stdout(name), get_target(self.target))
 
     def output(self, name: str) -> str:
         recs, _ = self.records(name)

@@ -445,6 +445,12 @@ def module_warnings(ko: Path) -> list[str]:
 SMOKE_SOURCE = "tests/ktap_smoke.c"
 
 
+def smoke_records(stdout: str, target: Target) -> tuple[list, Status | None]:
+    """The records a ktap_smoke run dumped ("R <hex>" lines), decoded."""
+    data = bytes.fromhex("".join(l[2:] for l in stdout.splitlines() if l.startswith("R ")))
+    return decode_records(data, target)
+
+
 def build_smoke_client(target: Target | str, build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
     """kmod/tests/ktap_smoke.c built static with the target's cross gcc: the
     module's own test client of /dev/ktap (not ktaprun)."""
