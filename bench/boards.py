@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "toolchain"))
-
-from ktap import board, kernel  # noqa: E402
-from ktap.targets import get_target, target_names  # noqa: E402
+  # noqa: E402
+from ktap.boards import board, kernels as kernel  # noqa: E402
+from ktap.core.targets import get_target, target_names  # noqa: E402
 
 
 def measure(name: str, boots: int) -> dict:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "toolchain"))
-
+  # noqa: E402
 from ktap import api  # noqa: E402
-from ktap.diagnostics import Source  # noqa: E402
+from ktap.core.diagnostics import Source  # noqa: E402
 
 
 def generated_script(lines: int) -> str:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "toolchain"))
-
-from ktap import fuzz  # noqa: E402
+  # noqa: E402
+from ktapdev import fuzz  # noqa: E402
 
 
 def main() -> int:

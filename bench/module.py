@@ -31,11 +31,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "toolchain"))
 
 from elftools.elf.elffile import ELFFile  # noqa: E402
-
-from ktap import api, board, kmod, runner  # noqa: E402
-from ktap import bytecode as bc  # noqa: E402
-from ktap.diagnostics import Source  # noqa: E402
-from ktap.targets import get_target, target_names  # noqa: E402
+  # noqa: E402
+from ktap import api  # noqa: E402
+  # noqa: E402
+from ktap.boards import board  # noqa: E402
+  # noqa: E402
+from ktap.build import kmod, ktaprun as runner  # noqa: E402
+from ktap.backends.kbc import bytecode as bc  # noqa: E402
+from ktap.core.diagnostics import Source  # noqa: E402
+from ktap.core.targets import get_target, target_names  # noqa: E402
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 # probe kind: (ktap event, ktap_smoke attach spec, ktap_native's on=)

@@ -46,13 +46,13 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "toolchain"))
-
-from ktap import board  # noqa: E402
-from ktap import bytecode as bc  # noqa: E402
-from ktap import opcodes  # noqa: E402
-from ktap.boardrun import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER, bundle_parts  # noqa: E402
-from ktap.rawkbc import RET, handler_image, ins  # noqa: E402
-from ktap.targets import get_target, target_names  # noqa: E402
+  # noqa: E402
+from ktap.boards import board  # noqa: E402
+from ktap.backends.kbc import bytecode as bc  # noqa: E402
+from ktap.backends.kbc import opcodes  # noqa: E402
+from ktap.boards.sessions import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER, bundle_parts  # noqa: E402
+from ktapdev.rawkbc import RET, handler_image, ins  # noqa: E402
+from ktap.core.targets import get_target, target_names  # noqa: E402
 
 WATCHDOG_NS = 10_000_000
 MAX_BUDGET = bc.Limits.MAXIMUM["budget"]

@@ -17,9 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "toolchain"))
 
 from elftools.elf.elffile import ELFFile  # noqa: E402
-
-from ktap import kernel, symbols  # noqa: E402
-from ktap.targets import get_target, target_names  # noqa: E402
+  # noqa: E402
+from ktap.boards import kernels as kernel  # noqa: E402
+  # noqa: E402
+from ktap.symbols import symbols  # noqa: E402
+from ktap.core.targets import get_target, target_names  # noqa: E402
 
 COLD_GOAL, CACHED_GOAL, MIN_SYMBOLS = 2.0, 0.2, 30_000
 

@@ -1,8 +1,8 @@
 """Hand-made bad KBC images for the board suite, written raw (not by the
 compiler). Each builder takes the Target and returns image bytes; the module
 must refuse each at load with the named reason, and the board must stay healthy."""
-from ktap import bytecode as bc
-from ktap.rawkbc import RET, handler_image, ins, proto
+from ktap.backends.kbc import bytecode as bc
+from ktapdev.rawkbc import RET, handler_image, ins, proto
 
 F = bc.FUNCTION
 

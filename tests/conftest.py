@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-
+  # noqa: E402
 from ktap import api  # noqa: E402
-from ktap.diagnostics import Source  # noqa: E402
-from ktap.sim import EventsFile, parse_events, run_sim  # noqa: E402
+from ktap.core.diagnostics import Source  # noqa: E402
+from ktap.refvm.sim import EventsFile, parse_events, run_sim  # noqa: E402
+from ktap.core import tools  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["x86_64", "arm", "mips", "powerpc"]
@@ -30,14 +31,14 @@ def sim(text: str, events: str = "", target: str = "x86_64", **limits):
 def require_board_tools(target):
     """Skips the calling test, with the reason, when QEMU, the cross compiler,
     a kernel build tool or the kernel source is missing (scripts/setup.sh)."""
-    from ktap import board, kernel
+    from ktap.boards import board, kernels as kernel
     try:
         board.require_qemu(target)
-        kernel.require_cross_gcc(target)
+        tools.require_cross_gcc(target)
         for tool, package in kernel.BUILD_TOOLS.items():
-            kernel.require_tool(tool, package)
+            tools.require_tool(tool, package)
         kernel.source_version()
-    except kernel.MissingTool as e:
+    except tools.MissingTool as e:
         pytest.skip(str(e))
 
 
@@ -47,7 +48,7 @@ def board_run_once(runs: dict, target: str, run, cannot_run=(), what: str = "can
     is missing, and, with the reason, when run() raised one of `cannot_run`
     (remembered, so the other tests skip too instead of booting again)."""
     import shutil
-    from ktap.targets import get_target
+    from ktap.core.targets import get_target
     if target not in runs:
         qemu = get_target(target).qemu["binary"]
         if shutil.which(qemu) is None:

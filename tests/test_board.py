@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 
 from conftest import require_board_tools
-from ktap import board, board_cli, kernel
-from ktap.targets import get_target, target_names
+from ktap.boards import board, kernels as kernel
+from ktap.cli import board as board_cli
+from ktap.core.targets import get_target, target_names
+from ktap.core import tools  # noqa: E402
 
 # ------------------------------------------------------------------ helpers
 
@@ -177,12 +179,12 @@ def test_interactive_and_deterministic_variants():
 
 
 def test_missing_qemu_names_the_debian_package(monkeypatch):
-    monkeypatch.setattr(kernel.shutil, "which", lambda name: None)
-    with pytest.raises(kernel.MissingTool) as e:
+    monkeypatch.setattr(tools.shutil, "which", lambda name: None)
+    with pytest.raises(tools.MissingTool) as e:
         board.require_qemu(get_target("x86_64"))
     assert e.value.package == "qemu-system-x86"
     assert "qemu-system-x86_64 not found" in str(e.value)
-    with pytest.raises(kernel.MissingTool) as e:
+    with pytest.raises(tools.MissingTool) as e:
         board.require_qemu(get_target("arm"))
     assert e.value.package == "qemu-system-arm"
 
@@ -212,8 +214,8 @@ def host_ktapw(tmp_path_factory):
     """The x86_64 guest program also runs on the (x86_64) host: a fast sanity check."""
     t = get_target("x86_64")
     try:
-        kernel.require_cross_gcc(t)
-    except kernel.MissingTool as e:
+        tools.require_cross_gcc(t)
+    except tools.MissingTool as e:
         pytest.skip(str(e))
     import platform
     if platform.machine() != "x86_64":

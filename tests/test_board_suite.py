@@ -6,12 +6,12 @@ import shutil
 import pytest
 
 from conftest import TARGETS, board_run_once
-from ktap import boardtest
-from ktap import bytecode as bc
-from ktap.boardrun import BundleError, kernel_trouble
-from ktap.diagnostics import KtapError
-from ktap.targets import get_target
-from ktap.verifier import verify
+from ktapdev import boardtest
+from ktap.backends.kbc import bytecode as bc
+from ktap.boards.sessions import BundleError, kernel_trouble
+from ktap.core.diagnostics import KtapError
+from ktap.core.targets import get_target
+from ktap.backends.kbc.verifier import verify
 
 CASES = boardtest.load_cases()
 BUILDERS = boardtest.bad_image_builders()

@@ -6,9 +6,9 @@ import pytest
 
 from conftest import ROOT, TARGETS, compile_text
 from ktap import api
-from ktap import bytecode as bc
-from ktap.diagnostics import ImageError
-from ktap.targets import get_target
+from ktap.backends.kbc import bytecode as bc
+from ktap.core.diagnostics import ImageError
+from ktap.core.targets import get_target
 
 SAMPLES = sorted((ROOT / "samples").glob("*.kp"))
 

@@ -3,8 +3,9 @@ one kernel offline, errors at the probe's location, globs expanded."""
 import pytest
 
 from conftest import compile_text
-from ktap import api, kernel
-from ktap.diagnostics import KtapError, Source
+from ktap import api
+from ktap.boards import kernels as kernel
+from ktap.core.diagnostics import KtapError, Source
 
 
 def board_vmlinux(target="arm"):
@@ -52,7 +53,7 @@ def test_mid_instruction_offset_refused_with_vmlinux():
 
 @pytest.mark.board
 def test_missing_tracepoint_field_with_profile():
-    from ktap import profiles
+    from ktap.symbols import profiles
     board_vmlinux()
     p = profiles.board_profile("arm")       # recorded from the board once, then cached
     with pytest.raises(KtapError, match="has no field 'cnt'"):

@@ -14,15 +14,17 @@ from pathlib import Path
 import pytest
 
 from ktap import api
-from ktap import bytecode as bc
-from ktap import kmod, opcodes
-from ktap.diagnostics import ImageError, Source, VerifyError
-from ktap.sim import parse_events
-from ktap.verifier import verify
+from ktap.backends.kbc import bytecode as bc
+from ktap.build import kmod
+from ktap.backends.kbc import opcodes
+from ktap.core.diagnostics import ImageError, Source, VerifyError
+from ktap.refvm.sim import parse_events
+from ktap.backends.kbc.verifier import verify
+from ktap.core import tools  # noqa: E402
 
 TARGETS = ["arm", "mips", "x86_64"]       # little/big endian, 32/64-bit words
 
-pytestmark = pytest.mark.skipif(kmod.find_cc() is None,
+pytestmark = pytest.mark.skipif(tools.find_cc() is None,
                                 reason="no C compiler (cc/gcc/clang) to build the C core")
 
 
@@ -392,7 +394,7 @@ BAD_CASES.update({
 
 def test_corpus_covers_every_reason():
     reasons = {py_reason(img) for img in BAD_CASES.values()}
-    missing = set(__import__("ktap.verifier").verifier.REASONS) - reasons
+    missing = set(__import__("ktap.backends.kbc.verifier", fromlist=["REASONS"]).REASONS) - reasons
     assert not missing, f"no corpus case for {missing}"
 
 

@@ -18,8 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from ktap import board, boardrun, deploy, runner
-from ktap import transport as tr
+from ktap.boards import board, sessions as boardrun
+
+from ktap.deploy import deploy
+
+from ktap.build import ktaprun as runner
+from ktap.deploy import transport as tr
 
 ROOT = Path(__file__).resolve().parents[1]
 KTAP = [sys.executable, "-m", "ktap.cli"]
@@ -352,7 +356,8 @@ def test_adb_end_to_end(ssh_board, ssh_key):
 def test_target_sync_over_ssh(ssh_board, ssh_key, tmp_path):
     """`ktap target sync --ssh` records a profile through the board's own shell,
     and the profile checks a script offline against that kernel."""
-    from ktap import kernel, profiles
+    from ktap.boards import kernels as kernel
+    from ktap.symbols import profiles
     key, _ = ssh_key
     dest = f"root@127.0.0.1:{ssh_board.ssh_port}"
     opts = [a for o in SSH_OPTS if o != "-o" for a in ("--ssh-option", o)]

@@ -2,9 +2,9 @@
 import pytest
 
 from conftest import ROOT, compile_text
-from ktap import ast as A
-from ktap.diagnostics import KtapError, SemanticError, Source, SyntaxErr
-from ktap.parser import parse
+from ktap.frontend import ast as A
+from ktap.core.diagnostics import KtapError, SemanticError, Source, SyntaxErr
+from ktap.frontend.parser import parse
 
 
 def error_of(text: str) -> KtapError:

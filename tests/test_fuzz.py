@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from conftest import ROOT, TARGETS
 from ktap import api
-from ktap import bytecode as bc
-from ktap.diagnostics import KtapError, Source
-from ktap.sim import Session, parse_events
-from ktap.verifier import verify
+from ktap.backends.kbc import bytecode as bc
+from ktap.core.diagnostics import KtapError, Source
+from ktap.refvm.sim import Session, parse_events
+from ktap.backends.kbc.verifier import verify
 
 SAMPLES = [p.read_text() for p in sorted((ROOT / "samples").glob("*.kp"))]
 EVENTS = parse_events("\n".join([
@@ -85,7 +85,7 @@ COMPILED = {(t, i): bc.dump(api.compile_source(Source("s.kp", s), t))
 @FUZZ
 @given(st.sampled_from(sorted(COMPILED)), st.data())
 def test_mutated_images(key, data):
-    from ktap.targets import get_target
+    from ktap.core.targets import get_target
     t = get_target(key[0])
     image = bytearray(COMPILED[key])
     for _ in range(data.draw(st.integers(1, 6))):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ktap import bytecode as bc
-from ktap import fuzz
-from ktap.targets import all_targets
+from ktap.backends.kbc import bytecode as bc
+from ktapdev import fuzz
+from ktap.core.targets import all_targets
 
 TARGETS = ["arm", "mips", "x86_64"]
 SECONDS = int(os.environ.get("KTAP_FUZZ_SECONDS", "20"))

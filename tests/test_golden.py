@@ -7,8 +7,8 @@ import pytest
 
 from conftest import ROOT, TARGETS
 from ktap import api
-from ktap import bytecode as bc
-from ktap.disasm import disassemble
+from ktap.backends.kbc import bytecode as bc
+from ktap.backends.kbc.disasm import disassemble
 
 GOLDEN = ROOT / "tests" / "golden"
 SAMPLES = sorted((ROOT / "samples").glob("*.kp"))
@@ -35,5 +35,5 @@ def test_listings_differ_only_in_header_between_same_word_size_targets():
 
 
 def test_bytecode_doc_has_the_generated_opcode_table():
-    from ktap import opcodes
+    from ktap.backends.kbc import opcodes
     assert opcodes.markdown_table() in (ROOT / "docs" / "bytecode.md").read_text()

@@ -8,8 +8,9 @@ import shutil
 
 import pytest
 
-from ktap import kernel
-from ktap.targets import get_target, target_names
+from ktap.boards import kernels as kernel
+from ktap.core.targets import get_target, target_names
+from ktap.core import tools, cache  # noqa: E402
 
 # ------------------------------------------------------------------ fragments
 
@@ -97,9 +98,9 @@ def test_config_key_changes_with_common_fragment(tmp_path, monkeypatch):
 
 def test_cache_root_follows_ktap_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("KTAP_CACHE", str(tmp_path / "c"))
-    assert kernel.cache_root() == tmp_path / "c"
+    assert cache.cache_root() == tmp_path / "c"
     monkeypatch.delenv("KTAP_CACHE")
-    assert kernel.cache_root() == kernel.Path.home() / ".cache" / "ktap"
+    assert cache.cache_root() == cache.Path.home() / ".cache" / "ktap"
 
 
 def test_cache_hit_needs_stamp_and_image(monkeypatch, tmp_path):
@@ -124,19 +125,19 @@ def test_cache_hit_needs_stamp_and_image(monkeypatch, tmp_path):
 
 
 def test_missing_tool_names_the_debian_package():
-    with pytest.raises(kernel.MissingTool) as e:
-        kernel.require_tool("ktap-no-such-tool-xyz", "ktap-pkg")
+    with pytest.raises(tools.MissingTool) as e:
+        tools.require_tool("ktap-no-such-tool-xyz", "ktap-pkg")
     assert "ktap-no-such-tool-xyz" in str(e.value)
     assert "apt-get install ktap-pkg" in str(e.value)
 
 
 def test_missing_cross_compiler_names_gcc_package(monkeypatch):
-    monkeypatch.setattr(kernel.shutil, "which", lambda name: None)
-    with pytest.raises(kernel.MissingTool) as e:
-        kernel.require_cross_gcc(get_target("arm"))
+    monkeypatch.setattr(tools.shutil, "which", lambda name: None)
+    with pytest.raises(tools.MissingTool) as e:
+        tools.require_cross_gcc(get_target("arm"))
     assert e.value.package == "gcc-arm-linux-gnueabihf"
-    with pytest.raises(kernel.MissingTool) as e:
-        kernel.require_cross_gcc(get_target("powerpc"))
+    with pytest.raises(tools.MissingTool) as e:
+        tools.require_cross_gcc(get_target("powerpc"))
     assert e.value.package == "gcc-powerpc-linux-gnu"
 
 
@@ -152,10 +153,10 @@ def test_powerpc_builds_the_elf_vmlinux_not_a_uimage():
 def _require_build_tools(target):
     try:
         for tool, package in kernel.BUILD_TOOLS.items():
-            kernel.require_tool(tool, package)
-        kernel.require_cross_gcc(target)
+            tools.require_tool(tool, package)
+        tools.require_cross_gcc(target)
         kernel.source_version()
-    except kernel.MissingTool as e:
+    except tools.MissingTool as e:
         pytest.skip(str(e))
 
 

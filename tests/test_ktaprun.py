@@ -15,18 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from ktap import api, kmod, runner
-from ktap import bytecode as bc
-from ktap.diagnostics import Source
-from ktap.kernel import MissingTool
-from ktap.output import Formatter
-from ktap.sim import parse_events
+from ktap import api
+
+from ktap.build import kmod, ktaprun as runner
+from ktap.backends.kbc import bytecode as bc
+from ktap.core.diagnostics import Source
+from ktap.core.tools import MissingTool
+from ktap.refvm.output import Formatter
+from ktap.refvm.sim import parse_events
+from ktap.core import tools  # noqa: E402
 
 FORMAT_TARGETS = ["arm", "mips"]          # little and big endian records
 BOARD_TARGETS = ["x86_64", "arm", "mips", "powerpc"]
 EV = "probe:vfs_write"
 
-needs_cc = pytest.mark.skipif(kmod.find_cc() is None, reason="no host C compiler")
+needs_cc = pytest.mark.skipif(tools.find_cc() is None, reason="no host C compiler")
 
 # name: (script, events)
 SCRIPTS = {
@@ -375,7 +378,7 @@ def test_cross_build_is_static_and_small(target, tmp_path):
 
 
 def _board(target: str, commands, extra, timeout=240):
-    from ktap import board
+    from ktap.boards import board
     try:
         return board.run_commands(target, commands, extra_files=extra, timeout=timeout)
     except MissingTool as e:

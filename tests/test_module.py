@@ -15,11 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from ktap import api, board, kernel, kmod
-from ktap import bytecode as bc
-from ktap.diagnostics import Source
-from ktap.output import Formatter
-from ktap.targets import get_target, target_names
+from ktap import api
+
+from ktap.boards import board, kernels as kernel
+
+from ktap.build import kmod
+from ktap.backends.kbc import bytecode as bc
+from ktap.core.diagnostics import Source
+from ktap.refvm.output import Formatter
+from ktap.core.targets import get_target, target_names
+from ktap.core import tools  # noqa: E402
 
 TARGETS = target_names()
 WRITES = 100
@@ -151,7 +156,7 @@ def _tools(target: str):
     t = get_target(target)
     try:
         board.require_qemu(t)
-        kernel.require_cross_gcc(t)
+        tools.require_cross_gcc(t)
     except Exception as e:  # a missing tool names its Debian package
         pytest.skip(str(e))
 
@@ -195,7 +200,7 @@ def test_render_has_the_target_abi(tmp_path):
 def test_module_builds_without_warnings(target):
     t = get_target(target)
     try:
-        kernel.require_cross_gcc(t)
+        tools.require_cross_gcc(t)
     except Exception as e:
         pytest.skip(str(e))
     if kernel.cached_kernel(t) is None:

@@ -9,9 +9,12 @@ import json
 
 import pytest
 
-from ktap import kernel, profiles
-from ktap.diagnostics import UsageError
-from ktap.targets import get_target, target_names
+from ktap.boards import kernels as kernel
+
+from ktap.symbols import profiles
+from ktap.core.diagnostics import UsageError
+from ktap.core.targets import get_target, target_names
+from ktap.core import tools  # noqa: E402
 
 FORMAT = """name: sys_enter_openat
 ID: 612
@@ -111,7 +114,7 @@ def board_prof(request):
         pytest.skip(f"no cached {target.name} kernel (build it: ktap board -t {target.name} kernel)")
     try:
         return target, profiles.board_profile(target)
-    except kernel.MissingTool as e:
+    except tools.MissingTool as e:
         pytest.skip(str(e))
 
 
@@ -149,13 +152,13 @@ def host_ktapw(tmp_path_factory):
     """The x86_64 guest program runs on an x86_64 host too: cat/dump without a boot."""
     import platform
 
-    from ktap import board
+    from ktap.boards import board
     if platform.machine() != "x86_64":
         pytest.skip("host is not x86_64")
     t = get_target("x86_64")
     try:
-        kernel.require_cross_gcc(t)
-    except kernel.MissingTool as e:
+        tools.require_cross_gcc(t)
+    except tools.MissingTool as e:
         pytest.skip(str(e))
     out = tmp_path_factory.mktemp("ktapw") / "ktapw"
     board.compile_static(t, board.GUEST_DIR / "ktapw.c", out)

@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from conftest import TARGETS, board_run_once
-from ktap import api, board
-from ktap import bytecode as bc
-from ktap.boardrun import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER, BundleError, bundle_parts, kernel_trouble
-from ktap.diagnostics import Source
-from ktap.rawkbc import RET, handler_image, ins, proto
-from ktap.targets import get_target
+from ktap import api
+from ktap.boards import board
+from ktap.backends.kbc import bytecode as bc
+from ktap.boards.sessions import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER, BundleError, bundle_parts, kernel_trouble
+from ktap.core.diagnostics import Source
+from ktapdev.rawkbc import RET, handler_image, ins, proto
+from ktap.core.targets import get_target
 
 F = bc.FUNCTION
 MAX_BUDGET = bc.Limits.MAXIMUM["budget"]
@@ -338,8 +339,8 @@ REFUSED = {c2_jump_out_of_bounds: "bad-jump", c2_jump_backward_out_of_bounds: "b
 def test_host_verifier_agrees(builder):
     """The host verifier (the Python mirror of the module's) refuses the same
     images for the same reasons, and passes the three run-time cases."""
-    from ktap.diagnostics import KtapError
-    from ktap.verifier import verify
+    from ktap.core.diagnostics import KtapError
+    from ktap.backends.kbc.verifier import verify
     for target in TARGETS:
         img = bc.load(builder(target), expect=get_target(target))
         if builder in REFUSED:

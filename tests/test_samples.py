@@ -5,7 +5,7 @@ import pytest
 
 from conftest import ROOT, TARGETS
 from ktap import api
-from ktap.sim import EventsFile, parse_events, run_sim
+from ktap.refvm.sim import EventsFile, parse_events, run_sim
 
 S = ROOT / "samples"
 

@@ -13,8 +13,8 @@ import stat
 import pytest
 
 from conftest import require_board_tools
-from ktap import board, kernel
-from ktap.targets import get_target
+from ktap.boards import board, kernels as kernel
+from ktap.core.targets import get_target
 
 SMP_TARGETS = ("x86_64", "arm")
 NO_SMP_TARGETS = ("mips", "powerpc")

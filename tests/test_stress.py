@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 
 from conftest import TARGETS, board_run_once
-from ktap import api, board, kernel, kmod, runner
-from ktap import bytecode as bc
-from ktap.boardrun import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER
-from ktap.diagnostics import Source
-from ktap.targets import get_target
+from ktap import api
+from ktap.boards import board, kernels as kernel
+from ktap.build import kmod, ktaprun as runner
+from ktap.backends.kbc import bytecode as bc
+from ktap.boards.sessions import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER
+from ktap.core.diagnostics import Source
+from ktap.core.targets import get_target
 
 STRESS_SECONDS = 5
 KMEMLEAK = "/sys/kernel/debug/kmemleak"

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from conftest import compile_text
-from ktap import kernel, profiles
-from ktap import symbols as S
-from ktap.diagnostics import KtapError
-from ktap.targets import get_target, target_names
+from ktap.boards import kernels as kernel
+from ktap.symbols import profiles
+from ktap.symbols import symbols as S
+from ktap.core.diagnostics import KtapError
+from ktap.core.targets import get_target, target_names
 
 # Text symbols (nm t/T/W) of each board vmlinux, pinned for the kernel build
 # they were counted on; a new kernel config changes them, and then only the
@@ -498,7 +499,7 @@ def test_resolve_tracepoint_fields(tmp_path):
 
 def run_cli(argv, capsys):
     import argparse
-    from ktap import symbols_cli
+    from ktap.cli import symbols as symbols_cli
     parser = argparse.ArgumentParser(prog="ktap")
     symbols_cli.register(parser.add_subparsers())
     args = parser.parse_args(argv)

@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from ktap import kmod, runner
-from ktap import transport as tr
+from ktap.build import kmod, ktaprun as runner
+from ktap.deploy import transport as tr
+from ktap.core import tools  # noqa: E402
 
-needs_cc = pytest.mark.skipif(kmod.find_cc() is None, reason="no host C compiler")
+needs_cc = pytest.mark.skipif(tools.find_cc() is None, reason="no host C compiler")
 
 
 # ---------------------------------------------------------------- frames
@@ -64,7 +65,7 @@ def test_parse_info_and_hashes():
 
 @pytest.fixture(scope="module")
 def agent_exe():
-    if kmod.find_cc() is None:
+    if tools.find_cc() is None:
         pytest.skip("no host C compiler")
     return runner.build_ktaprun("x86_64", host=True)
 

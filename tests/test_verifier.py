@@ -3,11 +3,11 @@ written raw (tests/kbc.py), not by the compiler."""
 import pytest
 
 from conftest import ROOT, TARGETS, compile_text
-from ktap.rawkbc import RET, handler_image, image, ins, proto
+from ktapdev.rawkbc import RET, handler_image, image, ins, proto
 from ktap import api
-from ktap import bytecode as bc
-from ktap.diagnostics import VerifyError
-from ktap.verifier import REASONS, verify
+from ktap.backends.kbc import bytecode as bc
+from ktap.core.diagnostics import VerifyError
+from ktap.backends.kbc.verifier import REASONS, verify
 
 S, F, H = bc.SETUP, bc.FUNCTION, bc.HANDLER
 
@@ -117,13 +117,13 @@ class TestSeedCriticisms:
     """shared/seeds: each way the original ktap could crash or hang the kernel."""
 
     def test_1_long_loop_body_is_charged_by_length(self):
-        from ktap.vm import Machine
+        from ktap.refvm.vm import Machine
         body = [ins("NOP")] * 1000
         img = handler_image(body + [ins("JMP", 0, -1001), RET], limits=bc.Limits(budget=50_000))
         verify(img)           # a loop is legal; its cost is bounded at run time
         m = Machine(img, lambda r: None)
-        from ktap.diagnostics import RuntimeErr
-        from ktap.vm import EventContext
+        from ktap.core.diagnostics import RuntimeErr
+        from ktap.refvm.vm import EventContext
         with pytest.raises(RuntimeErr, match="budget of 50000 exhausted"):
             m.fire(1, EventContext(), [])
         # the budget is in instructions: at most 50 turns of a 1001-word body ran
@@ -151,8 +151,8 @@ class TestSeedCriticisms:
         assert reason_of(pair) == "recursion"
 
     def test_5_tail_calls_are_charged_to_the_budget(self):
-        from ktap.diagnostics import RuntimeErr
-        from ktap.vm import EventContext, Machine
+        from ktap.core.diagnostics import RuntimeErr
+        from ktap.refvm.vm import EventContext, Machine
         # a chain of tail calls through 3 functions, each with a long body
         long = [ins("NOP")] * 400
         protos = [fn("a", long + [ins("TAILCALL", 0, 2, 0)]),

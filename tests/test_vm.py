@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import TARGETS, sim
-from ktap.diagnostics import RuntimeErr
+from ktap.core.diagnostics import RuntimeErr
 
 
 def out(text, events="", **kw):

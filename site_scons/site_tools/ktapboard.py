@@ -10,7 +10,7 @@ run is a cache lookup.
 
 
 def _kernel_action(target, source, env):
-    from ktap import kernel
+    from ktap.boards import kernels as kernel
     try:
         build = kernel.ensure_kernel_build(env["KTAP_BOARD_TARGET"])
     except kernel.KernelError as e:
@@ -21,7 +21,7 @@ def _kernel_action(target, source, env):
 
 
 def _board_action(target, source, env):
-    from ktap import board, kernel
+    from ktap.boards import board, kernels as kernel
     name = env["KTAP_BOARD_TARGET"]
     try:
         print(f"ktap: initramfs for {name}: {board.base_initramfs(name)}")

@@ -3,7 +3,7 @@
 
 def _compile_action(target, source, env):
     from ktap import api
-    from ktap.diagnostics import KtapError
+    from ktap.core.diagnostics import KtapError
     try:
         api.compile_file(str(source[0]), env["KTAP_TARGET"], str(target[0]))
     except KtapError as e:
@@ -30,8 +30,8 @@ def exists(env):
 
 def _board_test_action(targets):
     def action(target, source, env):
-        from ktap import boardtest
-        from ktap.boardrun import BundleError
+        from ktapdev import boardtest
+        from ktap.boards.sessions import BundleError
         cases = boardtest.load_cases()
         results, failed = {}, False
         for name in targets:
@@ -61,7 +61,7 @@ def _bundle_action(arch, kdir):
     def action(target, source, env):
         import shutil
         from pathlib import Path
-        from ktap import kmod, runner
+        from ktap.build import kmod, ktaprun as runner
         out = Path(str(target[0])).parent
         out.mkdir(parents=True, exist_ok=True)
         try:

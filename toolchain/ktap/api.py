@@ -4,14 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bytecode as bc
-from .codegen import generate
-from .compiler import compile_program
-from .diagnostics import KtapError, SemanticError, Source
-from .parser import parse
-from .sema import analyze
-from .targets import get_target
-from .verifier import verify
+from ktap.backends.kbc import bytecode as bc
+from ktap.backends.kbc.codegen import generate
+from ktap.ir.compiler import compile_program
+from ktap.core.diagnostics import KtapError, SemanticError, Source
+from ktap.frontend.parser import parse
+from ktap.frontend.sema import analyze
+from ktap.core.targets import get_target
+from ktap.backends.kbc.verifier import verify
 
 
 def read_source(path: str) -> Source:
@@ -54,8 +54,8 @@ def compile_source(src: Source, target_name: str, limits: dict[str, int] | None 
 
 def resolve_probes(image: bc.Image, script, src: Source, kernel: KernelInfo, warn) -> list:
     """Checks the image's probes against one kernel; errors point at the probe."""
-    from . import ast as A
-    from .symbols import resolve_events
+    from ktap.frontend import ast as A
+    from ktap.symbols.symbols import resolve_events
     res = resolve_events(image.events, image.target, vmlinux=kernel.vmlinux,
                          system_map=kernel.system_map, profile=kernel.profile)
     for p in res.problems:

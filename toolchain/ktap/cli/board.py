@@ -1,0 +1,168 @@
+"""`ktap board` subcommand: check, exec, shell and kernel on QEMU boards.
+
+The main CLI calls register(subparsers) and then args.func(args), using the
+returned int as the exit status.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ktap.boards import board, kernels as kernel
+from ktap.core.targets import TargetError, get_target, target_names
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("board", help="build kernels and run QEMU boards",
+                              description="QEMU boards for the ktap targets.")
+    p.add_argument("-t", "--target", required=True, choices=target_names(),
+                   help="target architecture")
+    p.add_argument("--timeout", type=float, default=board.DEFAULT_TIMEOUT,
+                   help="seconds before a hanging board is killed (default %(default)s)")
+    sub = p.add_subparsers(dest="board_command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("check", help="boot, show uname/arch/features, verify them against the descriptor")
+    c.set_defaults(func=cmd_check)
+
+    e = sub.add_parser("exec", help="run one command in a fresh board; exit with its status")
+    e.add_argument("--add", action="append", default=[], metavar="HOST:GUEST",
+                   help="add a host file to the initramfs at GUEST path (repeatable)")
+    e.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
+    e.set_defaults(func=cmd_exec)
+
+    s = sub.add_parser("shell", help="interactive console on the board (Ctrl-A x quits QEMU)")
+    s.add_argument("--add", action="append", default=[], metavar="HOST:GUEST",
+                   help="add a host file to the initramfs at GUEST path (repeatable)")
+    s.set_defaults(func=cmd_shell)
+
+    r = sub.add_parser("run", help="run a script or image in a fresh board with ktapvm and ktaprun",
+                       description="Compiles the script for the board, builds (or takes from the "
+                       "cache) ktapvm.ko and ktaprun, boots, runs the session with CMD as the "
+                       "workload, prints the output and exits with the session's status.")
+    r.add_argument("-e", dest="program", metavar="PROGRAM", help="script text on the command line")
+    r.add_argument("--limit", action="append", metavar="NAME=N", help="override a limit")
+    r.add_argument("rest", nargs=argparse.REMAINDER, metavar="[SCRIPT|FILE.kbc] [-- CMD ARGS]",
+                   help="the script or image, then the workload run in the board")
+    r.set_defaults(func=cmd_run)
+
+    k = sub.add_parser("kernel", help="build (or find cached) the target's kernel and print its build dir")
+    k.set_defaults(func=cmd_kernel)
+    return p
+
+
+def _extra_files(specs: list[str]) -> dict[str, str]:
+    files = {}
+    for spec in specs:
+        host, sep, guest = spec.rpartition(":")
+        if not sep or not host or not guest.startswith("/"):
+            raise SystemExit(f"ktap board: --add wants HOST:/GUEST/PATH, got '{spec}'")
+        files[guest] = host
+    return files
+
+
+def _errors_as_status(func):
+    """Known failures print one clear message and exit 1 instead of a traceback."""
+    def wrapper(args) -> int:
+        try:
+            return func(args)
+        except (board.BoardError, kernel.KernelError, TargetError) as e:
+            print(f"ktap board: error: {e}", file=sys.stderr)
+            return 1
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+@_errors_as_status
+def cmd_check(args) -> int:
+    target = get_target(args.target)
+    check = board.check_board(target, timeout=args.timeout)
+    print(f"target:     {target.name} ({target.qemu['binary']} -M {target.qemu['machine']})")
+    print(f"uname -a:   {check.uname}")
+    print(f"byte order: {check.arch.get('byte_order')} (descriptor: {target.byte_order})")
+    print(f"word size:  {check.arch.get('word_size')} bytes (descriptor: {target.word_size})")
+    print("features:   " + " ".join(f"{name}={'yes' if have else 'no'}"
+                                    for name, have in check.features.items()))
+    if check.run.init_seconds is not None:
+        print(f"boot:       init reached {check.run.init_seconds:.2f} s after QEMU start")
+    for problem in check.problems:
+        print(f"FAIL: {problem}")
+    print("board check: " + ("OK" if check.ok else "FAILED"))
+    return 0 if check.ok else 1
+
+
+@_errors_as_status
+def cmd_exec(args) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        print("ktap board exec: no command given (ktap board -t ARCH exec -- CMD ARGS)",
+              file=sys.stderr)
+        return 2
+    run = board.run_commands(args.target, [argv], _extra_files(args.add), timeout=args.timeout)
+    result = run.results[0]
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(result.stderr)
+    for err in result.errors:
+        print(f"ktap board: {err}", file=sys.stderr)
+    return result.status if result.status is not None else 1
+
+
+@_errors_as_status
+def cmd_shell(args) -> int:
+    print(f"ktap: booting {args.target}; type 'help', 'poweroff' to leave "
+          f"(or Ctrl-A x to stop QEMU)", file=sys.stderr)
+    return board.interactive_shell(args.target, _extra_files(args.add))
+
+
+@_errors_as_status
+def cmd_kernel(args) -> int:
+    build = kernel.ensure_kernel_build(args.target)
+    print(build.directory)
+    print(f"  image: {build.image}", file=sys.stderr)
+    if build.seconds is not None:
+        print(f"  cold build took {build.seconds:.0f} s"
+              f"{' (cached)' if build.cached else ''}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (`python -m ktap.board_cli board -t arm check`)."""
+    parser = argparse.ArgumentParser(prog="ktap")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def cmd_run(args) -> int:
+    from ktap.boards import sessions as boardrun
+    from ktap.backends.kbc import bytecode as bc
+    from ktap.cli.main import image_for_run, split_script_and_workload
+    from ktap.core.diagnostics import KtapError
+    target = get_target(args.target)
+    try:
+        args.script, workload = split_script_and_workload("ktap board run", list(args.rest))
+        data = bc.dump(image_for_run(args, target.name))
+        run = boardrun.run_sessions(target, [boardrun.Session("run", data, workload)],
+                                    timeout=args.timeout)
+    except KtapError as e:
+        print(e.render(), file=sys.stderr)
+        return e.exit_status
+    except (board.BoardError, kernel.KernelError, boardrun.BundleError) as e:
+        print(f"ktap board: error: {e}", file=sys.stderr)
+        return 1
+    result = run.sessions[0]
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    for line in run.trouble:
+        print(f"ktap board: kernel reported: {line}", file=sys.stderr)
+    if run.unload_status not in (0, None):
+        print("ktap board: error: unloading ktapvm failed after the session", file=sys.stderr)
+        return 1
+    if run.trouble:
+        return 1
+    return result.status if result.status is not None else 1

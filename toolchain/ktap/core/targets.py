@@ -1,0 +1,98 @@
+"""Target registry. Targets are data: targets/<name>/target.toml.
+
+This module is the only place that turns a descriptor's byte order into a
+struct prefix; everything else asks the Target object.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from ktap.core.paths import TARGETS_DIR
+
+
+
+class TargetError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Abi:
+    args: tuple[str, ...]
+    stack_args_offset: int
+    retval: str
+    pc: str
+    sp: str
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    id: int
+    kernel_arch: str
+    cross_compile: str
+    byte_order: str          # "little" or "big"
+    word_size: int           # 4 or 8
+    abi: Abi
+    capstone: dict = field(default_factory=dict)
+    qemu: dict = field(default_factory=dict)
+    directory: Path = TARGETS_DIR
+
+    @property
+    def struct_prefix(self) -> str:
+        return "<" if self.byte_order == "little" else ">"
+
+    @property
+    def word_format(self) -> str:
+        return "I" if self.word_size == 4 else "Q"
+
+    @property
+    def config_fragment(self) -> Path:
+        return self.directory / "config"
+
+
+def _load(path: Path) -> Target:
+    with open(path, "rb") as f:
+        d = tomllib.load(f)
+    if d.get("byte_order") not in ("little", "big"):
+        raise TargetError(f"{path}: byte_order must be 'little' or 'big'")
+    if d.get("word_size") not in (4, 8):
+        raise TargetError(f"{path}: word_size must be 4 or 8")
+    abi = d["abi"]
+    return Target(
+        name=d["name"], id=int(d["id"]), kernel_arch=d["kernel_arch"],
+        cross_compile=d.get("cross_compile", ""), byte_order=d["byte_order"],
+        word_size=int(d["word_size"]),
+        abi=Abi(args=tuple(abi["args"]), stack_args_offset=int(abi["stack_args_offset"]),
+                retval=abi["retval"], pc=abi["pc"], sp=abi["sp"]),
+        capstone=dict(d.get("capstone", {})), qemu=dict(d.get("qemu", {})),
+        directory=path.parent,
+    )
+
+
+@cache
+def all_targets() -> dict[str, Target]:
+    found = {}
+    for p in sorted(TARGETS_DIR.glob("*/target.toml")):
+        t = _load(p)
+        found[t.name] = t
+    return found
+
+
+def target_names() -> list[str]:
+    return sorted(all_targets())
+
+
+def get_target(name: str) -> Target:
+    targets = all_targets()
+    if name not in targets:
+        raise TargetError(f"unknown target '{name}' (known: {', '.join(sorted(targets))})")
+    return targets[name]
+
+
+def target_by_id(tid: int) -> Target | None:
+    for t in all_targets().values():
+        if t.id == tid:
+            return t
+    return None

@@ -1,0 +1,101 @@
+"""Probe specifications: `subsys:event`, `probe:SYM[+OFF]`, `probe:SYM%return`,
+`kprobe:`/`kretprobe:` aliases, `tick-N<unit>`, `profile-N<unit>`."""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+from ktap.backends.kbc import bytecode as bc
+
+UNITS_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+# Shorter periods would let a timer alone eat the CPU of a small board.
+MIN_PERIOD_NS = {bc.EV_TICK: 1_000_000, bc.EV_PROFILE: 100_000}
+
+_SYMBOL = re.compile(r"[A-Za-z_.*?\[\]][A-Za-z0-9_.*?\[\]]*$")
+_OFFSET = re.compile(r"(0[xX][0-9A-Fa-f]+|[0-9]+)$")
+_TIMER = re.compile(r"(tick|profile)-([0-9]+)(ns|us|ms|s)?$")
+
+
+class SpecError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Spec:
+    kind: int
+    name: str            # symbol, subsys:event, or the timer spec
+    offset: int = 0
+    period_ns: int = 0
+
+    @property
+    def is_glob(self) -> bool:
+        return any(c in self.name for c in "*?[")
+
+    @property
+    def probename(self) -> str:
+        if self.kind == bc.EV_KPROBE and self.offset:
+            return f"{self.name}+{self.offset:#x}"
+        return self.name
+
+
+def parse_spec(text: str) -> Spec:
+    m = _TIMER.match(text)
+    if m:
+        return _timer(m)
+    if ":" not in text:
+        raise SpecError(f"unknown probe '{text}': expected SUBSYS:EVENT, probe:SYMBOL, "
+                        f"tick-N or profile-N")
+    prefix, rest = text.split(":", 1)
+    if prefix in ("probe", "kprobe", "kretprobe"):
+        return _kprobe(prefix, rest)
+    return _tracepoint(prefix, rest)
+
+
+def _timer(m: re.Match) -> Spec:
+    kind = bc.EV_TICK if m.group(1) == "tick" else bc.EV_PROFILE
+    if m.group(3) is None:
+        raise SpecError(f"'{m.group(0)}' needs a unit: s, ms, us or ns "
+                        f"(for example {m.group(1)}-{m.group(2)}ms)")
+    period = int(m.group(2)) * UNITS_NS[m.group(3)]
+    if period < MIN_PERIOD_NS[kind]:
+        raise SpecError(f"'{m.group(0)}' is too fast: the shortest {m.group(1)} period "
+                        f"is {MIN_PERIOD_NS[kind] // 1000}us")
+    return Spec(kind, m.group(0), 0, period)
+
+
+def _kprobe(prefix: str, rest: str) -> Spec:
+    ret = prefix == "kretprobe"
+    if "%return" in rest and not rest.endswith("%return"):
+        raise SpecError("a return probe cannot have an offset")
+    if rest.endswith("%return"):
+        if prefix == "kretprobe":
+            raise SpecError("'kretprobe:' already means the return; drop '%return'")
+        rest, ret = rest[: -len("%return")], True
+    offset = 0
+    if "+" in rest:
+        rest, off = rest.split("+", 1)
+        if ret:
+            raise SpecError("a return probe cannot have an offset")
+        if not _OFFSET.match(off):
+            raise SpecError(f"bad offset '{off}' (decimal or 0x hex)")
+        offset = int(off, 0)
+    if not _SYMBOL.match(rest):
+        raise SpecError(f"bad symbol name '{rest}'")
+    return Spec(bc.EV_KRETPROBE if ret else bc.EV_KPROBE, rest, offset)
+
+
+def _tracepoint(subsys: str, event: str) -> Spec:
+    for part, what in ((subsys, "subsystem"), (event, "event")):
+        if not part or not _SYMBOL.match(part) or "." in part:
+            raise SpecError(f"bad tracepoint {what} name '{part}'")
+    return Spec(bc.EV_TRACEPOINT, f"{subsys}:{event}")
+
+
+def matches(pattern: Spec, fired: Spec) -> bool:
+    """Whether an event that fired (in `ktap sim`) belongs to a script's probe."""
+    if pattern.kind != fired.kind or pattern.offset != fired.offset:
+        return False
+    if pattern.kind in (bc.EV_TICK, bc.EV_PROFILE):
+        return pattern.period_ns == fired.period_ns
+    return fnmatch.fnmatchcase(fired.name, pattern.name)
