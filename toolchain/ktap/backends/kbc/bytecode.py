@@ -19,6 +19,8 @@ import zlib
 from dataclasses import dataclass, field
 
 from ktap.core.diagnostics import ImageError
+from ktap.events.kinds import (EV_END, EV_KPROBE, EV_KRETPROBE, EV_PROFILE,  # noqa: F401
+                               EV_TICK, EV_TRACEPOINT, EVENT_KIND_NAMES)
 from ktap.core.targets import Target, target_by_id
 
 MAGIC = b"\x1bKBC"
@@ -33,11 +35,6 @@ NUMBER_SIZE = 8
 SETUP, FUNCTION, HANDLER = 0, 1, 2
 KIND_NAMES = {SETUP: "setup", FUNCTION: "function", HANDLER: "handler"}
 
-# Event kinds
-EV_TRACEPOINT, EV_KPROBE, EV_KRETPROBE, EV_TICK, EV_PROFILE, EV_END = range(6)
-EVENT_KIND_NAMES = {EV_TRACEPOINT: "tracepoint", EV_KPROBE: "kprobe",
-                    EV_KRETPROBE: "kretprobe", EV_TICK: "tick", EV_PROFILE: "profile",
-                    EV_END: "trace_end"}
 
 # Table descriptor flags: which histogram buckets `<<<` maintains.
 TABLE_LOG2, TABLE_LINEAR = 1, 2

@@ -1,0 +1,74 @@
+"""The event kinds: one row per kind of probe, read by sema (what a handler may
+use), probe resolution (what the kernel must have), the verifier, the reference VM
+and, through the generated header kmod/gen/ktap_event_kinds.h, the kernel module and
+ktaprun. The numeric ids are part of the KBC format: append, never renumber.
+
+Adding a provider is a row here, one file under kmod/events/ and, for resolution
+or the reference VM, a branch keyed by the row's `resolve`/`fills` fields."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EventKind:
+    id: int
+    name: str            # as printed and as spelled in C (KTAP_EV_<NAME>)
+    attaches: bool       # a probe the module registers (trace_end does not)
+    symbol: bool         # named by a kernel symbol: resolved against System.map/vmlinux
+    args: bool           # argN readable (function entry registers)
+    retval: bool         # retval readable
+    fields: bool         # tracepoint fields readable by name
+    timer: bool          # period-driven (tick-N, profile-N)
+    min_period_ns: int   # shortest period allowed, for timers
+    config: tuple[str, ...]   # kernel options the provider needs, named in errors
+    feature: str         # the profile feature that says the kernel has it ("" if none)
+    kernel_symbol: str   # a symbol whose presence in System.map shows the feature
+
+    @property
+    def c_name(self) -> str:
+        """KTAP_EV_<this> in C; trace_end is KTAP_EV_END there."""
+        return "END" if self.name == "trace_end" else self.name.upper()
+
+
+KINDS = (
+    EventKind(0, "tracepoint", True, False, False, False, True, False, 0,
+              ("CONFIG_PERF_EVENTS", "CONFIG_EVENT_TRACING"), "", ""),
+    EventKind(1, "kprobe", True, True, True, False, False, False, 0,
+              ("CONFIG_KPROBES",), "kprobes", "register_kprobe"),
+    EventKind(2, "kretprobe", True, True, False, True, False, False, 0,
+              ("CONFIG_KPROBES", "CONFIG_KRETPROBES"), "kretprobes", "register_kretprobe"),
+    # Shorter periods would let a timer alone eat the CPU of a small board.
+    EventKind(3, "tick", True, False, False, False, False, True, 1_000_000,
+              ("CONFIG_HIGH_RES_TIMERS",), "", ""),
+    EventKind(4, "profile", True, False, False, False, False, True, 100_000,
+              ("CONFIG_HIGH_RES_TIMERS",), "", ""),
+    EventKind(5, "trace_end", False, False, False, False, False, False, 0, (), "", ""),
+)
+
+BY_ID = {k.id: k for k in KINDS}
+BY_NAME = {k.name: k for k in KINDS}
+EVENT_KIND_NAMES = {k.id: k.name for k in KINDS}
+
+EV_TRACEPOINT = BY_NAME["tracepoint"].id
+EV_KPROBE = BY_NAME["kprobe"].id
+EV_KRETPROBE = BY_NAME["kretprobe"].id
+EV_TICK = BY_NAME["tick"].id
+EV_PROFILE = BY_NAME["profile"].id
+EV_END = BY_NAME["trace_end"].id
+
+TIMER_KINDS = frozenset(k.id for k in KINDS if k.timer)
+SYMBOL_KINDS = frozenset(k.id for k in KINDS if k.symbol)
+
+
+def kind(kind_id: int) -> EventKind:
+    return BY_ID[kind_id]
+
+
+def c_enum() -> str:
+    """The C enum for kmod and ktaprun (rendered into kmod/gen/ktap_event_kinds.h)."""
+    rows = "\n".join(f"\tKTAP_EV_{k.c_name} = {k.id}," for k in KINDS)
+    return ("enum ktap_event_kind {\n" + rows + "\n};\n"
+            f"#define KTAP_EV_NKINDS {len(KINDS)}\n"
+            "#define KTAP_EV_NAMES { \\\n" + " \\\n".join(
+                f'\t[KTAP_EV_{k.c_name}] = "{k.name}",' for k in KINDS) + " \\\n}\n")
