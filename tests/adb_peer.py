@@ -12,6 +12,7 @@ real adbd does to the pty/pipes of the command.
 This stands in for adbd in tests; `ktap run --adb` has not been tried on a
 physical device.
 """
+
 from __future__ import annotations
 
 import shlex

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ktap import api  # noqa: E402
 from ktap.core.diagnostics import Source  # noqa: E402
 from ktap.refvm.sim import EventsFile, parse_events, run_sim  # noqa: E402
-from ktap.core import tools  # noqa: E402
+from ktap.core import tools
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["x86_64", "arm", "mips", "powerpc"]
@@ -61,6 +61,26 @@ def board_run_once(runs: dict, target: str, run, cannot_run=(), what: str = "can
     if isinstance(result, Exception):
         pytest.skip(f"{what}: {result}")
     return result
+
+
+TIERS = ("host", "native", "board")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Every test gets the marker of its folder, so `-m host`, `-m native` and
+    `-m board` select exactly tests/host, tests/native and tests/board; a test
+    marked for another tier than its folder's is a usage error."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/host, tests/native "
+                                    f"or tests/board")
+        for other in TIERS:
+            if other != tier and item.get_closest_marker(other):
+                raise pytest.UsageError(f"{item.nodeid} is marked {other} but lives in "
+                                        f"tests/{tier}")
+        item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture

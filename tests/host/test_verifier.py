@@ -1,5 +1,6 @@
 """The verifier refuses every bad image with a named reason. Images here are
 written raw (tests/kbc.py), not by the compiler."""
+
 import pytest
 
 from conftest import ROOT, TARGETS, compile_text

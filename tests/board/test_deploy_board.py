@@ -5,7 +5,7 @@ the serial agent on all four boards, ssh and adb on x86_64.
 Board tests run the real CLI (`ktap run ...`) in a subprocess, so Ctrl-C
 (SIGINT to the ktap process) and a dropped connection (SIGKILL of the ktap
 process, which closes the link) are what a user does."""
-import hashlib
+
 import os
 import re
 import select
@@ -15,138 +15,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
 import pytest
-
 from ktap.boards import board, sessions as boardrun
-
-from ktap.deploy import deploy
-
 from ktap.build import ktaprun as runner
 from ktap.deploy import transport as tr
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KTAP = [sys.executable, "-m", "ktap.cli"]
 TARGETS = ["x86_64", "arm", "mips", "powerpc"]
-
 COUNT = ('var n = 0\ntrace probe:ksys_write { n += 1 }\n'
          'trace_end { printf("writes=%d\\n", n) }\n')
+
+
 # Runs until stopped: prints when its setup ran, and from trace_end.
 FOREVER = ('printf("started\\n")\nvar n = 0\ntrace probe:ksys_write { n += 1 }\n'
            'trace_end { printf("trace_end ran\\n") }\n')
 
-
-# ---------------------------------------------------------------- host: bundle hashing
-
-class FakeTransport(tr.Transport):
-    """A target as a dict of remote files; counts pushes."""
-    name = "fake"
-
-    def __init__(self, release="6.1.0-test", uid=0, kprobes=True, full=False):
-        self.files: dict[str, bytes] = {}
-        self.pushes: list[str] = []
-        self.ran: list[list[str]] = []
-        self.remote_info = tr.RemoteInfo(release, "x86_64", uid, kprobes)
-        self.full = full
-
-    def info(self):
-        return self.remote_info
-
-    def hashes(self, paths):
-        return {p: hashlib.sha256(self.files[p]).hexdigest() if p in self.files else None
-                for p in paths}
-
-    def push(self, local, remote, mode=0o644):
-        if self.full:
-            raise tr.classify_push_error("No space left on device", remote)
-        self.files[remote] = Path(local).read_bytes()
-        self.pushes.append(remote)
-
-    def run(self, argv, out, err, keepalive=5):
-        self.ran.append(argv)
-        out(b"ran\n")
-        return 0
-
-
-def fake_bundle(tmp_path, image=b"image-1", release="6.1.0-test"):
-    files = []
-    for name, data, mode in (("ktaprun", b"runner", 0o755), ("ktapvm.ko", b"module", 0o644),
-                             ("s.kbc", image, 0o644)):
-        p = tmp_path / f"local-{name}"
-        p.write_bytes(data)
-        files.append(deploy.BundleFile.of(name, p, mode))
-    return deploy.Bundle("x86_64", files, release, "s.kbc")
-
-
-def test_second_sync_pushes_nothing(tmp_path):
-    t = FakeTransport()
-    b = fake_bundle(tmp_path)
-    assert deploy.sync_bundle(t, b, "/tmp/ktap") == ["ktaprun", "ktapvm.ko", "s.kbc"]
-    assert t.files["/tmp/ktap/ktapvm.ko"] == b"module"
-    assert deploy.sync_bundle(t, b, "/tmp/ktap") == []
-    assert len(t.pushes) == 3
-
-
-def test_only_changed_pieces_are_pushed(tmp_path):
-    t = FakeTransport()
-    deploy.sync_bundle(t, fake_bundle(tmp_path), "/d")
-    (tmp_path / "new").mkdir()
-    assert deploy.sync_bundle(t, fake_bundle(tmp_path / "new", image=b"image-2"), "/d") == ["s.kbc"]
-    t.files["/d/ktapvm.ko"] = b"someone else's module"
-    assert deploy.sync_bundle(t, fake_bundle(tmp_path / "new", image=b"image-2"), "/d") == \
-        ["ktapvm.ko"]
-    assert deploy.sync_bundle(t, fake_bundle(tmp_path), "/other") == \
-        ["ktaprun", "ktapvm.ko", "s.kbc"]
-
-
-def test_preflight_refuses_before_anything_is_pushed_or_loaded(tmp_path):
-    b = fake_bundle(tmp_path)
-    for t, words in ((FakeTransport(release="5.10.0-vendor"), "ABI mismatch"),
-                     (FakeTransport(uid=1000), "not root"),
-                     (FakeTransport(kprobes=False), "CONFIG_KPROBES")):
-        with pytest.raises(deploy.DeployError) as e:
-            deploy.deploy_and_run(t, b, ["true"], out=lambda d: None, err=lambda d: None)
-        assert words in e.value.cause and e.value.hint
-        assert t.pushes == [] and t.ran == []
-    e = pytest.raises(deploy.DeployError, deploy.preflight,
-                      tr.RemoteInfo("5.10.0-vendor", "x86_64", 0, True), b).value
-    assert "6.1.0-test" in e.cause and "5.10.0-vendor" in e.cause and "--kdir" in e.hint
-
-
-def test_no_space_is_reported(tmp_path):
-    t = FakeTransport(full=True)
-    with pytest.raises(tr.TransportError) as e:
-        deploy.deploy_and_run(t, fake_bundle(tmp_path), out=lambda d: None, err=lambda d: None)
-    assert e.value.kind == tr.NO_SPACE and "no space" in e.value.cause
-
-
-def test_run_command_and_hints(tmp_path):
-    b = fake_bundle(tmp_path)
-    assert deploy.runner_command(b, "/tmp/ktap", ["ktapw", "write", "1"]) == \
-        ["/tmp/ktap/ktaprun", "-m", "/tmp/ktap/ktapvm.ko", "/tmp/ktap/s.kbc", "--",
-         "ktapw", "write", "1"]
-    assert "another session" in deploy.hint_for("ktaprun: /dev/ktap is busy (in use by "
-                                                "another session)\n")
-    assert "root" in deploy.hint_for("ktaprun: need root (CAP_SYS_ADMIN)")
-    assert "--kdir" in deploy.hint_for("ktaprun: x.ko: not a module for this kernel (Invalid)")
-    assert deploy.hint_for("writes=3") is None
-
-
-def test_kdir_without_kprobes_is_refused(tmp_path):
-    (tmp_path / ".config").write_text("CONFIG_MODULES=y\n# CONFIG_KPROBES is not set\n")
-    with pytest.raises(deploy.DeployError, match="CONFIG_KPROBES"):
-        deploy.make_bundle("x86_64", b"", kdir=tmp_path)
-
-
-def test_cli_usage_errors():
-    r = subprocess.run(KTAP + ["run", "-t", "arm", "-e", "x"], capture_output=True, text=True)
-    assert r.returncode == 2 and "--ssh" in r.stderr
-    r = subprocess.run(KTAP + ["run", "--serial", "/dev/nonexistent-tty", "-t", "x86_64", "a",
-                               "b"], capture_output=True, text=True)
-    assert r.returncode == 2 and "one script" in r.stderr
-
-
-# ---------------------------------------------------------------- boards
 
 def ktap_run(args, timeout=180, **kw):
     return subprocess.run(KTAP + ["run"] + args, capture_output=True, text=True,
@@ -267,8 +150,6 @@ def test_serial_end_to_end(target):
         trouble = boardrun.kernel_trouble(b.console_text())
         assert not trouble, trouble
     print(f"{target}: boot to agent {boot:.1f} s, total {time.monotonic() - started:.1f} s")
-
-
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "LogLevel=ERROR"]
 

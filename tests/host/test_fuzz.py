@@ -1,5 +1,6 @@
 """No input produces a Python traceback: random and mutated scripts through the
 compiler, random and mutated KBC through the loader, the verifier and the VM."""
+
 import io
 import os
 import struct

@@ -1,7 +1,9 @@
 """Golden disassembly listings of the samples, for every target. A change in
 code generation shows up here as a readable diff. After an intended change,
 regenerate with: KTAP_UPDATE_GOLDEN=1 pytest tests/test_golden.py"""
+
 import os
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +12,7 @@ from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc.disasm import disassemble
 
-GOLDEN = ROOT / "tests" / "golden"
+GOLDEN = Path(__file__).parent / "golden"
 SAMPLES = sorted((ROOT / "samples").glob("*.kp"))
 
 

@@ -1,4 +1,5 @@
 """Semantics through the reference VM: what a board must print too."""
+
 import pytest
 
 from conftest import TARGETS, sim

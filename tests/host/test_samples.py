@@ -1,4 +1,5 @@
 """Every sample runs in `ktap sim` against its events file with the expected result."""
+
 import io
 
 import pytest

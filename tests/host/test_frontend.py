@@ -1,4 +1,5 @@
 """Lexer, parser and semantic errors: every one is FILE:LINE:COL with a caret."""
+
 import pytest
 
 from conftest import ROOT, compile_text

@@ -3,6 +3,7 @@ arm, targets/smp.config): probes fire on both CPUs at once, `<<<` feeds each
 CPU's own aggregate shard, and every read must see the shards merged, with
 nothing lost to the concurrency. One boot per target runs every session.
 """
+
 from __future__ import annotations
 
 import re

@@ -6,30 +6,26 @@
 (b) board: static cross builds for every target run in their QEMU guest.
 (c) board: end to end with ktapvm.ko, once kmod.build_module exists.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 import bisect
 import json
 import subprocess
 from pathlib import Path
-
 import pytest
-
 from ktap import api
-
 from ktap.build import kmod, ktaprun as runner
 from ktap.backends.kbc import bytecode as bc
 from ktap.core.diagnostics import Source
 from ktap.core.tools import MissingTool
 from ktap.refvm.output import Formatter
 from ktap.refvm.sim import parse_events
-from ktap.core import tools  # noqa: E402
-
+from ktap.core import tools
 FORMAT_TARGETS = ["arm", "mips"]          # little and big endian records
 BOARD_TARGETS = ["x86_64", "arm", "mips", "powerpc"]
 EV = "probe:vfs_write"
-
 needs_cc = pytest.mark.skipif(tools.find_cc() is None, reason="no host C compiler")
+
 
 # name: (script, events)
 SCRIPTS = {
@@ -140,7 +136,6 @@ trace_end {
 }
 """, [{"probe": EV, "repeat": 10}]),
 }
-
 KALLSYMS = """\
 c0000000 T _stext
 c0000010 t helper_one
@@ -284,8 +279,6 @@ def test_host_build_refuses_to_run_sessions_and_bad_input(builds, tmp_path):
     assert r.returncode == 1 and b"mips" in r.stderr and b"arm" in r.stderr
     r = subprocess.run([str(exe), "--version"], capture_output=True)
     assert r.returncode == 0 and r.stdout.startswith(b"ktaprun ") and b"arm" in r.stdout
-
-
 SCHED_SWITCH_FORMAT = """\
 name: sched_switch
 ID: 316
@@ -375,96 +368,3 @@ def test_cross_build_is_static_and_small(target, tmp_path):
         assert "statically linked" in kind or "static-pie" in kind, kind
     assert exe.stat().st_size < 1_500_000
     print(f"ktaprun {target}: {exe.stat().st_size} bytes stripped")
-
-
-def _board(target: str, commands, extra, timeout=240):
-    from ktap.boards import board
-    try:
-        return board.run_commands(target, commands, extra_files=extra, timeout=timeout)
-    except MissingTool as e:
-        pytest.skip(str(e))
-
-
-@pytest.mark.board
-@pytest.mark.parametrize("target", BOARD_TARGETS)
-def test_ktaprun_runs_in_the_guest(target, tmp_path):
-    exe = cross_build(target, tmp_path)
-    run = _board(target, [["/ktap/ktaprun", "--version"], ["/ktap/ktaprun"],
-                          ["/ktap/ktaprun", "/nonexistent.kbc"]],
-                 {"/ktap/ktaprun": exe})
-    version, usage, missing = run.results
-    assert version.status == 0 and f"target {target}".encode() in version.stdout, run.console
-    assert usage.status == 2 and b"usage:" in usage.stderr
-    assert missing.status == 1 and b"/nonexistent.kbc" in missing.stderr
-
-
-E2E_COUNT = """
-var n = 0
-trace probe:vfs_write /execname == "ktapw"/ { n += 1 }
-trace_end { printf("writes=%d\\n", n) }
-"""
-E2E_GLOB = """
-var n = 0
-trace sched:sched_process_f* {
-  if (probename == "sched:sched_process_fork" && args.child_pid > 0) { n += 1 }
-}
-trace_end { printf("forks=%d\\n", n) }
-"""
-E2E_EXIT = """
-trace probe:vfs_write /execname == "ktapw"/ { exit(3) }
-trace_end { print("ended") }
-"""
-E2E_ERROR = """
-trace probe:vfs_write /execname == "ktapw"/ { print(10 / (arg3 - 1)) }
-"""
-E2E_SELF_END = """
-var n = 0
-var h = {}
-tick-20ms {
-  n += 1
-  h["n"] <<< n
-  if (n == 3) { exit(5) }
-}
-trace_end { hist(h) }
-"""
-
-
-@pytest.mark.board
-@pytest.mark.parametrize("target", BOARD_TARGETS)
-def test_end_to_end_with_the_module(target, tmp_path):
-    if not hasattr(kmod, "build_module"):
-        pytest.skip("kmod.build_module does not exist yet (the module is being written)")
-    exe = cross_build(target, tmp_path)
-    try:
-        ko = kmod.build_module(target)
-    except MissingTool as e:
-        pytest.skip(str(e))
-    files = {"/ktap/ktaprun": exe, "/ktap/ktapvm.ko": ko}
-    images = {}
-    for name, text in (("count", E2E_COUNT), ("glob", E2E_GLOB), ("exit", E2E_EXIT),
-                       ("error", E2E_ERROR), ("self", E2E_SELF_END)):
-        images[name], path = compile_to(tmp_path, name, text, target)
-        files[f"/ktap/{name}.kbc"] = path
-    run = _board(target, [
-        ["/ktap/ktaprun", "-m", "/ktap/ktapvm.ko", "/ktap/count.kbc", "--", "ktapw", "write", "100"],
-        ["/ktap/ktaprun", "/ktap/glob.kbc", "--", "ktapw", "fork", "3"],
-        ["/ktap/ktaprun", "/ktap/exit.kbc", "--", "ktapw", "write", "10"],
-        ["/ktap/ktaprun", "/ktap/error.kbc", "--", "ktapw", "write", "3"],
-        ["/ktap/ktaprun", "/ktap/self.kbc", "--", "ktapw", "sleep", "20000"],
-        ["/ktap/ktaprun", "--raw", "/ktap/self.kbc"],
-    ], files)
-    count, glob, ex, err, self_end, raw = run.results
-    assert count.status == 0, count.output + run.console[-3000:]
-    assert count.stdout == b"writes=100\n", count.output
-    assert glob.status == 0, glob.output
-    forks = int(glob.stdout.decode().strip().split("=")[1])
-    assert forks >= 4, glob.output       # the workload itself and its 3 children
-    assert ex.status == 3 and ex.stdout == b"ended\n", ex.output
-    assert err.status == 3, err.output
-    assert err.stderr == b"error.kp:2:56: runtime error: division by zero\n", err.output
-    # exit() in a timer ends the session: the 20 s workload is killed, not waited for
-    assert self_end.status == 5 and self_end.seconds < 10, self_end.output
-    # --raw: the host formats the same records into the same text
-    records, status = kmod.decode_records(raw.stdout, images["self"].target)
-    assert raw.status == 5 and status.exit_code == 5
-    assert kmod.session_text(images["self"], records, status)[0].encode() == self_end.stdout

@@ -1,4 +1,5 @@
 """KBC dump/undump: round trips, byte order, header refusals."""
+
 import struct
 import zlib
 

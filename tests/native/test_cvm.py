@@ -3,6 +3,7 @@ reference: the verifier must accept and refuse the same images for the same
 reason, and sessions must print the same text and end with the same status as
 `ktap sim`. The C side is built per target with the system cc, with
 AddressSanitizer and UBSan when they link here."""
+
 from __future__ import annotations
 
 import copy
@@ -20,7 +21,7 @@ from ktap.backends.kbc import opcodes
 from ktap.core.diagnostics import ImageError, Source, VerifyError
 from ktap.refvm.sim import parse_events
 from ktap.backends.kbc.verifier import verify
-from ktap.core import tools  # noqa: E402
+from ktap.core import tools
 
 TARGETS = ["arm", "mips", "x86_64"]       # little/big endian, 32/64-bit words
 

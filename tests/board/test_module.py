@@ -7,28 +7,22 @@ command the tests look at in that boot): insmod, the smoke client
 or cross compiler skips them with the reason; a kernel not yet cached is
 built first (minutes).
 """
-from __future__ import annotations
 
+from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
 import pytest
-
 from ktap import api
-
-from ktap.boards import board, kernels as kernel
-
+from ktap.boards import board
 from ktap.build import kmod
 from ktap.backends.kbc import bytecode as bc
 from ktap.core.diagnostics import Source
 from ktap.refvm.output import Formatter
 from ktap.core.targets import get_target, target_names
-from ktap.core import tools  # noqa: E402
-
+from ktap.core import tools
 TARGETS = target_names()
 WRITES = 100
-
 COUNT = f"""var n = 0
 trace probe:vfs_write /execname == "ktapw"/ {{ n += 1 }}
 trace_end {{ print(n) }}
@@ -81,7 +75,6 @@ trace probe:vfs_write /execname == "ktapw"/ {
   printf("%s %d\\n", execname, n)
 }
 """
-
 KTAPW = "/bin/ktapw"
 SMOKE = "/bin/ktap_smoke"
 
@@ -159,8 +152,6 @@ def _tools(target: str):
         tools.require_cross_gcc(t)
     except Exception as e:  # a missing tool names its Debian package
         pytest.skip(str(e))
-
-
 _SESSIONS: dict[str, Session] = {}
 
 
@@ -183,35 +174,6 @@ def session(request, tmp_path_factory):
     s = Session(target, run, cases, dict(zip(names, run.results)))
     _SESSIONS[target] = s
     return s
-
-
-# ------------------------------------------------------------------ host side
-
-
-def test_render_has_the_target_abi(tmp_path):
-    kmod.render("mips", tmp_path)
-    ev = (tmp_path / "ktap_events.c").read_text()
-    assert "regs->regs[4]" in ev and "regs->regs[2]" in ev
-    assert "STACK_ARGS_OFFSET 16" in ev
-    assert "obj-m := ktapvm.o" in (tmp_path / "Kbuild").read_text()
-
-
-@pytest.mark.parametrize("target", TARGETS)
-def test_module_builds_without_warnings(target):
-    t = get_target(target)
-    try:
-        tools.require_cross_gcc(t)
-    except Exception as e:
-        pytest.skip(str(e))
-    if kernel.cached_kernel(t) is None:
-        pytest.skip(f"no cached kernel for {target} (ktap board -t {target} kernel)")
-    ko = kmod.build_module(target)
-    assert ko.name == "ktapvm.ko" and ko.stat().st_size > 10000
-    assert kmod.module_warnings(ko) == []
-    assert kmod.build_module(target) == ko      # cached
-
-
-# ------------------------------------------------------------------ on the boards
 
 
 @pytest.mark.board

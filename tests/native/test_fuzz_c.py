@@ -5,6 +5,7 @@ A short run per rendering: little-endian 32-bit (arm), big-endian 32-bit
 per-input timeout fails the test. Inputs the fuzzer once broke the core with
 live in tests/fuzz_regressions/<target>/ and are replayed on every run.
 bench/fuzz.py is the long-run version."""
+
 from __future__ import annotations
 
 import os

