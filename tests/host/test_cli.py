@@ -1,11 +1,14 @@
 """The `ktap` command as a user runs it: exit codes, messages, no tracebacks."""
 
+import argparse
+import importlib
 import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT
+from ktap.cli import main
 
 KTAP = [sys.executable, "-m", "ktap.cli"]
 
@@ -110,3 +113,25 @@ def test_targets_lists_all_four():
     for t in ("x86_64", "arm", "mips", "powerpc"):
         assert t in r.stdout
     assert "big-endian" in r.stdout
+
+
+def test_help_imports_no_command_module():
+    """`ktap --help` must stay cheap: no compiler, QEMU, symbol or transport code."""
+    code = ("import sys; from ktap.cli.main import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('ktap.') and m not in "
+            "('ktap.cli', 'ktap.cli.main', 'ktap.core', 'ktap.core.diagnostics')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("command", ["compile", "board", "symbols", "target", "run"])
+def test_command_table_matches_the_module_that_registers_it(command):
+    """The help line `ktap --help` shows (main.COMMANDS) is the module's own."""
+    module, help_line = next((m, h) for c, m, h in main.COMMANDS if c == command)
+    sub = argparse.ArgumentParser().add_subparsers()
+    importlib.import_module(module).register(sub)
+    shown = {a.dest: a.help for a in sub._choices_actions}
+    assert shown[command] == help_line
+    assert set(shown) == {c for c, m, _ in main.COMMANDS if m == module}

@@ -85,3 +85,7 @@ class RuntimeErr(KtapError):
 
 class UsageError(KtapError):
     exit_status = 2
+
+
+class TargetError(Exception):
+    """An unknown target or a malformed targets/<name>/target.toml (a usage error)."""

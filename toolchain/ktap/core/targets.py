@@ -9,12 +9,10 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+
+from ktap.core.diagnostics import TargetError  # noqa: F401  (raised here; callers catch it from either)
 from ktap.core.paths import TARGETS_DIR
 
-
-
-class TargetError(Exception):
-    pass
 
 
 @dataclass(frozen=True)

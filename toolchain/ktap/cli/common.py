@@ -1,0 +1,75 @@
+"""What the script-taking commands share: the script argument group, -e, --limit,
+the target kernel options, and how a run command finds its image."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ktap import api
+from ktap.backends.kbc import bytecode as bc
+from ktap.core.diagnostics import Source, UsageError
+from ktap.core.targets import target_names
+
+
+def limits(pairs: list[str] | None) -> dict[str, int]:
+    out = {}
+    for item in pairs or []:
+        name, _, value = item.partition("=")
+        if name not in bc.Limits.FIELDS:
+            raise UsageError(f"unknown limit '{name}' (known: {', '.join(bc.Limits.FIELDS)})")
+        try:
+            n = int(value, 0)
+        except ValueError:
+            raise UsageError(f"limit {name} needs an integer value, got '{value}'") from None
+        if not 1 <= n <= bc.Limits.MAXIMUM[name]:
+            raise UsageError(f"limit {name} must be between 1 and {bc.Limits.MAXIMUM[name]}")
+        out[name] = n
+    return out
+
+
+def source(args) -> Source:
+    if args.program is not None:
+        if args.script is not None:
+            raise UsageError("give either a script file or -e PROGRAM, not both")
+        return Source("<command line>", args.program)
+    if args.script is None:
+        raise UsageError("no script given (a file, or -e PROGRAM)")
+    return api.read_source(args.script)
+
+
+def split_script_and_workload(prog: str, rest: list[str]) -> tuple[str | None, list[str]]:
+    """`[SCRIPT|FILE.kbc] [-- CMD ARGS]` as `board run` and `run` take it."""
+    before, workload = (rest[:rest.index("--")], rest[rest.index("--") + 1:]) if "--" in rest \
+        else (rest, [])
+    if len(before) > 1:
+        raise UsageError(f"{prog}: one script expected, got {' '.join(before)}")
+    return (before[0] if before else None), workload
+
+
+def image_for_run(args, target: str, kernel: api.KernelInfo | None = None):
+    """The image a run command sends: a .kbc as given, else the script compiled."""
+    if args.script and args.script.endswith(".kbc") and args.program is None:
+        return api.load_image(args.script)
+    return api.compile_source(source(args), target, limits(args.limit), kernel, warn)
+
+
+def add_script_args(p: argparse.ArgumentParser, target_default: str | None = "x86_64") -> None:
+    p.add_argument("script", nargs="?", help="script file (.kp)")
+    p.add_argument("-e", dest="program", metavar="PROGRAM", help="script text on the command line")
+    p.add_argument("-t", "--target", default=target_default, choices=target_names(),
+                   help=f"target architecture (default: {target_default})")
+    p.add_argument("--limit", action="append", metavar="NAME=N",
+                   help="override a limit: " + ", ".join(bc.Limits.FIELDS))
+    k = p.add_argument_group("the target kernel (optional: checks probes offline, expands globs)")
+    k.add_argument("--vmlinux", metavar="FILE", help="the target's vmlinux (symbols, code checks)")
+    k.add_argument("--system-map", metavar="FILE", help="the target's System.map")
+    k.add_argument("--profile", metavar="DIR", help="a target profile from 'ktap target sync'")
+
+
+def kernel_info(args) -> api.KernelInfo:
+    return api.KernelInfo(getattr(args, "vmlinux", None), getattr(args, "system_map", None),
+                          getattr(args, "profile", None))
+
+
+def warn(text: str) -> None:
+    print(text, file=sys.stderr)
