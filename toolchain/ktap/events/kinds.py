@@ -16,7 +16,7 @@ class EventKind:
     name: str            # as printed and as spelled in C (KTAP_EV_<NAME>)
     attaches: bool       # a probe the module registers (trace_end does not)
     symbol: bool         # named by a kernel symbol: resolved against System.map/vmlinux
-    args: bool           # argN readable (function entry registers)
+    args: bool           # argN readable (entry registers; a tracepoint's raw arguments)
     retval: bool         # retval readable
     fields: bool         # tracepoint fields readable by name
     timer: bool          # period-driven (tick-N, profile-N)
@@ -32,7 +32,7 @@ class EventKind:
 
 
 KINDS = (
-    EventKind(0, "tracepoint", True, False, False, False, True, False, 0,
+    EventKind(0, "tracepoint", True, False, True, False, True, False, 0,
               ("CONFIG_PERF_EVENTS", "CONFIG_EVENT_TRACING"), "", ""),
     EventKind(1, "kprobe", True, True, True, False, False, False, 0,
               ("CONFIG_KPROBES",), "kprobes", "register_kprobe"),

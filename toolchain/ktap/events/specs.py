@@ -6,11 +6,11 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
-from ktap.backends.kbc import bytecode as bc
+from ktap.events.kinds import (BY_ID, EV_KPROBE, EV_KRETPROBE, EV_PROFILE, EV_TICK,
+                               EV_TRACEPOINT, TIMER_KINDS)
 
 UNITS_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
-# Shorter periods would let a timer alone eat the CPU of a small board.
-MIN_PERIOD_NS = {bc.EV_TICK: 1_000_000, bc.EV_PROFILE: 100_000}
+MIN_PERIOD_NS = {k: BY_ID[k].min_period_ns for k in sorted(TIMER_KINDS)}
 
 _SYMBOL = re.compile(r"[A-Za-z_.*?\[\]][A-Za-z0-9_.*?\[\]]*$")
 _OFFSET = re.compile(r"(0[xX][0-9A-Fa-f]+|[0-9]+)$")
@@ -34,7 +34,7 @@ class Spec:
 
     @property
     def probename(self) -> str:
-        if self.kind == bc.EV_KPROBE and self.offset:
+        if self.kind == EV_KPROBE and self.offset:
             return f"{self.name}+{self.offset:#x}"
         return self.name
 
@@ -53,7 +53,7 @@ def parse_spec(text: str) -> Spec:
 
 
 def _timer(m: re.Match) -> Spec:
-    kind = bc.EV_TICK if m.group(1) == "tick" else bc.EV_PROFILE
+    kind = EV_TICK if m.group(1) == "tick" else EV_PROFILE
     if m.group(3) is None:
         raise SpecError(f"'{m.group(0)}' needs a unit: s, ms, us or ns "
                         f"(for example {m.group(1)}-{m.group(2)}ms)")
@@ -82,20 +82,20 @@ def _kprobe(prefix: str, rest: str) -> Spec:
         offset = int(off, 0)
     if not _SYMBOL.match(rest):
         raise SpecError(f"bad symbol name '{rest}'")
-    return Spec(bc.EV_KRETPROBE if ret else bc.EV_KPROBE, rest, offset)
+    return Spec(EV_KRETPROBE if ret else EV_KPROBE, rest, offset)
 
 
 def _tracepoint(subsys: str, event: str) -> Spec:
     for part, what in ((subsys, "subsystem"), (event, "event")):
         if not part or not _SYMBOL.match(part) or "." in part:
             raise SpecError(f"bad tracepoint {what} name '{part}'")
-    return Spec(bc.EV_TRACEPOINT, f"{subsys}:{event}")
+    return Spec(EV_TRACEPOINT, f"{subsys}:{event}")
 
 
 def matches(pattern: Spec, fired: Spec) -> bool:
     """Whether an event that fired (in `ktap sim`) belongs to a script's probe."""
     if pattern.kind != fired.kind or pattern.offset != fired.offset:
         return False
-    if pattern.kind in (bc.EV_TICK, bc.EV_PROFILE):
+    if pattern.kind in TIMER_KINDS:
         return pattern.period_ns == fired.period_ns
     return fnmatch.fnmatchcase(fired.name, pattern.name)

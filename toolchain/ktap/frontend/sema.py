@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass, field
 
 from ktap.frontend import ast as A
-from ktap.backends.kbc import bytecode as bc
-from ktap.backends.kbc import opcodes
+from ktap.frontend import builtins, program
 from ktap.core.diagnostics import Loc, SemanticError, Source
 from ktap.frontend.printf import FormatError, count_conversions
+from ktap.events.kinds import kind as event_kind
 from ktap.events.specs import SpecError, parse_spec
 
 MAX_LHIST_BUCKETS = 1000
@@ -67,15 +67,15 @@ class Program:
     """What sema learned about the script as a whole."""
     globals: list[str] = field(default_factory=list)
     global_tables: dict[str, int] = field(default_factory=dict)   # global -> table desc
-    tables: list[bc.TableDesc] = field(default_factory=list)
+    tables: list[program.TableDesc] = field(default_factory=list)
     functions: dict[str, A.FunctionDef] = field(default_factory=dict)
-    limits: bc.Limits = field(default_factory=bc.Limits)
+    limits: program.Limits = field(default_factory=program.Limits)
 
 
 class Analyzer:
-    def __init__(self, source: Source, limits: bc.Limits | None = None):
+    def __init__(self, source: Source, limits: program.Limits | None = None):
         self.src = source
-        self.prog = Program(limits=limits or bc.Limits())
+        self.prog = Program(limits=limits or program.Limits())
         self.scopes: list[dict[str, LocalSym]] = []
         self.ctx = Context("setup")
         self.limit_overrides: set[str] = set()
@@ -111,7 +111,7 @@ class Analyzer:
             self.prog.globals.append(node.name)
         if isinstance(node.init, A.TableCons):
             node.init.desc = len(self.prog.tables)
-            self.prog.tables.append(bc.TableDesc())
+            self.prog.tables.append(program.TableDesc())
             self.prog.global_tables.setdefault(node.name, node.init.desc)
 
     def check_new_name(self, name: str, loc: Loc, seen: dict[str, Loc]) -> None:
@@ -121,9 +121,9 @@ class Analyzer:
         self.check_not_builtin(name, loc)
 
     def check_not_builtin(self, name: str, loc: Loc) -> None:
-        if (name in opcodes.VARIABLE_BY_NAME or _ARGN.match(name) or name == "args"):
+        if (name in builtins.VARIABLE_BY_NAME or _ARGN.match(name) or name == "args"):
             raise self.error(f"'{name}' is a built-in variable and cannot be redeclared", loc)
-        if name in opcodes.BUILTIN_BY_NAME or name in SPECIAL_CALLS:
+        if name in builtins.BUILTIN_BY_NAME or name in SPECIAL_CALLS:
             raise self.error(f"'{name}' is a built-in function and cannot be redeclared", loc)
 
     # -- top level --------------------------------------------------------
@@ -143,10 +143,10 @@ class Analyzer:
             self.stmt(node)
 
     def limit(self, node: A.Limit) -> None:
-        if node.name not in bc.Limits.FIELDS:
+        if node.name not in program.Limits.FIELDS:
             raise self.error(f"unknown limit '{node.name}' (known: "
-                             f"{', '.join(bc.Limits.FIELDS)})", node.loc)
-        top = bc.Limits.MAXIMUM[node.name]
+                             f"{', '.join(program.Limits.FIELDS)})", node.loc)
+        top = program.Limits.MAXIMUM[node.name]
         if not 1 <= node.value <= top:
             raise self.error(f"limit {node.name} must be between 1 and {top}", node.loc)
         if node.name not in self.limit_overrides:   # the command line wins
@@ -302,7 +302,7 @@ class Analyzer:
                 return scope[name]
         if name in self.prog.globals:
             return GlobalRef(name)
-        if name in opcodes.VARIABLE_BY_NAME:
+        if name in builtins.VARIABLE_BY_NAME:
             return VarRef(name)
         m = _ARGN.match(name)
         if m:
@@ -313,11 +313,11 @@ class Analyzer:
         """A "did you mean" hint: among variables, functions, or both."""
         pool = set()
         if what in ("any", "variable"):
-            pool |= set(self.prog.globals) | set(opcodes.VARIABLE_BY_NAME)
+            pool |= set(self.prog.globals) | set(builtins.VARIABLE_BY_NAME)
             for scope in self.scopes:
                 pool |= set(scope)
         if what in ("any", "function"):
-            pool |= set(self.prog.functions) | set(opcodes.BUILTIN_BY_NAME) | set(SPECIAL_CALLS)
+            pool |= set(self.prog.functions) | set(builtins.BUILTIN_BY_NAME) | set(SPECIAL_CALLS)
         close = difflib.get_close_matches(name, sorted(pool), n=1)
         return f"; did you mean '{close[0]}'?" if close else ""
 
@@ -348,18 +348,18 @@ class Analyzer:
         spec = self.ctx.spec
         if spec is None:
             return
-        timer = spec.kind in (bc.EV_TICK, bc.EV_PROFILE)
-        if isinstance(ref, VarRef) and ref.name == "retval" and spec.kind != bc.EV_KRETPROBE:
+        kind = event_kind(spec.kind)
+        if isinstance(ref, VarRef) and ref.name == "retval" and not kind.retval:
             raise self.error("'retval' is only available in return probes "
                              "(probe:SYM%return)", e.loc)
-        if isinstance(ref, ArgRef) and (timer or spec.kind == bc.EV_KRETPROBE):
-            what = "timer probes" if timer else "return probes (use retval)"
+        if isinstance(ref, ArgRef) and not kind.args:
+            what = "timer probes" if kind.timer else "return probes (use retval)"
             raise self.error(f"'{e.name}' is not available in {what}", e.loc)
 
     def expr_Field(self, e: A.Field) -> None:
         if isinstance(e.obj, A.Name) and e.obj.name == "args" and self.lookup("args") is None:
             spec = self.ctx.spec
-            if self.ctx.kind != "handler" or spec is None or spec.kind != bc.EV_TRACEPOINT:
+            if self.ctx.kind != "handler" or spec is None or not event_kind(spec.kind).fields:
                 raise self.error("args.NAME reads a tracepoint field; it is only available "
                                  "in tracepoint probes (trace SUBSYS:EVENT)", e.loc)
             if e.name not in self.ctx.fields:
@@ -386,7 +386,7 @@ class Analyzer:
                              e.loc)
         if not hasattr(e, "desc"):
             e.desc = len(self.prog.tables)
-            self.prog.tables.append(bc.TableDesc())
+            self.prog.tables.append(program.TableDesc())
         for k, v in e.items:
             if k is not None:
                 self.expr(k)
@@ -399,11 +399,11 @@ class Analyzer:
             if len(e.args) != len(fn.params):
                 raise self.error(f"'{name}' takes {len(fn.params)} argument(s), "
                                  f"{len(e.args)} given", e.loc)
-        elif name in SPECIAL_CALLS or name in opcodes.BUILTIN_BY_NAME:
+        elif name in SPECIAL_CALLS or name in builtins.BUILTIN_BY_NAME:
             if name in SPECIAL_CALLS:
                 lo, hi = SPECIAL_CALLS[name]
             else:
-                b = opcodes.BUILTIN_BY_NAME[name]
+                b = builtins.BUILTIN_BY_NAME[name]
                 lo, hi = b.min_args, b.max_args
             if not lo <= len(e.args) <= hi:
                 want = f"{lo}" if lo == hi else f"{lo} to {hi}"
@@ -440,7 +440,7 @@ class Analyzer:
         return self.prog.global_tables[arg.name]
 
     def call_hist(self, e: A.Call) -> None:
-        self.prog.tables[self.table_global(e)].flags |= bc.TABLE_LOG2
+        self.prog.tables[self.table_global(e)].flags |= program.TABLE_LOG2
 
     def call_lhist(self, e: A.Call) -> None:
         desc = self.prog.tables[self.table_global(e)]
@@ -454,13 +454,13 @@ class Analyzer:
             raise self.error("lhist needs min < max and step > 0", e.loc)
         if (hi - lo + step - 1) // step > MAX_LHIST_BUCKETS:
             raise self.error(f"lhist would have more than {MAX_LHIST_BUCKETS} buckets", e.loc)
-        if desc.flags & bc.TABLE_LINEAR and (desc.lmin, desc.lmax, desc.lstep) != (lo, hi, step):
+        if desc.flags & program.TABLE_LINEAR and (desc.lmin, desc.lmax, desc.lstep) != (lo, hi, step):
             raise self.error("this table already has different lhist bounds", e.loc)
-        desc.flags |= bc.TABLE_LINEAR
+        desc.flags |= program.TABLE_LINEAR
         desc.lmin, desc.lmax, desc.lstep = lo, hi, step
         e.args = e.args[:1]
 
 
-def analyze(script: A.Script, source: Source, limits: bc.Limits | None = None,
+def analyze(script: A.Script, source: Source, limits: program.Limits | None = None,
             cli_limits: set[str] = frozenset()) -> Program:
     return Analyzer(source, limits).analyze(script, cli_limits)

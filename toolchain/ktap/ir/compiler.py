@@ -5,7 +5,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from ktap.frontend import ast as A
-from ktap.backends.kbc import bytecode as bc
+from ktap.frontend import program
+from ktap.events.kinds import EV_END
 from ktap.core.diagnostics import Loc, SemanticError, Source
 from ktap.ir.nodes import (Builtin, Const, FieldName, Fmt, Func, Global, Imm, Instr, IREvent,
                  IRFunction, IRProgram, Label, LabelDef, Reg, Table, Var)
@@ -387,7 +388,7 @@ class Compiler:
         return fc.fn
 
     def compile(self, script: A.Script) -> IRProgram:
-        setup = self.function("(setup)", bc.SETUP, [])
+        setup = self.function("(setup)", program.SETUP, [])
         functions: list[IRFunction] = []
         handlers: list[IRFunction] = []
         events: list[IREvent] = []
@@ -395,7 +396,7 @@ class Compiler:
         for node in script.body:
             last = node.loc
             if isinstance(node, A.FunctionDef):
-                fc = self.function(node.name, bc.FUNCTION, node.param_syms)
+                fc = self.function(node.name, program.FUNCTION, node.param_syms)
                 fc.block(node.body)
                 functions.append(self.finish(fc, node.loc))
             elif isinstance(node, (A.Probe, A.TraceEnd)):
@@ -413,13 +414,13 @@ class Compiler:
     def handler(self, node: A.Node) -> tuple[IRFunction, IREvent]:
         if isinstance(node, A.TraceEnd):
             name = f"trace_end@{node.loc.line}"
-            fc = self.function(name, bc.HANDLER, [])
+            fc = self.function(name, program.HANDLER, [])
             fc.block(node.body)
-            return self.finish(fc, node.loc), IREvent(bc.EV_END, "trace_end", "trace_end",
+            return self.finish(fc, node.loc), IREvent(EV_END, "trace_end", "trace_end",
                                                       0, 0, name, [])
         spec = node.spec_parsed
         name = f"{node.spec}@{node.loc.line}"
-        fc = self.function(name, bc.HANDLER, [])
+        fc = self.function(name, program.HANDLER, [])
         fc.fn.fields = node.fields
         done = fc.new_label()
         if node.filter is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ktap.backends.kbc.bytecode import Limits, TableDesc
+from ktap.frontend.program import Limits, TableDesc
 from ktap.core.diagnostics import Loc
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 from ktap.backends.kbc import bytecode as bc
 from ktap.core.diagnostics import KtapError, RuntimeErr, Source
+from ktap.events.kinds import EV_END
+from ktap.events.kinds import kind as event_kind
 from ktap.refvm.output import Formatter
 from ktap.events.specs import Spec, SpecError, matches, parse_spec
 from ktap.refvm.vm import EventContext, Exit, Machine
@@ -92,7 +94,7 @@ def _event(obj: dict, lineno: int, fail) -> SimEvent:
         raise fail(str(e)) from None
     if spec.is_glob:
         raise fail("an event that fired names one probe, not a glob")
-    ctx = EventContext(probename=spec.probename, is_tracepoint=spec.kind == bc.EV_TRACEPOINT)
+    ctx = EventContext(probename=spec.probename, is_tracepoint=event_kind(spec.kind).fields)
     for key in ("pid", "uid", "cpu"):
         if key in obj:
             setattr(ctx, key, _int(obj[key], key, fail))
@@ -100,7 +102,7 @@ def _event(obj: dict, lineno: int, fail) -> SimEvent:
         ctx.tid = _int(obj["tid"], "tid", fail)
     if "retval" in obj:
         ctx.retval = _int(obj["retval"], "retval", fail)
-    elif spec.kind == bc.EV_KRETPROBE:
+    elif event_kind(spec.kind).retval:
         ctx.retval = 0
     if "execname" in obj:
         if not isinstance(obj["execname"], str):
@@ -144,7 +146,7 @@ class Session:
 
     def handlers_for(self, spec) -> list[tuple[int, list[str]]]:
         return [(e.handler, e.fields) for e in self.img.events
-                if e.kind != bc.EV_END and matches(Spec(e.kind, e.name, e.offset, e.period_ns), spec)]
+                if e.kind != EV_END and matches(Spec(e.kind, e.name, e.offset, e.period_ns), spec)]
 
     def run(self) -> int:
         """Returns the session's exit status. Runtime errors propagate as RuntimeErr."""
@@ -161,7 +163,7 @@ class Session:
             pass
         try:
             for e in self.img.events:
-                if e.kind == bc.EV_END:
+                if e.kind == EV_END:
                     vm.run_end(e.handler)
         except Exit:
             pass

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc import opcodes
+from ktap.events.kinds import EV_END, EVENT_KIND_NAMES
 
 
 def _operand(img: bc.Image, p: bc.Proto, kind: str, value: int, pc: int, words: int) -> str:
@@ -54,9 +55,9 @@ def disassemble(img: bc.Image) -> str:
             extra.append(f"period={e.period_ns}ns")
         if e.fields:
             extra.append("fields=" + ",".join(e.fields))
-        if e.name not in e.spec and e.kind != bc.EV_END:
+        if e.name not in e.spec and e.kind != EV_END:
             extra.insert(0, f"name={e.name}")      # a glob expanded on the host
-        out.append(f"; event {i}: {bc.EVENT_KIND_NAMES.get(e.kind, e.kind)} {e.spec!r} -> "
+        out.append(f"; event {i}: {EVENT_KIND_NAMES.get(e.kind, e.kind)} {e.spec!r} -> "
                    f"f{e.handler} " + " ".join(extra))
     for i, p in enumerate(img.protos):
         out.append("")

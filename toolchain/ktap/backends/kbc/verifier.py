@@ -10,6 +10,8 @@ from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc import opcodes
 from ktap.core.diagnostics import Loc, Source, VerifyError
 from ktap.frontend.printf import FormatError, parse_format
+from ktap.events.kinds import EVENT_KIND_NAMES
+from ktap.events.kinds import kind as event_kind
 from ktap.events.specs import MIN_PERIOD_NS
 from ktap.frontend.sema import MAX_LHIST_BUCKETS
 
@@ -103,16 +105,16 @@ class Verifier:
         if not protos or protos[0].kind != bc.SETUP:
             raise self.fail("bad-function", "function 0 must be the setup chunk")
         for i, e in enumerate(self.img.events):
-            if e.kind not in bc.EVENT_KIND_NAMES:
+            if e.kind not in EVENT_KIND_NAMES:
                 raise self.fail("bad-event", f"event {i} has unknown kind {e.kind}")
             if not 0 <= e.handler < len(protos) or protos[e.handler].kind != bc.HANDLER:
                 raise self.fail("bad-event", f"event {i} names handler {e.handler}, "
                                 "which is not a handler function")
             if e.kind in MIN_PERIOD_NS and e.period_ns < MIN_PERIOD_NS[e.kind]:
                 raise self.fail("bad-event", f"event {i} period {e.period_ns} ns is too short")
-            if len(e.fields) > MAX_FIELDS or (e.fields and e.kind != bc.EV_TRACEPOINT):
+            if len(e.fields) > MAX_FIELDS or (e.fields and not event_kind(e.kind).fields):
                 raise self.fail("bad-event", f"event {i} has a bad field list")
-            nfields = len(e.fields) if e.kind == bc.EV_TRACEPOINT else 0
+            nfields = len(e.fields) if event_kind(e.kind).fields else 0
             prev = self.handler_fields.get(e.handler, nfields)
             self.handler_fields[e.handler] = min(prev, nfields)
 
