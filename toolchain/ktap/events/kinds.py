@@ -3,8 +3,10 @@ use), probe resolution (what the kernel must have), the verifier, the reference 
 and, through the generated header kmod/gen/ktap_event_kinds.h, the kernel module and
 ktaprun. The numeric ids are part of the KBC format: append, never renumber.
 
-Adding a provider is a row here, one file under kmod/events/ and, for resolution
-or the reference VM, a branch keyed by the row's `resolve`/`fills` fields."""
+Adding a provider is a row here and one file under kmod/events/. Resolution and
+the reference VM go by the row's flags (`symbol`: checked against the kernel's
+symbols; `fields`: tracepoint formats; `args`/`retval`: what a handler reads), so
+a kind like an existing one needs no new branch there."""
 from __future__ import annotations
 
 from dataclasses import dataclass
