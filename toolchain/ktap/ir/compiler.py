@@ -20,6 +20,21 @@ SMALL_INT = range(-0x8000, 0x8000)
 TINY_INT = range(-128, 128)
 
 
+class _Scope:
+    # A plain context manager: scopes open for every block and expression list,
+    # and a generator-based one costs several times more per use.
+    __slots__ = ("fc", "mark")
+
+    def __init__(self, fc: "FunctionCompiler"):
+        self.fc = fc
+
+    def __enter__(self) -> None:
+        self.mark = self.fc.free
+
+    def __exit__(self, *exc) -> None:
+        self.fc.free = self.mark
+
+
 class FunctionCompiler:
     def __init__(self, fn: IRFunction, src: Source, labels: list[int]):
         self.fn = fn
@@ -49,11 +64,9 @@ class FunctionCompiler:
         self.fn.nregs = max(self.fn.nregs, self.free)
         return r
 
-    @contextmanager
-    def scope(self):
-        mark = self.free
-        yield
-        self.free = mark
+    def scope(self) -> "_Scope":
+        """`with self.scope():` frees the registers the block allocated."""
+        return _Scope(self)
 
     def at(self, node: A.Node) -> None:
         self.loc = node.loc

@@ -32,6 +32,7 @@ Operand kinds (what the verifier checks for each field):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 FORMATS = ("ABC", "ABx", "AsBx", "AX64")
 
@@ -135,8 +136,8 @@ def encode(op: Op, a: int = 0, b: int = 0, c: int = 0) -> list[int]:
     return [op.code | a << 8, imm & 0xFFFFFFFF, imm >> 32]
 
 
-@dataclass(frozen=True)
-class Decoded:
+class Decoded(NamedTuple):
+    """One decoded instruction (a tuple: the verifier and VM decode every word)."""
     op: Op
     a: int
     b: int          # B, Bx, sBx or the 64-bit immediate, by format

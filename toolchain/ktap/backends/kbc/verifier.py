@@ -47,6 +47,10 @@ REASONS = {
 TERMINATORS = {"RET", "TAILCALL", "JMP"}
 
 
+# Register spans of operand A fixed by the opcode; other spans are read from C.
+_FIXED_SPANS = {"1": 1, "3": 3, "4": 4}
+
+
 class Verifier:
     def __init__(self, image: bc.Image, src: Source | None = None):
         self.img = image
@@ -184,7 +188,7 @@ class Verifier:
             if value != 0:
                 raise self.fail("bad-operand", f"{where} must be 0, is {value}", i, pc)
         elif kind == "R":
-            span = {"1": 1, "3": 3, "4": 4}.get(op.span) if fname == "A" else 1
+            span = _FIXED_SPANS.get(op.span) if fname == "A" else 1
             if span is None:
                 span = max((p.code[pc] >> 24) & 0xFF, 1)
             if value + span > p.frame_size:
