@@ -37,6 +37,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* relative to this file: init.c is compiled on its own, without -I */
+#include "../kmod/ktap_crc32.h"
+
 #define PROTOCOL_VERSION 1
 #define COMMANDS_FILE "/etc/ktap/commands"
 #define CHUNK 96                 /* raw bytes per output frame: 128 base64 chars */
@@ -44,17 +47,6 @@
 
 static unsigned long frame_seq;
 static int console_fd = 1;
-
-static uint32_t crc32(const unsigned char *p, size_t n)
-{
-	uint32_t c = 0xffffffffu;
-	while (n--) {
-		c ^= *p++;
-		for (int k = 0; k < 8; k++)
-			c = (c >> 1) ^ (0xedb88320u & -(c & 1));
-	}
-	return ~c;
-}
 
 static void write_all(int fd, const char *buf, size_t len)
 {
@@ -80,7 +72,7 @@ static void frame(const char *fmt, ...)
 	vsnprintf(body + n, sizeof body - n, fmt, ap);
 	va_end(ap);
 	int len = snprintf(line, sizeof line, "@@KTAP:%s:%08x\n", body,
-			   crc32((const unsigned char *)body, strlen(body)));
+			   ktap_crc32(0, body, strlen(body)));
 	write_all(console_fd, line, (size_t)len);
 }
 

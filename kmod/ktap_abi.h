@@ -42,7 +42,7 @@
 
 struct ktap_ioc_info {
 	__u32 abi_version;
-	__u32 target_id;		/* the KBC target id the module was rendered for */
+	__u32 target_id;		/* the KBC target id the module was built for */
 	char release[65];		/* utsname()->release the module was built for */
 	__u8 pad[7];
 	__u64 anchor;			/* runtime address of a symbol the module links

@@ -2,7 +2,8 @@
  *
  * The core is freestanding C: everything it needs from its host (memory at
  * load time, 64-bit division, snprintf, sort) comes through ktap_shim_*.h, so
- * the same files build in the kernel module and as a host library.
+ * the same files build in the kernel module and as a host library. The
+ * target's facts and the tables come from the generated headers (gen/).
  *
  * Memory rule: every allocation happens in ktap_load() and
  * ktap_session_new() (and in NEWTABLE, which the verifier confines to code
@@ -17,6 +18,7 @@
 #else
 #include "ktap_shim_user.h"
 #endif
+#include "ktap_target.h"
 #include "ktap_opcodes.h"
 
 /* -- the loaded image ------------------------------------------------------ */
@@ -77,6 +79,8 @@ void ktap_image_free(struct ktap_image *img);
 /* Returns KTAP_OK or a reason code; *proto and *pc locate the fault (-1 if none). */
 int ktap_verify(const struct ktap_image *img, char *msg, size_t msglen, int *proto, int *pc);
 extern const char *const ktap_reason_names[KTAP_NUM_REASONS];
+/* The operand and size table of every opcode (opcodes.py). */
+extern const struct ktap_opinfo ktap_opinfo[KTAP_NUM_OPS];
 
 /* -- runtime values -------------------------------------------------------- */
 enum ktap_type { KTAP_T_NIL, KTAP_T_BOOL, KTAP_T_NUM, KTAP_T_STR, KTAP_T_TABLE,
@@ -101,7 +105,7 @@ struct ktap_value {
 
 /* An aggregate (a table entry fed with `<<<`) is kept per CPU: each CPU
  * feeds its own shard of the entry, and every read (count(), print, hist,
- * dumps) merges the shards. The shards live in the table (ktap_vm.c). */
+ * dumps) merges the shards. The shards live in the table (ktap_table.c). */
 struct ktap_agg {
 	struct ktap_table *t;
 	uint32_t slot;		/* the entry's index in t */

@@ -1,5 +1,6 @@
 /* ktapvm_mod.h - private to the module: the session shared by ktapvm_main.c
- * (device, ioctls, read) and ktap_events.c (attach/detach, probe handlers). */
+ * (device, ioctls, read), ktapvm_events.c (attach/detach) and the event
+ * providers' probe handlers (kmod/events/). */
 #ifndef KTAPVM_MOD_H
 #define KTAPVM_MOD_H
 
@@ -71,14 +72,14 @@ struct ktapvm_sess {
 	struct ktap_fieldval named[KTAP_MAX_FIELDS];
 };
 
-/* ktap_events.c */
+/* ktapvm_events.c */
 int ktapvm_attach_all(struct ktapvm_sess *s, const void *table, size_t size, u32 count,
 		      char *err, size_t errlen);
 void ktapvm_detach_all(struct ktapvm_sess *s);
 void ktapvm_scan_image(struct ktapvm_sess *s);
 int ktapvm_read_str(void *ctx, int user, uint64_t addr, char *buf, uint32_t max);
 
-/* Around every handler (ktap_events.c): inline, as they run on every event.
+/* Around every handler (kmod/events/): inline, as they run on every event.
  * The per-CPU busy flag is defined in ktapvm_main.c. */
 DECLARE_PER_CPU(int, ktapvm_busy);
 

@@ -1,15 +1,17 @@
 /* ktap_fuzz.c - libFuzzer target for ktapvm's core (loader, verifier, interpreter).
  *
- * One input is one KBC image for the rendered target. It goes the way the
- * module takes it: ktap_load(); if that accepts it, ktap_verify(); if that
+ * One input is one KBC image for the target it is built for. It goes the way
+ * the module takes it: ktap_load(); if that accepts it, ktap_verify(); if that
  * accepts it, a session runs setup, fires every probe event a few times with a
  * synthetic context, runs trace_end and writes the status record, then
  * everything is freed. Anything the loader or verifier lets through must run
  * within the image's budget, without a sanitizer report and without leaking:
  * libFuzzer reports a crash, -timeout reports a hang, LeakSanitizer a leak.
  *
- * Built by toolchain/ktap/fuzz.py with clang -fsanitize=fuzzer,address,undefined. */
+ * Built by toolchain/ktapdev/fuzz.py with clang -fsanitize=fuzzer,address,undefined. */
 #include "ktap_vm.h"
+#include "ktap_bytes.h"
+#include "ktap_crc32.h"
 
 /* Cheap runs keep the fuzzer fast. The image's limits are only clamped
  * downwards and before ktap_verify(), so the verifier checks the image
@@ -153,27 +155,6 @@ out:
 #define HDR_FIXED 20		/* magic .. reserved (12) + check_int (8) */
 #define HDR_SIZE (HDR_FIXED + 2 * KTAP_WORD_SIZE + 4)
 
-static void put_word(unsigned char *p, uint64_t v, int n)
-{
-	int i;
-
-	for (i = 0; i < n; i++)
-		p[KTAP_BIG_ENDIAN ? n - 1 - i : i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t crc32(const unsigned char *p, size_t n)
-{
-	uint32_t crc = 0xFFFFFFFFu;
-	int k;
-
-	while (n--) {
-		crc ^= *p++;
-		for (k = 0; k < 8; k++)
-			crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1)));
-	}
-	return ~crc;
-}
-
 /* The image with body_size and body_crc32 rewritten to match its body. */
 static unsigned char *fixed_copy(const uint8_t *data, size_t size)
 {
@@ -182,8 +163,9 @@ static unsigned char *fixed_copy(const uint8_t *data, size_t size)
 	if (!c)
 		return NULL;
 	memcpy(c, data, size);
-	put_word(c + HDR_FIXED + KTAP_WORD_SIZE, size - HDR_SIZE, KTAP_WORD_SIZE);
-	put_word(c + HDR_FIXED + 2 * KTAP_WORD_SIZE, crc32(c + HDR_SIZE, size - HDR_SIZE), 4);
+	ktap_put_uint(c + HDR_FIXED + KTAP_WORD_SIZE, size - HDR_SIZE, KTAP_WORD_SIZE);
+	ktap_put_uint(c + HDR_FIXED + 2 * KTAP_WORD_SIZE, ktap_crc32(0, c + HDR_SIZE, size - HDR_SIZE),
+		      4);
 	return c;
 }
 

@@ -3,7 +3,7 @@
  *   ktap_harness verify IMAGE          -> "ok" or "REASON PROTO PC MESSAGE"
  *   ktap_harness run IMAGE EVENTS      -> binary output records on stdout
  *
- * EVENTS is the line protocol toolchain/ktap/kmod.py writes from a `ktap sim`
+ * EVENTS is the line protocol toolchain/ktap/build/kmod.py writes from a `ktap sim`
  * events file (strings are "x" + hex bytes, so they never hold spaces):
  *   mem k|u ADDR XHEX                  kernel_string()/user_string() memory
  *   ctx PID TID UID CPU XEXEC XPROBE TP   start a new event context

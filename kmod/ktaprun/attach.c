@@ -351,7 +351,7 @@ int attach_build(const struct ktap_image *img, struct attach_table *out, char *e
 	for (i = 0; i < img->nevents; i++) {
 		const struct ktap_ievent *ev = &img->events[i];
 
-		if (ev->kind > KTAP_EV_KRETPROBE)
+		if (!KTAP_EV_IN_TABLE(ev->kind))
 			continue;	/* timers and trace_end: the module has them */
 		if (add_event(&t, i, ev, &out->count, err, errlen) < 0) {
 			sb_free(&t);
@@ -373,7 +373,7 @@ void attach_free(struct attach_table *t)
  * matched and how fields were laid out (also the tests' view of it). */
 void attach_print(const struct attach_table *t, FILE *to)
 {
-	static const char *const kinds[] = { "tracepoint", "kprobe", "kretprobe" };
+	static const char *const kinds[KTAP_EV_NKINDS] = KTAP_EV_NAMES;
 	const unsigned char *p = t->data;
 	struct ktap_attach a;
 	struct ktap_field f;
@@ -383,7 +383,7 @@ void attach_print(const struct attach_table *t, FILE *to)
 	for (i = 0; i < t->count; i++) {
 		memcpy(&a, p, sizeof(a));
 		p += sizeof(a);
-		fprintf(to, "%u %s %.*s", a.event, a.kind < 3 ? kinds[a.kind] : "?",
+		fprintf(to, "%u %s %.*s", a.event, KTAP_EV_IN_TABLE(a.kind) ? kinds[a.kind] : "?",
 			(int)a.name_len, (const char *)p);
 		p += a.name_len;
 		if (a.offset)

@@ -47,19 +47,19 @@ static void tostring(const struct formatter *f, const struct kval *v, struct sb 
 	uint32_t i;
 
 	switch (v->tag) {
-	case VAL_NIL: sb_puts(o, "nil"); break;
-	case VAL_FALSE: sb_puts(o, "false"); break;
-	case VAL_TRUE: sb_puts(o, "true"); break;
-	case VAL_NUM: sb_printf(o, "%lld", (long long)v->n); break;
-	case VAL_STR: sb_put(o, (const char *)v->p, v->len); break;
-	case VAL_STACK:
+	case KTAP_VAL_NIL: sb_puts(o, "nil"); break;
+	case KTAP_VAL_FALSE: sb_puts(o, "false"); break;
+	case KTAP_VAL_TRUE: sb_puts(o, "true"); break;
+	case KTAP_VAL_NUM: sb_printf(o, "%lld", (long long)v->n); break;
+	case KTAP_VAL_STR: sb_put(o, (const char *)v->p, v->len); break;
+	case KTAP_VAL_STACK:
 		for (i = 0; i < v->len; i++) {
 			if (i)
 				sb_putc(o, '\n');
 			frame(f, (uint64_t)rd_i64(v->p + 8 * i), o);
 		}
 		break;
-	case VAL_AGG:
+	case KTAP_VAL_AGG:
 		sb_printf(o, "count=%lld sum=%lld min=%lld max=%lld avg=%lld",
 			  (long long)v->count, (long long)v->sum, (long long)v->min,
 			  (long long)v->max, (long long)avg(v));
@@ -123,7 +123,7 @@ static void convert_text(const struct formatter *f, const struct conv *c, const 
 	struct sb t = { 0 };
 	size_t n;
 
-	if (c->conv == 'c' && v->tag == VAL_NUM) {
+	if (c->conv == 'c' && v->tag == KTAP_VAL_NUM) {
 		put_latin1(&t, (unsigned)(v->n & 0xFF));
 	} else {
 		tostring(f, v, &t);
@@ -173,7 +173,7 @@ static void convert(const struct formatter *f, const struct conv *c, const struc
 	struct sb t = { 0 };
 	size_t len;
 
-	if (c->conv == 's' || c->conv == 'c' || v->tag != VAL_NUM) {
+	if (c->conv == 's' || c->conv == 'c' || v->tag != KTAP_VAL_NUM) {
 		convert_text(f, c, v, o);
 		return;
 	}
@@ -229,7 +229,7 @@ static int parse_conv(const char **p, const char *end, struct conv *c)
 
 static void r_printf(const struct formatter *f, const struct krec *r, struct sb *o)
 {
-	static const struct kval nil = { VAL_NIL };
+	static const struct kval nil = { KTAP_VAL_NIL };
 	const struct ktap_kstr *fmt;
 	const char *p, *end;
 	struct conv c;
@@ -274,7 +274,7 @@ static void r_dump(const struct formatter *f, const struct krec *r, struct sb *o
 
 	for (i = 0; i + 1 < r->nvals; i += 2) {
 		tostring(f, &r->vals[i], o);
-		sb_puts(o, r->vals[i].tag == VAL_STACK ? "\n    " : "\t");
+		sb_puts(o, r->vals[i].tag == KTAP_VAL_STACK ? "\n    " : "\t");
 		tostring(f, &r->vals[i + 1], o);
 		sb_putc(o, '\n');
 	}
@@ -398,7 +398,7 @@ static void log2_rows(const struct kval *agg, struct sb *o)
 	char label[32];
 
 	hist_header(o, 16);
-	if (agg->tag != VAL_AGG || !agg->nlog2) {
+	if (agg->tag != KTAP_VAL_AGG || !agg->nlog2) {
 		sb_putc(o, '\n');
 		return;
 	}
@@ -449,7 +449,7 @@ static void linear_rows(const struct kval *agg, const struct ktap_tdesc *d, stru
 	char label[48];
 
 	hist_header(o, 16);
-	if (agg->tag != VAL_AGG || !agg->nlin) {
+	if (agg->tag != KTAP_VAL_AGG || !agg->nlin) {
 		sb_putc(o, '\n');
 		return;
 	}
@@ -483,7 +483,7 @@ static void keyed(const struct formatter *f, const struct krec *r, struct sb *o)
 	const struct ktap_tdesc *d = NULL;
 	uint32_t i;
 
-	if (r->kind == REC_LHIST) {
+	if (r->kind == KTAP_REC_LHIST) {
 		if (r->index >= f->img->ntables)
 			return;
 		d = &f->img->tables[r->index];
@@ -518,11 +518,11 @@ static int by_count(const void *a, const void *b)
 
 static int64_t count_of(const struct kval *v)
 {
-	if (v->tag == VAL_AGG)
+	if (v->tag == KTAP_VAL_AGG)
 		return v->count;
-	if (v->tag == VAL_TRUE)
+	if (v->tag == KTAP_VAL_TRUE)
 		return 1;	/* Python: True is the integer 1 */
-	return v->tag == VAL_NUM ? v->n : 0;
+	return v->tag == KTAP_VAL_NUM ? v->n : 0;
 }
 
 static void r_print_hist(const struct formatter *f, const struct krec *r, struct sb *o)
@@ -545,7 +545,7 @@ static void r_print_hist(const struct formatter *f, const struct krec *r, struct
 	for (i = 0; i < shown; i++) {
 		key.len = 0;
 		tostring(f, c[i].key, &key);
-		if (c[i].key->tag == VAL_STACK) {
+		if (c[i].key->tag == KTAP_VAL_STACK) {
 			sb_putc(o, '\n');
 			sb_put(o, key.b, key.len);
 			hist_row(o, "", 32, c[i].count, total);
@@ -561,11 +561,11 @@ static void r_print_hist(const struct formatter *f, const struct krec *r, struct
 void format_record(const struct formatter *f, const struct krec *rec, struct sb *out)
 {
 	switch (rec->kind) {
-	case REC_PRINTF: r_printf(f, rec, out); break;
-	case REC_PRINT: r_print(f, rec, out); break;
-	case REC_DUMP: r_dump(f, rec, out); break;
-	case REC_PRINT_HIST: r_print_hist(f, rec, out); break;
-	case REC_HIST: case REC_LHIST: keyed(f, rec, out); break;
+	case KTAP_REC_PRINTF: r_printf(f, rec, out); break;
+	case KTAP_REC_PRINT: r_print(f, rec, out); break;
+	case KTAP_REC_DUMP: r_dump(f, rec, out); break;
+	case KTAP_REC_PRINT_HIST: r_print_hist(f, rec, out); break;
+	case KTAP_REC_HIST: case KTAP_REC_LHIST: keyed(f, rec, out); break;
 	}
 }
 
@@ -609,7 +609,7 @@ static void drop_report(const struct kstatus *st, struct sb *err)
 
 int format_status(const struct ktap_image *img, const struct kstatus *st, struct sb *err)
 {
-	if (st->state == 2) {
+	if (st->state == KTAP_STATUS_ERROR) {
 		/* RuntimeErr.render() without the source text: the board has none. */
 		if (img->source.len)
 			sb_put(err, img->source.s, img->source.len);

@@ -1,10 +1,11 @@
 /* ktaprun.h - the on-target runner's internal interfaces.
  *
- * ktaprun is built per target against kmod's rendered core headers: the
- * image reader (ktap_load.c) and the target facts (KTAP_BIG_ENDIAN,
- * KTAP_WORD_SIZE, KTAP_TARGET_ID) come from there, so the runner reads images
- * and records exactly as the module does, in the target's byte order, even
- * when a test builds it natively on a host of the other byte order.
+ * ktaprun is built per target against kmod's core headers and the generated
+ * ones: the image reader (ktap_load.c), the target facts (KTAP_BIG_ENDIAN,
+ * KTAP_WORD_SIZE, KTAP_TARGET_ID) and the record codes (ktap_records.h) come
+ * from there, so the runner reads images and records exactly as the module
+ * does, in the target's byte order, even when a test builds it natively on a
+ * host of the other byte order.
  */
 #ifndef KTAPRUN_H
 #define KTAPRUN_H
@@ -15,6 +16,7 @@
 
 #include "ktap_vm.h"
 #include "ktap_abi.h"
+#include "ktap_records.h"
 
 #define KTAPRUN_VERSION "0.1"
 
@@ -38,10 +40,6 @@ size_t utf8_chars(const char *p, size_t n);
 size_t utf8_prefix(const char *p, size_t n, size_t chars);
 
 /* -- output records (records.c, docs/kmod.md) ----------------------------- */
-enum { REC_PRINTF = 1, REC_PRINT, REC_DUMP, REC_PRINT_HIST, REC_HIST, REC_LHIST,
-       REC_STATUS };
-enum { VAL_NIL, VAL_FALSE, VAL_TRUE, VAL_NUM, VAL_STR, VAL_TABLE, VAL_AGG, VAL_STACK };
-
 /* One decoded value. Strings, stack addresses and histogram pairs stay in the
  * record buffer (target byte order) and are read on demand with rd_i64(). */
 struct kval {
@@ -56,7 +54,7 @@ struct kval {
 
 struct kstatus {
 	int64_t exit_code;
-	uint8_t state;			/* 0 ran, 1 exit(), 2 runtime error */
+	uint8_t state;			/* KTAP_STATUS_* */
 	uint32_t line, col, func;
 	const unsigned char *msg;
 	uint32_t msglen;

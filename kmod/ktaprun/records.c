@@ -1,69 +1,30 @@
 /* records.c - decodes the module's output records (docs/kmod.md).
  *
- * Integers are in the target's byte order, nothing is aligned. The byte
- * order is this build's (KTAP_BIG_ENDIAN from the rendered core), and bytes
- * are assembled explicitly, so a host build for a big-endian target decodes
- * that target's records correctly. Every read is bounds-checked: a record
- * from a buggy module must not crash the runner. */
+ * Integers are in the target's byte order, nothing is aligned: this build's
+ * target (ktap_bytes.h), assembled byte by byte, so a host build for a
+ * big-endian target decodes that target's records correctly. Every read is
+ * bounds-checked: a record from a buggy module must not crash the runner. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "ktaprun.h"
+#include "ktap_bytes.h"
 
-static uint64_t get_be_le(const unsigned char *p, unsigned n)
-{
-	uint64_t v = 0;
-	unsigned i;
-
-	for (i = 0; i < n; i++)
-#if KTAP_BIG_ENDIAN
-		v = v << 8 | p[i];
-#else
-		v |= (uint64_t)p[i] << (8 * i);
-#endif
-	return v;
-}
-
-int64_t rd_i64(const unsigned char *p) { return (int64_t)get_be_le(p, 8); }
-uint32_t rd_u32(const unsigned char *p) { return (uint32_t)get_be_le(p, 4); }
+int64_t rd_i64(const unsigned char *p) { return (int64_t)ktap_get_uint(p, 8); }
+uint32_t rd_u32(const unsigned char *p) { return (uint32_t)ktap_get_uint(p, 4); }
 
 uint32_t record_size(const unsigned char *p, size_t avail)
 {
 	return avail >= 5 ? rd_u32(p) : 0;
 }
 
-struct cur {
-	const unsigned char *p;
-	size_t pos, end;
-	int bad;
-};
-
-static const unsigned char *take(struct cur *c, uint64_t n)
-{
-	const unsigned char *at = c->p + c->pos;
-
-	if (c->bad || n > c->end - c->pos) {
-		c->bad = 1;
-		return NULL;
-	}
-	c->pos += n;
-	return at;
-}
-
-static uint64_t get(struct cur *c, unsigned n)
-{
-	const unsigned char *b = take(c, n);
-
-	return b ? get_be_le(b, n) : 0;
-}
-
-static uint8_t cu8(struct cur *c) { return (uint8_t)get(c, 1); }
-static uint32_t cu32(struct cur *c) { return (uint32_t)get(c, 4); }
-static int64_t ci64(struct cur *c) { return (int64_t)get(c, 8); }
+static uint8_t cu8(struct ktap_cursor *c) { return (uint8_t)ktap_take_uint(c, 1); }
+static uint32_t cu32(struct ktap_cursor *c) { return (uint32_t)ktap_take_uint(c, 4); }
+static int64_t ci64(struct ktap_cursor *c) { return (int64_t)ktap_take_uint(c, 8); }
 
 /* A count of items of at least `min_size` bytes each, checked against the
  * bytes left so a corrupt count never drives a huge allocation. */
-static uint32_t count(struct cur *c, uint32_t min_size)
+static uint32_t count(struct ktap_cursor *c, uint32_t min_size)
 {
 	uint32_t n = cu32(c);
 
@@ -73,34 +34,34 @@ static uint32_t count(struct cur *c, uint32_t min_size)
 }
 
 /* (i64, i64) pairs stay in the buffer; the formatter reads them with rd_i64. */
-static const unsigned char *pairs(struct cur *c, uint32_t *n)
+static const unsigned char *pairs(struct ktap_cursor *c, uint32_t *n)
 {
 	*n = count(c, 16);
-	return take(c, (uint64_t)*n * 16);
+	return ktap_take(c, (uint64_t)*n * 16);
 }
 
-static void value(struct cur *c, struct kval *v)
+static void value(struct ktap_cursor *c, struct kval *v)
 {
 	memset(v, 0, sizeof(*v));
 	v->tag = cu8(c);
 	switch (v->tag) {
-	case VAL_NIL: case VAL_FALSE: case VAL_TRUE:
+	case KTAP_VAL_NIL: case KTAP_VAL_FALSE: case KTAP_VAL_TRUE:
 		break;
-	case VAL_NUM:
+	case KTAP_VAL_NUM:
 		v->n = ci64(c);
 		break;
-	case VAL_STR:
+	case KTAP_VAL_STR:
 		v->len = count(c, 1);
-		v->p = take(c, v->len);
+		v->p = ktap_take(c, v->len);
 		break;
-	case VAL_TABLE:
+	case KTAP_VAL_TABLE:
 		v->n = cu32(c);
 		break;
-	case VAL_STACK:
+	case KTAP_VAL_STACK:
 		v->len = count(c, 8);
-		v->p = take(c, (uint64_t)v->len * 8);
+		v->p = ktap_take(c, (uint64_t)v->len * 8);
 		break;
-	case VAL_AGG:
+	case KTAP_VAL_AGG:
 		v->count = ci64(c);
 		v->sum = ci64(c);
 		v->min = ci64(c);
@@ -114,7 +75,7 @@ static void value(struct cur *c, struct kval *v)
 }
 
 /* n values (per_item 1) or n key/value entries (per_item 2). */
-static void values(struct cur *c, struct krec *r, uint32_t per_item)
+static void values(struct ktap_cursor *c, struct krec *r, uint32_t per_item)
 {
 	uint32_t n = count(c, per_item), i;
 
@@ -129,7 +90,7 @@ static void values(struct cur *c, struct krec *r, uint32_t per_item)
 		value(c, &r->vals[i]);
 }
 
-static void status(struct cur *c, struct kstatus *st)
+static void status(struct ktap_cursor *c, struct kstatus *st)
 {
 	uint32_t i, len;
 
@@ -139,44 +100,44 @@ static void status(struct cur *c, struct kstatus *st)
 	st->col = cu32(c);
 	st->func = cu32(c);
 	st->msglen = count(c, 1);
-	st->msg = take(c, st->msglen);
+	st->msg = ktap_take(c, st->msglen);
 	st->ndrops = count(c, 12);
 	st->drops = c->p + c->pos;
 	for (i = 0; i < st->ndrops && !c->bad; i++) {
 		len = cu32(c);
-		take(c, len);
+		ktap_take(c, len);
 		ci64(c);
 	}
 }
 
 int record_decode(const unsigned char *p, uint32_t size, struct krec *rec)
 {
-	struct cur c = { p, 0, size, 0 };
+	struct ktap_cursor c = { p, 0, size, 0 };
 
 	memset(rec, 0, sizeof(*rec));
 	if (cu32(&c) != size)
 		return -1;
 	rec->kind = cu8(&c);
 	switch (rec->kind) {
-	case REC_PRINTF:
+	case KTAP_REC_PRINTF:
 		rec->index = cu32(&c);
 		values(&c, rec, 1);
 		break;
-	case REC_PRINT:
+	case KTAP_REC_PRINT:
 		values(&c, rec, 1);
 		break;
-	case REC_DUMP:
+	case KTAP_REC_DUMP:
 		values(&c, rec, 2);
 		break;
-	case REC_PRINT_HIST:
+	case KTAP_REC_PRINT_HIST:
 		rec->n = ci64(&c);
 		values(&c, rec, 2);
 		break;
-	case REC_HIST: case REC_LHIST:
+	case KTAP_REC_HIST: case KTAP_REC_LHIST:
 		rec->index = cu32(&c);
 		values(&c, rec, 2);
 		break;
-	case REC_STATUS:
+	case KTAP_REC_STATUS:
 		status(&c, &rec->status);
 		break;
 	default:

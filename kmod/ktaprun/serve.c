@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "ktaprun.h"
+#include "ktap_crc32.h"
 #include "serve.h"
 
 #define SERVE_PROTOCOL 1
@@ -159,17 +160,6 @@ int sha256_file(const char *path, char out[65], long long *size)
 }
 
 /* -- frames ------------------------------------------------------------------- */
-static uint32_t crc32_buf(uint32_t c, const unsigned char *p, size_t n)
-{
-	c = ~c;
-	while (n--) {
-		c ^= *p++;
-		for (int k = 0; k < 8; k++)
-			c = (c >> 1) ^ (0xedb88320u & -(c & 1));
-	}
-	return ~c;
-}
-
 static void put_be32(unsigned char *p, uint32_t v)
 {
 	p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
@@ -218,7 +208,7 @@ static void send_frame(struct agent *a, int type, const void *payload, size_t le
 	f[2] = (unsigned char)type;
 	put_be32(f + 3, (uint32_t)len);
 	memcpy(f + HDR, payload, len);
-	put_be32(f + HDR + len, crc32_buf(0, f + 2, 5 + len));
+	put_be32(f + HDR + len, ktap_crc32(0, f + 2, 5 + len));
 	while (off < HDR + len + 4) {
 		ssize_t n = write(a->out, f + off, HDR + len + 4 - off);
 
@@ -529,7 +519,7 @@ static void parse_frames(struct agent *a)
 		}
 		if (a->rxlen - pos < HDR + len + 4)
 			break;
-		if (crc32_buf(0, f + 2, 5 + len) != get_be32(f + HDR + len)) {
+		if (ktap_crc32(0, f + 2, 5 + len) != get_be32(f + HDR + len)) {
 			pos++;
 			continue;
 		}

@@ -39,11 +39,11 @@ static int one_record(struct stream *s, const unsigned char *p, uint32_t size, s
 
 	if (record_decode(p, size, &rec) < 0)
 		return -1;
-	if (rec.kind == REC_STATUS)
+	if (rec.kind == KTAP_REC_STATUS)
 		keep_status(s, p, size);
 	if (s->raw)
 		write_out(p, size);
-	else if (rec.kind != REC_STATUS)
+	else if (rec.kind != KTAP_REC_STATUS)
 		format_record(s->fmt, &rec, out);
 	record_free(&rec);
 	return 0;

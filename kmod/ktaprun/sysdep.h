@@ -1,6 +1,7 @@
 /* sysdep.h - the few file system calls (stat, mount, mknod) kept apart from
- * the ABI code: their libc headers drag in <linux/*.h>, and keeping them out of
- * ktap_abi.h users avoids depending on how each libc version layers those. */
+ * the ABI code: their libc headers drag in the kernel's <linux/...> headers,
+ * and keeping them out of ktap_abi.h users avoids depending on how each libc
+ * version layers those. */
 #ifndef KTAPRUN_SYSDEP_H
 #define KTAPRUN_SYSDEP_H
 

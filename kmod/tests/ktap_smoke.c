@@ -30,7 +30,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include "../ktap_abi.h"
+#include "ktap_abi.h"
+#include "ktap_event_kinds.h"
 
 static unsigned char *table;
 static size_t tlen, tcap;
@@ -154,7 +155,7 @@ static int add_tracepoint(unsigned event, const char *sys, const char *name, cha
 	snprintf(evname, sizeof(evname), "%s:%s", sys, name);
 	memset(&a, 0, sizeof(a));
 	a.event = event;
-	a.kind = 0;
+	a.kind = KTAP_EV_TRACEPOINT;
 	a.tp_id = strtoul(id, NULL, 10);
 	a.name_len = strlen(evname);
 	a.nfields = nf;
@@ -256,9 +257,9 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		if (!strcmp(k, "kp"))
-			add_probe(1, atoi(e), s1, s2 ? strtoull(s2, NULL, 0) : 0);
+			add_probe(KTAP_EV_KPROBE, atoi(e), s1, s2 ? strtoull(s2, NULL, 0) : 0);
 		else if (!strcmp(k, "kr"))
-			add_probe(2, atoi(e), s1, 0);
+			add_probe(KTAP_EV_KRETPROBE, atoi(e), s1, 0);
 		else if (!strcmp(k, "tp") && s2) {
 			if (add_tracepoint(atoi(e), s1, s2, s3))
 				return 1;

@@ -16,12 +16,15 @@ import pytest
 
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
-from ktap.build import kmod
 from ktap.backends.kbc import opcodes
-from ktap.core.diagnostics import ImageError, Source, VerifyError
-from ktap.refvm.sim import parse_events
 from ktap.backends.kbc.verifier import verify
+from ktap.build import kmod
 from ktap.core import tools
+from ktap.core.diagnostics import ImageError, Source, VerifyError
+from ktap.events import kinds
+from ktap.frontend import builtins, program
+from ktap.refvm.sim import parse_events
+
 
 TARGETS = ["arm", "mips", "x86_64"]       # little/big endian, 32/64-bit words
 
@@ -286,10 +289,10 @@ def raw_image(target="arm", protos=None, **kw) -> bc.Image:
     """A small raw-KBC writer: a setup chunk, a handler on one kprobe, and
     whatever functions a case needs, without going through the compiler."""
     t = api.get_target(target)
-    setup = bc.Proto("(setup)", bc.SETUP, 0, 2, enc("LOADNIL", 0) + enc("RET", 0, 0))
-    handler = bc.Proto("h", bc.HANDLER, 0, 4, enc("RET", 0, 0))
-    img = bc.Image(t, "raw.kp", bc.Limits(), ["g"], [bc.TableDesc()], ["%d\n"],
-                   [bc.Event(bc.EV_KPROBE, "probe:x", "x", handler=1)],
+    setup = bc.Proto("(setup)", program.SETUP, 0, 2, enc("LOADNIL", 0) + enc("RET", 0, 0))
+    handler = bc.Proto("h", program.HANDLER, 0, 4, enc("RET", 0, 0))
+    img = bc.Image(t, "raw.kp", program.Limits(), ["g"], [program.TableDesc()], ["%d\n"],
+                   [bc.Event(kinds.EV_KPROBE, "probe:x", "x", handler=1)],
                    [setup, handler] + (protos or []))
     for k, v in kw.items():
         setattr(img, k, v)
@@ -305,13 +308,13 @@ def with_handler(code, frame=4, consts=(), upvals=(), extra=None, fields=None):
     h.code, h.frame_size, h.consts, h.upvals = list(code), frame, list(consts), list(upvals)
     h.lines, h.cols = [1] * len(h.code), [1] * len(h.code)
     if fields is not None:
-        img.events[0] = bc.Event(bc.EV_TRACEPOINT, "sched:x", "sched:x", handler=1,
+        img.events[0] = bc.Event(kinds.EV_TRACEPOINT, "sched:x", "sched:x", handler=1,
                                  fields=fields)
     return img
 
 
 def fn(name, nparams, code, frame=4):
-    return bc.Proto(name, bc.FUNCTION, nparams, frame, list(code),
+    return bc.Proto(name, program.FUNCTION, nparams, frame, list(code),
                     lines=[1] * len(code), cols=[1] * len(code))
 
 
@@ -337,7 +340,7 @@ BAD_CASES = {
     "bad-call-arity": with_handler(enc("CALL", 0, 2, 2) + RET, extra=[fn("f", 1, RET)]),
     "call-a-handler": with_handler(enc("CALL", 0, 1, 0) + RET),
     "bad-builtin": with_handler(enc("CALLB", 0, 99, 0) + RET),
-    "builtin-arity": with_handler(enc("CALLB", 0, opcodes.BUILTIN_BY_NAME["count"].id, 2) + RET),
+    "builtin-arity": with_handler(enc("CALLB", 0, builtins.BUILTIN_BY_NAME["count"].id, 2) + RET),
     "bad-variable": with_handler(enc("LOADVAR", 0, 99) + RET),
     "bad-argument": with_handler(enc("ARG", 0, 10) + RET),
     "bad-argument-0": with_handler(enc("ARG", 0, 0) + RET),
@@ -366,11 +369,11 @@ BAD_CASES.update({
     "limit-too-big": _edit(BAD_CASES["ok"], lambda i: setattr(i.limits, "string_size", 4097)),
     "table-flags": _edit(BAD_CASES["ok"], lambda i: setattr(i.tables[0], "flags", 4)),
     "linear-bounds": _edit(BAD_CASES["ok"], lambda i: i.tables.__setitem__(
-        0, bc.TableDesc(bc.TABLE_LINEAR, -(1 << 63), (1 << 63) - 1, 1))),
+        0, program.TableDesc(program.TABLE_LINEAR, -(1 << 63), (1 << 63) - 1, 1))),
     "linear-ok": _edit(BAD_CASES["ok"], lambda i: i.tables.__setitem__(
-        0, bc.TableDesc(bc.TABLE_LINEAR, 0, 1000, 1))),
+        0, program.TableDesc(program.TABLE_LINEAR, 0, 1000, 1))),
     "linear-1001": _edit(BAD_CASES["ok"], lambda i: i.tables.__setitem__(
-        0, bc.TableDesc(bc.TABLE_LINEAR, 0, 1001, 1))),
+        0, program.TableDesc(program.TABLE_LINEAR, 0, 1001, 1))),
     "bad-format": _edit(BAD_CASES["ok"], lambda i: i.formats.__setitem__(0, "%y")),
     "format-width": _edit(BAD_CASES["ok"], lambda i: i.formats.__setitem__(0, "%257d")),
     "format-trailing": _edit(BAD_CASES["ok"], lambda i: i.formats.__setitem__(0, "abc %")),
@@ -379,10 +382,10 @@ BAD_CASES.update({
     "event-kind": _edit(BAD_CASES["ok"], lambda i: setattr(i.events[0], "kind", 9)),
     "event-handler": _edit(BAD_CASES["ok"], lambda i: setattr(i.events[0], "handler", 0)),
     "event-period": _edit(BAD_CASES["ok"], lambda i: i.events.__setitem__(
-        0, bc.Event(bc.EV_TICK, "tick-1ms", "tick-1ms", period_ns=999, handler=1))),
+        0, bc.Event(kinds.EV_TICK, "tick-1ms", "tick-1ms", period_ns=999, handler=1))),
     "event-fields": _edit(BAD_CASES["ok"], lambda i: setattr(i.events[0], "fields", ["a"])),
-    "no-setup": _edit(BAD_CASES["ok"], lambda i: setattr(i.protos[0], "kind", bc.FUNCTION)),
-    "second-setup": _edit(BAD_CASES["ok"], lambda i: setattr(i.protos[1], "kind", bc.SETUP)),
+    "no-setup": _edit(BAD_CASES["ok"], lambda i: setattr(i.protos[0], "kind", program.FUNCTION)),
+    "second-setup": _edit(BAD_CASES["ok"], lambda i: setattr(i.protos[1], "kind", program.SETUP)),
     "handler-params": _edit(BAD_CASES["ok"], lambda i: setattr(i.protos[1], "nparams", 1)),
     "line-table": _edit(BAD_CASES["ok"], lambda i: (i.protos[1].lines.append(1), i.protos[1].cols.append(1))),
     "empty-code": _edit(BAD_CASES["ok"], lambda i: (setattr(i.protos[1], "code", []),
@@ -499,7 +502,8 @@ def test_core_compiles_for_32bit_cross_compilers(target, tmp_path):
     kmod.render(t, tmp_path)
     for src in kmod.CORE_SOURCES:
         r = subprocess.run([cc, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror",
-                            "-Wno-unused-parameter", "-c", str(tmp_path / src), "-o",
+                            "-Wno-unused-parameter", "-I", str(kmod.KMOD_DIR), "-I",
+                            str(tmp_path), "-c", str(kmod.KMOD_DIR / src), "-o",
                             str(tmp_path / (src + ".o"))], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
 
@@ -508,9 +512,9 @@ def test_generated_tables_come_from_opcodes():
     import tempfile
     with tempfile.TemporaryDirectory() as d:
         kmod.render("mips", Path(d))
-        h = (Path(d) / "ktap_opcodes.h").read_text()
+        h = (Path(d) / "ktap_opcodes.h").read_text() + (Path(d) / "ktap_target.h").read_text()
     for op in opcodes.OPS:
         assert f"KTAP_OP_{op.name} = {op.code}," in h
-    for b in opcodes.BUILTINS:
+    for b in builtins.BUILTINS:
         assert f'{{ "{b.name}", {b.min_args}, {b.max_args} }}' in h
     assert "#define KTAP_BIG_ENDIAN 1" in h and "#define KTAP_WORD_SIZE 4" in h

@@ -1,11 +1,12 @@
 """libFuzzer fuzzing of ktapvm's C core (loader, verifier, interpreter) in user space.
 
 kmod/fuzz/ktap_fuzz.c is the fuzz target: one input is one KBC image for the
-rendered target, taken through ktap_load, ktap_verify and a whole session. This
-module renders the core for a target, builds that file with Debian's clang
-(`-fsanitize=fuzzer,address,undefined`; libFuzzer comes in libclang-rt-14-dev),
-seeds a corpus from the images we already know (compiled samples, board-suite
-cases, the suite's bad images), runs libFuzzer and reads its final statistics.
+target it is built for, taken through ktap_load, ktap_verify and a whole session.
+This module builds it with the core and the target's generated headers, using
+Debian's clang (`-fsanitize=fuzzer,address,undefined`; libFuzzer comes in
+libclang-rt-14-dev), seeds a corpus from the images we already know (compiled
+samples, board-suite cases, the suite's bad images), runs libFuzzer and reads
+its final statistics.
 
     exe = fuzz.build_fuzzer("mips")
     res = fuzz.run_fuzzer("mips", seconds=20)
@@ -13,7 +14,6 @@ cases, the suite's bad images), runs libFuzzer and reads its final statistics.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -25,13 +25,14 @@ from ktap import api
 
 from ktapdev import boardtest
 from ktap.backends.kbc import bytecode as bc
-from ktap.build import kmod
+from ktap.build import render as gen
+from ktap.build.program import build_program
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import get_target
-from ktap.core.paths import REPO_ROOT
+from ktap.core.paths import KMOD_DIR, REPO_ROOT
 
 ROOT = REPO_ROOT
-FUZZ_SOURCE = kmod.KMOD_DIR / "fuzz" / "ktap_fuzz.c"
+FUZZ_SOURCE = KMOD_DIR / "fuzz" / "ktap_fuzz.c"
 DEFAULT_BUILD_DIR = ROOT / "build" / "fuzz"
 FLAGS = ("-std=gnu11", "-O1", "-g", "-fsanitize=fuzzer,address,undefined",
          "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
@@ -62,28 +63,22 @@ def find_clang() -> str:
     raise FuzzError("clang not found (scripts/setup.sh installs clang and libclang-rt-14-dev)")
 
 
+def _build_error(target: str, stderr: str) -> FuzzError:
+    hint = ""
+    if "libclang_rt" in stderr:
+        hint = "\n(the sanitizer/libFuzzer runtimes are in libclang-rt-14-dev)"
+    return FuzzError(f"building the fuzzer for {target} failed:\n{stderr}{hint}")
+
+
 def build_fuzzer(target: str, build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
-    """Renders the core for `target` and links it with the fuzz target.
-    Rebuilds only when the rendered sources or flags change."""
+    """Links the core for `target` with the fuzz target. Rebuilds only when a
+    source, a header, the compiler or the flags change."""
     cc = find_clang()
     out = build_dir / target
-    src = out / "src"
-    files = kmod.render(get_target(target), src)
-    shutil.copy(FUZZ_SOURCE, src / FUZZ_SOURCE.name)
-    sources = [src / s for s in (*kmod.CORE_SOURCES, FUZZ_SOURCE.name)]
-    digest = hashlib.sha256((cc + " ".join(FLAGS)).encode())
-    for f in sorted(files) + sources:
-        digest.update(f.read_bytes())
-    exe = out / f"ktap_fuzz-{digest.hexdigest()[:16]}"
-    if not exe.exists():
-        r = subprocess.run([cc, *FLAGS, "-I", str(src), *map(str, sources), "-o", str(exe)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            hint = ""
-            if "libclang_rt" in r.stderr:
-                hint = "\n(the sanitizer/libFuzzer runtimes are in libclang-rt-14-dev)"
-            raise FuzzError(f"building the fuzzer for {target} failed:\n{r.stderr}{hint}")
-    return exe
+    headers = gen.gen_dir(get_target(target), out)
+    return build_program(cc, [*FLAGS, *gen.include_flags(headers)],
+                         [*gen.core_sources(), FUZZ_SOURCE], gen.all_headers(headers),
+                         out, "ktap_fuzz", lambda err: _build_error(target, err))
 
 
 def seed_images(target: str) -> dict[str, bytes]:

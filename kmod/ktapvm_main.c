@@ -1,9 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-/* ktapvm_main.c - GENERATED for {{ target.name }} by toolchain/ktap/kmod.py.
- *
- * The module: /dev/ktap (a misc device, CAP_SYS_ADMIN to open), one session
- * per open file, the ioctls of ktap_abi.h, read()/poll() of output records,
- * and the stop path. Probe handlers (ktap_events.c) run the core through
+/* ktapvm_main.c - the module: /dev/ktap (a misc device, CAP_SYS_ADMIN to
+ * open), one session per open file, the ioctls of ktap_abi.h, read()/poll()
+ * of output records, and the stop path. Probe handlers (kmod/events/) run the core through
  * ktapvm_fire_begin()/ktapvm_fire_end(): a per-CPU busy flag refuses
  * re-entry on one CPU (counted as a drop), and a per-session raw spinlock
  * keeps handlers of one session from running concurrently.

@@ -1,14 +1,13 @@
-/* ktap_verify.c - GENERATED for {{ target.name }} by toolchain/ktap/kmod.py.
- *
- * The static checks of verifier.py, in the same order and with the same
- * reason codes: an image passes both verifiers or is refused by both for the
- * same reason (tests/test_cvm.py holds a shared corpus). Anything that
- * cannot be proven here is bounded at run time by the instruction budget. */
+/* ktap_verify.c - the static checks of verifier.py, in the same order and
+ * with the same reason codes: an image passes both verifiers or is refused by
+ * both for the same reason (the differential tests hold a shared corpus).
+ * Anything that cannot be proven here is bounded at run time by the
+ * instruction budget. */
 #include "ktap_vm.h"
 
 const char *const ktap_reason_names[KTAP_NUM_REASONS] = KTAP_REASON_NAMES;
 
-static const struct ktap_opinfo opinfo[KTAP_NUM_OPS] = KTAP_OPINFO_TABLE;
+const struct ktap_opinfo ktap_opinfo[KTAP_NUM_OPS] = KTAP_OPINFO_TABLE;
 static const struct ktap_builtin_info builtins[KTAP_NUM_BUILTINS] = KTAP_BUILTIN_TABLE;
 static const int64_t limit_max[KTAP_NUM_LIMITS] = KTAP_LIMIT_MAXIMA;
 static const char *const limit_names[KTAP_NUM_LIMITS] = KTAP_LIMIT_NAMES;
@@ -169,12 +168,12 @@ static int find_starts(struct vstate *v, int f, const struct ktap_proto *p)
 
 		if (opcode >= KTAP_NUM_OPS)
 			return VFAIL(v, KTAP_R_BAD_OPCODE, f, (int)pc, "unknown opcode %#04x", opcode);
-		if (pc + opinfo[opcode].words > p->ncode)
+		if (pc + ktap_opinfo[opcode].words > p->ncode)
 			return VFAIL(v, KTAP_R_TRUNCATED_INSTRUCTION, f, (int)pc, "%s needs %u words",
-				     opinfo[opcode].name, opinfo[opcode].words);
+				     ktap_opinfo[opcode].name, ktap_opinfo[opcode].words);
 		v->starts[pc] = 1;
 		last = pc;
-		pc += opinfo[opcode].words;
+		pc += ktap_opinfo[opcode].words;
 	}
 	switch (p->code[last] & 0xFF) {
 	case KTAP_OP_RET: case KTAP_OP_TAILCALL: case KTAP_OP_JMP:
@@ -298,7 +297,7 @@ static int check_operand(struct vstate *v, int f, int pc, const struct ktap_opin
 static int check_instruction(struct vstate *v, int f, int pc)
 {
 	uint32_t w = v->img->protos[f].code[pc];
-	const struct ktap_opinfo *op = &opinfo[w & 0xFF];
+	const struct ktap_opinfo *op = &ktap_opinfo[w & 0xFF];
 	struct operand o[3];
 	int n = 0, i, rc;
 

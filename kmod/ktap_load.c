@@ -1,62 +1,49 @@
-/* ktap_load.c - GENERATED for {{ target.name }} by toolchain/ktap/kmod.py.
- *
- * Reads a KBC image exactly like bytecode.Reader: the same header checks in
- * the same order, every count bounded by MAX_COUNT and by the bytes left, and
- * no read past the end. The byte order and word size are this target's,
- * fixed at render time: an image for another layout is refused by name. */
+/* ktap_load.c - reads a KBC image exactly like bytecode.Reader: the same
+ * header checks in the same order, every count bounded by MAX_COUNT and by
+ * the bytes left, and no read past the end. The byte order and word size are
+ * this build's target (ktap_target.h): an image for another layout is
+ * refused by name. */
 #include "ktap_vm.h"
+#include "ktap_bytes.h"
+#include "ktap_crc32.h"
 
 struct reader {
-	const unsigned char *p;
-	size_t pos, size;
+	struct ktap_cursor c;	/* c.bad: the image is refused, nothing more is read */
 	char *err;
 	size_t errlen;
-	int failed;
 };
 
 static int fail(struct reader *r, const char *msg)
 {
-	if (!r->failed)
+	if (!r->c.bad)
 		ktap_snprintf(r->err, r->errlen, "bad image: %s", msg);
-	r->failed = 1;
+	r->c.bad = 1;
 	return -1;
 }
 
-/* Reserves n bytes; on failure the reader is poisoned and returns NULL. */
-static const unsigned char *take(struct reader *r, uint64_t n)
+/* The reader fails, saying where, unless n more bytes are there. */
+static void need(struct reader *r, uint64_t n)
 {
-	const unsigned char *at;
 	char msg[96];
 
-	if (r->failed)
-		return NULL;
-	if (n > r->size - r->pos) {
+	if (!r->c.bad && n > r->c.end - r->c.pos) {
 		ktap_snprintf(msg, sizeof(msg), "truncated at byte %lu (needed %llu more)",
-			      (unsigned long)r->pos, (unsigned long long)n);
+			      (unsigned long)r->c.pos, (unsigned long long)n);
 		fail(r, msg);
-		return NULL;
 	}
-	at = r->p + r->pos;
-	r->pos += n;
-	return at;
 }
 
-/* Assembles n bytes in the target's byte order ({{ target.byte_order }}-endian). */
+/* Reserves n bytes; NULL once the reader has failed. */
+static const unsigned char *take(struct reader *r, uint64_t n)
+{
+	need(r, n);
+	return ktap_take(&r->c, n);
+}
+
 static uint64_t get_bytes(struct reader *r, unsigned n)
 {
-	const unsigned char *b = take(r, n);
-	uint64_t v = 0;
-	unsigned i;
-
-	if (!b)
-		return 0;
-	for (i = 0; i < n; i++)
-{%- if target.byte_order == "big" %}
-		v = v << 8 | b[i];
-{%- else %}
-		v |= (uint64_t)b[i] << (8 * i);
-{%- endif %}
-	return v;
+	need(r, n);
+	return ktap_take_uint(&r->c, n);
 }
 
 static uint8_t rd_u8(struct reader *r) { return (uint8_t)get_bytes(r, 1); }
@@ -71,9 +58,9 @@ static uint32_t rd_count(struct reader *r, const char *what)
 	uint64_t n = rd_word(r);
 	char msg[96];
 
-	if (r->failed)
+	if (r->c.bad)
 		return 0;
-	if (n > KTAP_MAX_COUNT || n > r->size - r->pos) {
+	if (n > KTAP_MAX_COUNT || n > r->c.end - r->c.pos) {
 		ktap_snprintf(msg, sizeof(msg), "%s count %llu exceeds the image size", what,
 			      (unsigned long long)n);
 		fail(r, msg);
@@ -96,26 +83,12 @@ static void *alloc_array(struct reader *r, uint32_t n, size_t elem)
 {
 	void *p;
 
-	if (r->failed)
+	if (r->c.bad)
 		return NULL;
 	p = ktap_zalloc((size_t)n * elem);
 	if (!p)
 		fail(r, "out of memory");
 	return p;
-}
-
-/* zlib's CRC-32, bitwise: images are small and this runs once per load. */
-static uint32_t crc32_bytes(const unsigned char *p, size_t n)
-{
-	uint32_t crc = 0xFFFFFFFFu;
-	int k;
-
-	while (n--) {
-		crc ^= *p++;
-		for (k = 0; k < 8; k++)
-			crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1)));
-	}
-	return ~crc;
 }
 
 static const struct ktap_target_info targets[] = KTAP_TARGET_TABLE;
@@ -177,20 +150,20 @@ static int rd_header(struct reader *r)
 			      KTAP_TARGET_NAME, tname);
 		return fail(r, msg);
 	}
-	if ((uint64_t)rd_i64(r) != KTAP_CHECK_INT && !r->failed)
+	if ((uint64_t)rd_i64(r) != KTAP_CHECK_INT && !r->c.bad)
 		return fail(r, "check integer mismatch (byte order or number format corrupt)");
-	if (rd_word(r) != KTAP_CHECK_WORD && !r->failed)
+	if (rd_word(r) != KTAP_CHECK_WORD && !r->c.bad)
 		return fail(r, "check word mismatch (word size corrupt)");
 	size = rd_word(r);
 	crc = rd_u32(r);
-	if (r->failed)
+	if (r->c.bad)
 		return -1;
-	if (size != r->size - r->pos) {
+	if (size != r->c.end - r->c.pos) {
 		ktap_snprintf(msg, sizeof(msg), "body is %lu bytes, header says %llu",
-			      (unsigned long)(r->size - r->pos), (unsigned long long)size);
+			      (unsigned long)(r->c.end - r->c.pos), (unsigned long long)size);
 		return fail(r, msg);
 	}
-	if (crc32_bytes(r->p + r->pos, r->size - r->pos) != crc)
+	if (ktap_crc32(0, r->c.p + r->c.pos, r->c.end - r->c.pos) != crc)
 		return fail(r, "body checksum mismatch");
 	return 0;
 }
@@ -200,13 +173,13 @@ static void rd_limits(struct reader *r, struct ktap_image *img)
 	uint32_t n = rd_count(r, "limits"), i;
 	char msg[64];
 
-	for (i = 0; i < n && !r->failed; i++) {
+	for (i = 0; i < n && !r->c.bad; i++) {
 		int64_t v = rd_i64(r);
 
 		if (i < KTAP_NUM_LIMITS)
 			img->limits[i] = v;
 	}
-	if (!r->failed && n != KTAP_NUM_LIMITS) {
+	if (!r->c.bad && n != KTAP_NUM_LIMITS) {
 		ktap_snprintf(msg, sizeof(msg), "%u limits, expected %u", n, KTAP_NUM_LIMITS);
 		fail(r, msg);
 	}
@@ -232,7 +205,7 @@ static void rd_event(struct reader *r, struct ktap_ievent *e)
 	e->handler = rd_u32(r);
 	e->nfields = rd_count(r, "field");
 	e->fields = alloc_array(r, e->nfields, sizeof(*e->fields));
-	for (i = 0; i < e->nfields && !r->failed; i++)
+	for (i = 0; i < e->nfields && !r->c.bad; i++)
 		rd_string(r, &e->fields[i]);
 }
 
@@ -245,7 +218,7 @@ static void rd_constant(struct reader *r, struct ktap_const *k)
 		rd_string(r, &k->s);
 	} else if (k->tag == KTAP_K_NUMBER) {
 		k->n = rd_i64(r);
-	} else if (!r->failed) {
+	} else if (!r->c.bad) {
 		ktap_snprintf(msg, sizeof(msg), "unknown constant tag %u", k->tag);
 		fail(r, msg);
 	}
@@ -261,19 +234,19 @@ static void rd_proto(struct reader *r, struct ktap_proto *p)
 	p->frame_size = rd_u16(r);
 	p->ncode = rd_count(r, "code word");
 	p->code = alloc_array(r, p->ncode, sizeof(*p->code));
-	for (i = 0; i < p->ncode && !r->failed; i++)
+	for (i = 0; i < p->ncode && !r->c.bad; i++)
 		p->code[i] = rd_u32(r);
 	p->nconsts = rd_count(r, "constant");
 	p->consts = alloc_array(r, p->nconsts, sizeof(*p->consts));
-	for (i = 0; i < p->nconsts && !r->failed; i++)
+	for (i = 0; i < p->nconsts && !r->c.bad; i++)
 		rd_constant(r, &p->consts[i]);
 	p->nupvals = rd_count(r, "upvalue");
 	p->upvals = alloc_array(r, p->nupvals, sizeof(*p->upvals));
-	for (i = 0; i < p->nupvals && !r->failed; i++)
+	for (i = 0; i < p->nupvals && !r->c.bad; i++)
 		p->upvals[i] = rd_u32(r);
 	p->nlines = rd_count(r, "line");
 	p->lines = alloc_array(r, p->nlines, 2 * sizeof(*p->lines));
-	for (i = 0; i < 2 * p->nlines && !r->failed; i++)
+	for (i = 0; i < 2 * p->nlines && !r->c.bad; i++)
 		p->lines[i] = rd_u32(r);
 }
 
@@ -284,7 +257,7 @@ static void rd_proto(struct reader *r, struct ktap_proto *p)
 		uint32_t i_;							\
 		(n) = rd_count((r), (what));					\
 		(arr) = alloc_array((r), (n), sizeof(*(arr)));			\
-		for (i_ = 0; i_ < (n) && !(r)->failed; i_++)			\
+		for (i_ = 0; i_ < (n) && !(r)->c.bad; i_++)			\
 			fn((r), &(arr)[i_]);					\
 	} while (0)
 
@@ -299,11 +272,11 @@ static void rd_body(struct reader *r, struct ktap_image *img)
 	READ_LIST(r, img->nformats, img->formats, "format", rd_string);
 	READ_LIST(r, img->nevents, img->events, "event", rd_event);
 	READ_LIST(r, img->nprotos, img->protos, "function", rd_proto);
-	for (uint32_t i = 0; !r->failed && img->protos && i < img->nprotos; i++)
+	for (uint32_t i = 0; !r->c.bad && img->protos && i < img->nprotos; i++)
 		img->protos[i].index = i;
-	if (!r->failed && r->pos != r->size) {
+	if (!r->c.bad && r->c.pos != r->c.end) {
 		ktap_snprintf(msg, sizeof(msg), "%lu trailing bytes",
-			      (unsigned long)(r->size - r->pos));
+			      (unsigned long)(r->c.end - r->c.pos));
 		fail(r, msg);
 	}
 }
@@ -347,11 +320,11 @@ int ktap_load(const void *data, size_t size, struct ktap_image **out, char *err,
 	/* A private copy: the caller's buffer may be user memory or go away. */
 	memcpy(img->data, data, size);
 	img->size = size;
-	r.p = img->data;
-	r.size = size;
+	r.c.p = img->data;
+	r.c.end = size;
 	if (rd_header(&r) == 0)
 		rd_body(&r, img);
-	if (r.failed) {
+	if (r.c.bad) {
 		/* lists are zero-filled, so half-read entries free cleanly */
 		ktap_image_free(img);
 		return -1;

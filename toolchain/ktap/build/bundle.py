@@ -1,0 +1,127 @@
+"""The bundle: what a board needs to run compiled scripts, namely ktaprun,
+ktapvm.ko (built against the board's kernel) and the images, and the one
+place ktaprun's command line is spelled.
+
+On the board the bundle is one directory: `ktap run` pushes it to
+--remote-dir (deploy/), `ktap board run` and the board tests put it into the
+initramfs (boards/sessions.py). Each piece keeps its name there: ktaprun,
+ktapvm.ko, and each image under its own file name."""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from ktap.build import kmod, ktaprun
+from ktap.core.targets import Target, get_target
+
+MODULE_NAME = "ktapvm.ko"
+RUNNER_NAME = "ktaprun"
+
+
+class BundleError(Exception):
+    pass
+
+
+def runner_argv(runner: str, image: str | None = None, *, module: str | None = None,
+                workload: Sequence[str] = (), raw: bool = False,
+                serve: str | None = None) -> list[str]:
+    """ktaprun's command line (kmod/ktaprun/main.c): a session
+    `RUNNER [-m MODULE] [--raw] IMAGE [-- CMD ARGS]`, or, with `serve`, the
+    serial agent `RUNNER --serve DEV[:BAUD]`."""
+    if serve is not None:
+        return [runner, "--serve", serve]
+    if image is None:
+        raise BundleError("a ktaprun session needs an image")
+    argv = [runner]
+    if module is not None:
+        argv += ["-m", module]
+    if raw:
+        argv.append("--raw")
+    argv.append(image)
+    # main.c refuses a workload that does not follow "--".
+    return argv + (["--", *workload] if workload else [])
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    name: str            # file name in the bundle directory
+    local: Path
+    mode: int
+    sha256: str
+
+    @classmethod
+    def of(cls, name: str, local: Path, mode: int) -> "BundleFile":
+        return cls(name, Path(local), mode, hashlib.sha256(Path(local).read_bytes()).hexdigest())
+
+
+@dataclass
+class Bundle:
+    target: str
+    runner: Path
+    module: Path
+    images: list[Path] = field(default_factory=list)    # named on the board as here
+    module_release: str = ""                             # the kernel release in its vermagic
+
+    def files(self) -> list[BundleFile]:
+        """The pieces in push order: runner, module, images."""
+        return ([BundleFile.of(RUNNER_NAME, self.runner, 0o755),
+                 BundleFile.of(MODULE_NAME, self.module, 0o644)] +
+                [BundleFile.of(image.name, image, 0o644) for image in self.images])
+
+    @staticmethod
+    def path(directory: str, name: str) -> str:
+        return f"{directory.rstrip('/')}/{name}"
+
+    def command(self, directory: str, image: str, workload: Sequence[str] = (),
+                raw: bool = False) -> list[str]:
+        """The ktaprun command that runs `image` with the bundle in `directory`."""
+        return runner_argv(self.path(directory, RUNNER_NAME), self.path(directory, image),
+                           module=self.path(directory, MODULE_NAME), workload=workload, raw=raw)
+
+
+def module_vermagic(ko: Path) -> str:
+    """The `vermagic=` string of a .ko's .modinfo section."""
+    try:
+        with open(ko, "rb") as f:
+            sec = ELFFile(f).get_section_by_name(".modinfo")
+            data = sec.data() if sec is not None else b""
+    except (ELFError, OSError) as e:
+        raise BundleError(f"{ko}: not a readable kernel module ({e})") from None
+    for item in data.split(b"\0"):
+        if item.startswith(b"vermagic="):
+            return item[9:].decode(errors="replace")
+    raise BundleError(f"{ko}: no vermagic in .modinfo (not a kernel module?)")
+
+
+def module_release(ko: Path) -> str:
+    """The kernel release a module was built for: vermagic's first word."""
+    return module_vermagic(ko).split()[0]
+
+
+def make_bundle(target: Target | str, kdir: Path, images: dict[str, bytes] | None = None,
+                workdir: Path | None = None, *, module: Path | None = None,
+                runner: Path | None = None) -> Bundle:
+    """Builds (or takes from the caches) ktapvm.ko against the kernel build
+    tree `kdir` and ktaprun for `target`, and writes `images` ({file name:
+    image bytes}) into `workdir` (a new temporary directory when not given).
+    `module` and `runner` replace the builds."""
+    if isinstance(target, str):
+        target = get_target(target)
+    if module is None:
+        module = kmod.build_module(target, kdir=kdir)
+    if runner is None:
+        runner = ktaprun.build_ktaprun(target)
+    paths = []
+    if images:
+        workdir = Path(workdir or tempfile.mkdtemp(prefix="ktap-bundle-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        for name, data in images.items():
+            (workdir / name).write_bytes(data)
+            paths.append(workdir / name)
+    return Bundle(target.name, Path(runner), Path(module), paths, module_release(module))
