@@ -1,4 +1,5 @@
-"""SCons tool: kernels and QEMU boards. Thin wrappers over ktap.kernel and ktap.board.
+"""SCons tool: kernels and QEMU boards. Thin wrappers over ktap.boards
+(kernels.py, initramfs.py, check.py).
 
     scons target=arm kernel     build (or find cached) the arm kernel
     scons target=arm board      build the arm initramfs and run the board check
@@ -7,13 +8,16 @@ Both aliases always run (AlwaysBuild): the real caching happens in
 $KTAP_CACHE, keyed by the config fragments and guest sources, so a second
 run is a cache lookup.
 """
+from ktap.boards import kernels
+from ktap.boards.check import check_board
+from ktap.boards.errors import BoardError
+from ktap.boards.initramfs import base_initramfs
 
 
 def _kernel_action(target, source, env):
-    from ktap.boards import kernels as kernel
     try:
-        build = kernel.ensure_kernel_build(env["KTAP_BOARD_TARGET"])
-    except kernel.KernelError as e:
+        build = kernels.ensure_kernel_build(env["KTAP_BOARD_TARGET"])
+    except kernels.KernelError as e:
         print(f"ktap: error: {e}")
         return 1
     print(f"ktap: kernel for {env['KTAP_BOARD_TARGET']}: {build.directory}")
@@ -21,12 +25,11 @@ def _kernel_action(target, source, env):
 
 
 def _board_action(target, source, env):
-    from ktap.boards import board, kernels as kernel
     name = env["KTAP_BOARD_TARGET"]
     try:
-        print(f"ktap: initramfs for {name}: {board.base_initramfs(name)}")
-        check = board.check_board(name)
-    except (board.BoardError, kernel.KernelError) as e:
+        print(f"ktap: initramfs for {name}: {base_initramfs(name)}")
+        check = check_board(name)
+    except (BoardError, kernels.KernelError) as e:
         print(f"ktap: error: {e}")
         return 1
     print(f"ktap: {name}: {check.uname}")

@@ -1,9 +1,16 @@
-"""SCons tool: ktap script compilation. A thin wrapper over ktap.api."""
+"""SCons tool: ktap script compilation, the bundle and the board suite. Thin
+wrappers over ktap.api, ktap.build.bundle and ktapdev.boardtest."""
+import shutil
+from pathlib import Path
+
+from ktap import api
+from ktap.boards.kernels import ensure_kernel
+from ktap.build.bundle import MODULE_NAME, RUNNER_NAME, BundleError, make_bundle
+from ktap.core.diagnostics import KtapError
+from ktapdev import boardtest
 
 
 def _compile_action(target, source, env):
-    from ktap import api
-    from ktap.core.diagnostics import KtapError
     try:
         api.compile_file(str(source[0]), env["KTAP_TARGET"], str(target[0]))
     except KtapError as e:
@@ -30,8 +37,6 @@ def exists(env):
 
 def _board_test_action(targets):
     def action(target, source, env):
-        from ktapdev import boardtest
-        from ktap.boards.sessions import BundleError
         cases = boardtest.load_cases()
         results, failed = {}, False
         for name in targets:
@@ -59,19 +64,15 @@ def board_test_alias(env, targets):
 
 def _bundle_action(arch, kdir):
     def action(target, source, env):
-        import shutil
-        from pathlib import Path
-        from ktap.build import kmod, ktaprun as runner
         out = Path(str(target[0])).parent
         out.mkdir(parents=True, exist_ok=True)
         try:
-            ko = kmod.build_module(arch, Path(kdir) if kdir else None)
-            run = runner.build_ktaprun(arch)
+            bundle = make_bundle(arch, Path(kdir) if kdir else ensure_kernel(arch))
         except Exception as e:            # a clear one-line failure, not a traceback
             print(f"scons: ktapvm/ktaprun for {arch}: {e}")
             return 1
-        shutil.copy2(ko, out / "ktapvm.ko")
-        shutil.copy2(run, out / "ktaprun")
+        shutil.copy2(bundle.module, out / MODULE_NAME)
+        shutil.copy2(bundle.runner, out / RUNNER_NAME)
         return 0
     return action
 
@@ -80,7 +81,7 @@ def bundle(env, arch, kdir=None):
     """ktapvm.ko (built against KDIR, or the cached board kernel) and ktaprun
     for one target, copied into build/ARCH/. Always re-run: the Python API
     keeps its own caches keyed by sources and kernel."""
-    outs = [f"build/{arch}/ktapvm.ko", f"build/{arch}/ktaprun"]
+    outs = [f"build/{arch}/{MODULE_NAME}", f"build/{arch}/{RUNNER_NAME}"]
     node = env.Command(outs, [], env.Action(_bundle_action(arch, kdir),
                                             f"ktapvm.ko + ktaprun for {arch}"
                                             + (f" against {kdir}" if kdir else "")))

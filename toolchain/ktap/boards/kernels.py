@@ -16,7 +16,6 @@ against it.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -24,11 +23,10 @@ import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ktap.core.cache import cache_root, locked
+from ktap.core.cache import cache_root, cached_dir, locked
 from ktap.core.tools import MissingTool, require_cross_gcc, require_tool
 from ktap.core.targets import TARGETS_DIR, Target, get_target
 
@@ -81,6 +79,8 @@ def compiler_version(target: Target) -> str:
 
 
 def config_key(target: Target, version: str, compiler: str, variant: str | None = None) -> str:
+    # Not a ContentKey: built kernels are named by this hash, and a new
+    # scheme would orphan every warm kernel cache.
     h = hashlib.sha256()
     parts = [f"recipe={RECIPE_VERSION}", f"target={target.name}",
              f"arch={target.kernel_arch}", f"cross={target.cross_compile}",
@@ -176,25 +176,19 @@ def ensure_source() -> Path:
     """Extract the kernel source once; every target builds out of tree from it."""
     version = source_version()
     src = cache_root() / "src" / f"{SOURCE_PACKAGE}_{version}"
-    if (src / "Makefile").exists():
+    if src.exists():
         return src
-    src.parent.mkdir(parents=True, exist_ok=True)
-    with locked(src.parent / ".extract.lock"):
-        if (src / "Makefile").exists():
-            return src
-        tmp = src.parent / f".tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+
+    def extract(tmp: Path) -> None:
         _progress(f"extracting {source_tarball()} into {src}")
-        r = subprocess.run(["tar", "-C", str(tmp), "-xf", str(source_tarball())],
-                           capture_output=True, text=True)
+        r = subprocess.run(["tar", "-C", str(tmp), "--strip-components=1", "-xf",
+                            str(source_tarball())], capture_output=True, text=True)
         if r.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise KernelError(f"extracting {source_tarball()} failed: {r.stderr.strip()}")
-        (top,) = [p for p in tmp.iterdir() if p.is_dir()]
-        top.rename(src)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return src
+
+    # The lock spares a second process the minute-long extraction, not only the race.
+    with locked(src.parent / ".extract.lock"):
+        return cached_dir(src, extract)
 
 
 # ---------------------------------------------------------------- build
@@ -241,6 +235,9 @@ def ensure_kernel_build(target: Target | str, progress: bool = True,
     hit = cached_kernel(target, variant)
     if hit:
         return hit
+    # Built in place under a lock rather than by cached_dir(): a second process
+    # waits for the first build instead of repeating minutes of work, and
+    # ktap-build.json, written last, marks the tree complete.
     directory = build_dir(target, variant)
     directory.mkdir(parents=True, exist_ok=True)
     with locked(directory / ".lock"):

@@ -1,6 +1,6 @@
-"""Running compiled scripts on QEMU boards: the bundle (ktapvm.ko, ktaprun,
-images) and one boot that runs many sessions. `ktap board run` and the board
-test suite both go through here."""
+"""Running compiled scripts on QEMU boards: the bundle goes into the
+initramfs under GUEST_DIR, and one boot runs many ktaprun sessions. `ktap
+board run` and the board test suite both go through here."""
 from __future__ import annotations
 
 import re
@@ -8,21 +8,19 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ktap.boards import board
+from ktap.boards.batch import run_commands
+from ktap.boards.kernels import ensure_kernel
+from ktap.build.bundle import MODULE_NAME, RUNNER_NAME, Bundle, make_bundle
 from ktap.core.targets import Target, get_target
 
 GUEST_DIR = "/ktap"
-GUEST_MODULE = f"{GUEST_DIR}/ktapvm.ko"
-GUEST_RUNNER = f"{GUEST_DIR}/ktaprun"
+GUEST_MODULE = Bundle.path(GUEST_DIR, MODULE_NAME)
+GUEST_RUNNER = Bundle.path(GUEST_DIR, RUNNER_NAME)
 # What a healthy kernel never prints; any of these fails a board run.
 KERNEL_TROUBLE = re.compile(r"\bOops\b|BUG:|WARNING:|Call Trace|Kernel panic|general protection|"
                             r"Unable to handle kernel|unhandled|soft lockup|hung_task|"
                             r"INFO: task .* blocked|kmemleak|KASAN|UBSAN|lockdep",
                             re.IGNORECASE)
-
-
-class BundleError(Exception):
-    pass
 
 
 @dataclass
@@ -51,23 +49,18 @@ class SuiteRun:
     seconds: float
 
 
-def bundle_parts(target: Target, kernel_variant: str | None = None) -> tuple[Path, Path]:
-    """Builds (or takes from the cache) ktapvm.ko and ktaprun for the target,
-    the module against the kernel of `kernel_variant` (default: the board's)."""
-    from ktap.build import kmod
-    try:
-        from ktap.build import ktaprun as runner
-    except ImportError:
-        runner = None
-    if not hasattr(kmod, "build_module"):
-        raise BundleError("the ktapvm module build is not available yet")
-    if not hasattr(runner, "build_ktaprun"):
-        raise BundleError("the ktaprun build is not available yet")
-    kdir = None
-    if kernel_variant:
-        from ktap.boards.kernels import ensure_kernel
-        kdir = ensure_kernel(target, variant=kernel_variant)
-    return Path(kmod.build_module(target, kdir)), Path(runner.build_ktaprun(target))
+def board_bundle(target: Target | str, images: dict[str, bytes] | None = None,
+                 workdir: Path | None = None, kernel_variant: str | None = None) -> Bundle:
+    """make_bundle() against the board's kernel (of `kernel_variant`, default
+    the plain one)."""
+    if isinstance(target, str):
+        target = get_target(target)
+    return make_bundle(target, ensure_kernel(target, variant=kernel_variant), images, workdir)
+
+
+def guest_files(bundle: Bundle) -> dict[str, Path]:
+    """The initramfs entries ({guest path: host file}) of a bundle in GUEST_DIR."""
+    return {Bundle.path(GUEST_DIR, f.name): f.local for f in bundle.files()}
 
 
 def kernel_trouble(console: str) -> list[str]:
@@ -83,20 +76,15 @@ def run_sessions(target: Target | str, sessions: list[Session], timeout: float =
     for it."""
     if isinstance(target, str):
         target = get_target(target)
-    module, runner_bin = bundle_parts(target, kernel_variant)
     with tempfile.TemporaryDirectory(prefix="ktap-sessions-") as tmp:
-        files: dict[str, str | Path] = {GUEST_MODULE: module, GUEST_RUNNER: runner_bin}
-        commands = []
-        for i, s in enumerate(sessions):
-            host = Path(tmp) / f"s{i}.kbc"
-            host.write_bytes(s.image)
-            files[f"{GUEST_DIR}/s{i}.kbc"] = host
-            argv = [GUEST_RUNNER, "-m", GUEST_MODULE, f"{GUEST_DIR}/s{i}.kbc"]
-            commands.append(argv + (["--"] + s.workload if s.workload else []))
+        images = {f"s{i}.kbc": s.image for i, s in enumerate(sessions)}
+        bundle = board_bundle(target, images, Path(tmp), kernel_variant)
+        commands = [bundle.command(GUEST_DIR, name, s.workload)
+                    for name, s in zip(images, sessions)]
         if unload:
             commands.append(["ktapw", "rmmod", "ktapvm"])
-        run = board.run_commands(target, commands, extra_files=files, timeout=timeout,
-                                 kernel_variant=kernel_variant)
+        run = run_commands(target, commands, extra_files=guest_files(bundle), timeout=timeout,
+                           kernel_variant=kernel_variant)
     results = [SessionResult(s.name, r.status, r.stdout.decode("utf-8", "replace"),
                              r.stderr.decode("utf-8", "replace"))
                for s, r in zip(sessions, run.results)]

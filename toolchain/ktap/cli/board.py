@@ -8,7 +8,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ktap.boards import board, kernels as kernel
+from ktap.backends.kbc import bytecode as bc
+from ktap.boards import kernels
+from ktap.boards.batch import DEFAULT_TIMEOUT, run_commands
+from ktap.boards.check import check_board
+from ktap.boards.errors import BoardError
+from ktap.boards.live import interactive_shell
+from ktap.boards.sessions import Session, run_sessions
+from ktap.build.bundle import BundleError
+from ktap.cli.common import image_for_run, split_script_and_workload
+from ktap.core.diagnostics import KtapError
 from ktap.core.targets import TargetError, get_target, target_names
 
 
@@ -17,7 +26,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                               description="QEMU boards for the ktap targets.")
     p.add_argument("-t", "--target", required=True, choices=target_names(),
                    help="target architecture")
-    p.add_argument("--timeout", type=float, default=board.DEFAULT_TIMEOUT,
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds before a hanging board is killed (default %(default)s)")
     sub = p.add_subparsers(dest="board_command", metavar="COMMAND", required=True)
 
@@ -65,7 +74,7 @@ def _errors_as_status(func):
     def wrapper(args) -> int:
         try:
             return func(args)
-        except (board.BoardError, kernel.KernelError, TargetError) as e:
+        except (BoardError, kernels.KernelError, TargetError) as e:
             print(f"ktap board: error: {e}", file=sys.stderr)
             return 1
     wrapper.__name__ = func.__name__
@@ -76,7 +85,7 @@ def _errors_as_status(func):
 @_errors_as_status
 def cmd_check(args) -> int:
     target = get_target(args.target)
-    check = board.check_board(target, timeout=args.timeout)
+    check = check_board(target, timeout=args.timeout)
     print(f"target:     {target.name} ({target.qemu['binary']} -M {target.qemu['machine']})")
     print(f"uname -a:   {check.uname}")
     print(f"byte order: {check.arch.get('byte_order')} (descriptor: {target.byte_order})")
@@ -98,7 +107,7 @@ def cmd_exec(args) -> int:
         print("ktap board exec: no command given (ktap board -t ARCH exec -- CMD ARGS)",
               file=sys.stderr)
         return 2
-    run = board.run_commands(args.target, [argv], _extra_files(args.add), timeout=args.timeout)
+    run = run_commands(args.target, [argv], _extra_files(args.add), timeout=args.timeout)
     result = run.results[0]
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.flush()
@@ -112,12 +121,12 @@ def cmd_exec(args) -> int:
 def cmd_shell(args) -> int:
     print(f"ktap: booting {args.target}; type 'help', 'poweroff' to leave "
           f"(or Ctrl-A x to stop QEMU)", file=sys.stderr)
-    return board.interactive_shell(args.target, _extra_files(args.add))
+    return interactive_shell(args.target, _extra_files(args.add))
 
 
 @_errors_as_status
 def cmd_kernel(args) -> int:
-    build = kernel.ensure_kernel_build(args.target)
+    build = kernels.ensure_kernel_build(args.target)
     print(build.directory)
     print(f"  image: {build.image}", file=sys.stderr)
     if build.seconds is not None:
@@ -126,33 +135,16 @@ def cmd_kernel(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (`python -m ktap.board_cli board -t arm check`)."""
-    parser = argparse.ArgumentParser(prog="ktap")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def cmd_run(args) -> int:
-    from ktap.boards import sessions as boardrun
-    from ktap.backends.kbc import bytecode as bc
-    from ktap.cli.main import image_for_run, split_script_and_workload
-    from ktap.core.diagnostics import KtapError
     target = get_target(args.target)
     try:
         args.script, workload = split_script_and_workload("ktap board run", list(args.rest))
         data = bc.dump(image_for_run(args, target.name))
-        run = boardrun.run_sessions(target, [boardrun.Session("run", data, workload)],
-                                    timeout=args.timeout)
+        run = run_sessions(target, [Session("run", data, workload)], timeout=args.timeout)
     except KtapError as e:
         print(e.render(), file=sys.stderr)
         return e.exit_status
-    except (board.BoardError, kernel.KernelError, boardrun.BundleError) as e:
+    except (BoardError, kernels.KernelError, BundleError) as e:
         print(f"ktap board: error: {e}", file=sys.stderr)
         return 1
     result = run.sessions[0]
@@ -166,3 +158,15 @@ def cmd_run(args) -> int:
     if run.trouble:
         return 1
     return result.status if result.status is not None else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (`python -m ktap.cli.board board -t arm check`)."""
+    parser = argparse.ArgumentParser(prog="ktap")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,12 +1,19 @@
 """`ktap run`: compile, deploy and run a script on a real board over ssh, adb
-or a serial line (deploy.py, transport.py; docs/deploy.md)."""
+or a serial line (deploy/; docs/deploy.md)."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
+from ktap import api
+from ktap.backends.kbc import bytecode as bc
+from ktap.cli.common import image_for_run, split_script_and_workload
+from ktap.core.diagnostics import KtapError
 from ktap.core.targets import target_names
+from ktap.deploy import deploy
+from ktap.deploy.connect import open_transport
+from ktap.deploy.transport import TransportError
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -46,11 +53,6 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from ktap import api
-    from ktap.deploy import deploy, transport
-    from ktap.backends.kbc import bytecode as bc
-    from ktap.cli.main import image_for_run, split_script_and_workload
-    from ktap.core.diagnostics import KtapError
     args.script, workload = split_script_and_workload("ktap run", list(args.rest))
     log = (lambda m: print(m, file=sys.stderr)) if args.verbose else None
     try:
@@ -58,16 +60,16 @@ def cmd_run(args) -> int:
         name = Path(args.script).stem + ".kbc" if args.script else "cmdline.kbc"
         bundle = deploy.make_bundle(args.target, bc.dump(image), name,
                                     kdir=Path(args.kdir) if args.kdir else None)
-        with transport.open_transport(ssh=args.ssh, key=args.key, ssh_options=args.ssh_options,
-                                      adb=args.adb, adb_serial=args.adb_serial,
-                                      serial=args.serial) as t:
+        with open_transport(ssh=args.ssh, key=args.key, ssh_options=args.ssh_options,
+                            adb=args.adb, adb_serial=args.adb_serial,
+                            serial=args.serial) as t:
             result = deploy.deploy_and_run(t, bundle, workload,
                                            args.remote_dir or deploy.DEFAULT_REMOTE_DIR,
                                            log=log, keepalive=args.keepalive)
     except KtapError as e:
         print(e.render(), file=sys.stderr)
         return e.exit_status
-    except transport.TransportError as e:
+    except TransportError as e:
         print(f"ktap run: error: {e.cause}", file=sys.stderr)
         if e.hint:
             print(f"ktap run: hint: {e.hint}", file=sys.stderr)

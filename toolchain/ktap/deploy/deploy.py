@@ -1,8 +1,8 @@
 """`ktap run`: deploy a script to a real board and run it there.
 
-    bundle  = ktapvm.ko (built for the board's kernel: --kdir, default the
-              QEMU board kernel from the cache), ktaprun for the target, the
-              compiled image
+    bundle  = ktaprun for the target, ktapvm.ko (built for the board's kernel:
+              --kdir, default the QEMU board kernel from the cache), the
+              compiled image (build/bundle.py)
     sync    = ask the target for the SHA-256 of each piece in the remote
               directory; push only what is missing or different
     preflight (before anything is loaded): the target's `uname -r` must be
@@ -10,77 +10,31 @@
     run     = `ktaprun -m DIR/ktapvm.ko DIR/IMAGE.kbc [-- CMD]` through the
               transport, output streamed live, exit status = the script's
 
-The transports are in transport.py. Errors users meet are DeployError /
-TransportError: a one-line cause plus a hint.
+The transports are ssh.py, adb.py and serial.py (connect.py opens one).
+Errors users meet are DeployError / TransportError: a one-line cause plus a hint.
 """
 from __future__ import annotations
 
-import hashlib
 import re
-import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ktap.boards.kernels import ensure_kernel
+from ktap.build.bundle import Bundle, BundleError
+from ktap.build.bundle import make_bundle as build_bundle
+from ktap.build.kbuild import KmodError
 from ktap.core.targets import Target, get_target
-from ktap.deploy.transport import Transport, TransportError
+from ktap.deploy.transport import RemoteInfo, Transport, TransportError
 
 DEFAULT_REMOTE_DIR = "/tmp/ktap"
-MODULE_NAME = "ktapvm.ko"
-RUNNER_NAME = "ktaprun"
 
 
 class DeployError(TransportError):
     pass
-
-
-@dataclass
-class BundleFile:
-    name: str            # file name in the remote directory
-    local: Path
-    mode: int
-    sha256: str
-
-    @classmethod
-    def of(cls, name: str, local: Path, mode: int) -> "BundleFile":
-        return cls(name, Path(local), mode, hashlib.sha256(Path(local).read_bytes()).hexdigest())
-
-
-@dataclass
-class Bundle:
-    target: str
-    files: list[BundleFile]
-    module_release: str
-    image_name: str
-    kdir: Path | None = None
-
-    def remote(self, remote_dir: str, name: str) -> str:
-        return f"{remote_dir.rstrip('/')}/{name}"
-
-
-# ---------------------------------------------------------------- the module's vermagic
-
-def module_vermagic(ko: Path) -> str:
-    """The `vermagic=` string of a .ko's .modinfo section (pyelftools)."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-    try:
-        with open(ko, "rb") as f:
-            sec = ELFFile(f).get_section_by_name(".modinfo")
-            data = sec.data() if sec is not None else b""
-    except (ELFError, OSError) as e:
-        raise DeployError(f"{ko}: not a readable kernel module ({e})") from None
-    for item in data.split(b"\0"):
-        if item.startswith(b"vermagic="):
-            return item[9:].decode(errors="replace")
-    raise DeployError(f"{ko}: no vermagic in .modinfo (not a kernel module?)")
-
-
-def module_release(ko: Path) -> str:
-    """The kernel release a module was built for: vermagic's first word."""
-    return module_vermagic(ko).split()[0]
 
 
 def kdir_has_kprobes(kdir: Path) -> bool | None:
@@ -95,8 +49,8 @@ def kdir_has_kprobes(kdir: Path) -> bool | None:
 def make_bundle(target: Target | str, image: bytes, image_name: str = "script.kbc",
                 kdir: Path | None = None, workdir: Path | None = None,
                 module: Path | None = None, runner_bin: Path | None = None) -> Bundle:
-    """Builds (or takes from the caches) the three pieces for `target`."""
-    from ktap.build import kmod, ktaprun as runner
+    """The bundle of one image for `target`, its module built against `kdir`
+    (default: the QEMU board's kernel); build failures become DeployErrors."""
     if isinstance(target, str):
         target = get_target(target)
     if kdir is not None:
@@ -105,33 +59,29 @@ def make_bundle(target: Target | str, image: bytes, image_name: str = "script.kb
             raise DeployError(f"the kernel in {kdir} is built without CONFIG_KPROBES",
                               "rebuild the board's kernel with CONFIG_KPROBES=y (and "
                               "CONFIG_KRETPROBES, CONFIG_MODULES); see docs/targets.md")
-    if module is None:
-        try:
-            module = kmod.build_module(target, kdir=kdir)
-        except kmod.KmodError as e:
-            raise DeployError(f"building ktapvm.ko failed: {str(e).splitlines()[0]}",
-                              "--kdir must be the board kernel's build tree (with .config and "
-                              "Module.symvers, after `make modules`)") from None
-    if runner_bin is None:
-        runner_bin = runner.build_ktaprun(target)
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="ktap-run-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    img = workdir / image_name
-    img.write_bytes(image)
-    files = [BundleFile.of(RUNNER_NAME, runner_bin, 0o755),
-             BundleFile.of(MODULE_NAME, module, 0o644),
-             BundleFile.of(image_name, img, 0o644)]
-    return Bundle(target.name, files, module_release(module), image_name, kdir)
+    elif module is None:
+        kdir = ensure_kernel(target)
+    try:
+        return build_bundle(target, kdir, {image_name: image},
+                            workdir or Path(tempfile.mkdtemp(prefix="ktap-run-")),
+                            module=module, runner=runner_bin)
+    except KmodError as e:
+        raise DeployError(f"building ktapvm.ko failed: {str(e).splitlines()[0]}",
+                          "--kdir must be the board kernel's build tree (with .config and "
+                          "Module.symvers, after `make modules`)") from None
+    except BundleError as e:
+        raise DeployError(str(e)) from None
 
 
 def sync_bundle(transport: Transport, bundle: Bundle, remote_dir: str = DEFAULT_REMOTE_DIR,
                 log: Callable[[str], None] | None = None) -> list[str]:
     """Pushes each piece the target lacks or holds with another SHA-256;
     returns the names pushed."""
-    paths = {f.name: bundle.remote(remote_dir, f.name) for f in bundle.files}
+    files = bundle.files()
+    paths = {f.name: bundle.path(remote_dir, f.name) for f in files}
     have = transport.hashes(list(paths.values()))
     pushed = []
-    for f in bundle.files:
+    for f in files:
         remote = paths[f.name]
         if have.get(remote) == f.sha256:
             continue
@@ -144,7 +94,7 @@ def sync_bundle(transport: Transport, bundle: Bundle, remote_dir: str = DEFAULT_
 
 # ---------------------------------------------------------------- preflight
 
-def preflight(info, bundle: Bundle) -> None:
+def preflight(info: RemoteInfo, bundle: Bundle) -> None:
     """Stops before loading anything when the module cannot work there."""
     if info.release != bundle.module_release:
         raise DeployError(
@@ -200,20 +150,11 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def runner_command(bundle: Bundle, remote_dir: str, workload: list[str],
-                   raw: bool = False) -> list[str]:
-    argv = [bundle.remote(remote_dir, RUNNER_NAME), "-m", bundle.remote(remote_dir, MODULE_NAME)]
-    if raw:
-        argv.append("--raw")
-    argv.append(bundle.remote(remote_dir, bundle.image_name))
-    return argv + (["--"] + list(workload) if workload else [])
-
-
 def deploy_and_run(transport: Transport, bundle: Bundle, workload: list[str] = (),
                    remote_dir: str = DEFAULT_REMOTE_DIR, out=None, err=None,
                    log: Callable[[str], None] | None = None, keepalive: int = 5) -> RunResult:
-    """info -> preflight -> sync -> run. out/err receive the output as it arrives."""
-    import time
+    """info -> preflight -> sync -> run the bundle's image. out/err receive the
+    output as it arrives."""
     timings = {}
     t0 = time.monotonic()
     info = transport.info()
@@ -232,7 +173,8 @@ def deploy_and_run(transport: Transport, bundle: Bundle, workload: list[str] = (
         err_sink(data)
 
     t2 = time.monotonic()
-    status = transport.run(runner_command(bundle, remote_dir, list(workload)), out, on_err,
+    (image,) = bundle.images
+    status = transport.run(bundle.command(remote_dir, image.name, list(workload)), out, on_err,
                            keepalive=keepalive)
     timings["run"] = time.monotonic() - t2
     text = tail.decode(errors="replace")
