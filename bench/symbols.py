@@ -17,10 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "toolchain"))
 
 from elftools.elf.elffile import ELFFile  # noqa: E402
-  # noqa: E402
 from ktap.boards import kernels as kernel  # noqa: E402
-  # noqa: E402
-from ktap.symbols import symbols  # noqa: E402
+from ktap.symbols import readers  # noqa: E402
 from ktap.core.targets import get_target, target_names  # noqa: E402
 
 COLD_GOAL, CACHED_GOAL, MIN_SYMBOLS = 2.0, 0.2, 30_000
@@ -46,9 +44,9 @@ def bench(path: Path, repeat: int) -> tuple[float, float, int]:
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as cache:
             os.environ["KTAP_CACHE"] = cache
-            colds += timed(lambda: symbols.load_vmlinux(path), 1)
-            cached = timed(lambda: symbols.load_vmlinux(path), repeat)
-            count = len(symbols.load_vmlinux(path))
+            colds += timed(lambda: readers.load_vmlinux(path), 1)
+            cached = timed(lambda: readers.load_vmlinux(path), repeat)
+            count = len(readers.load_vmlinux(path))
     return statistics.median(colds), statistics.median(cached), count
 
 
@@ -69,7 +67,7 @@ def main() -> int:
     for name, path in builds.items():
         cold, cached, count = bench(path, repeat)
         raw = raw_symbol_count(path)
-        funcs = len(symbols.load_vmlinux(path, use_cache=False).functions())
+        funcs = len(readers.load_vmlinux(path, use_cache=False).functions())
         big = raw >= MIN_SYMBOLS
         ok &= not big or (cold < COLD_GOAL and cached < CACHED_GOAL)
         print(f"{name:8} {raw:11,} {count:8,} {funcs:9,} {cold:7.3f} {cached:8.3f}"

@@ -8,10 +8,13 @@ from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc.codegen import generate
 from ktap.ir.compiler import compile_program
 from ktap.core.diagnostics import KtapError, SemanticError, Source
+from ktap.frontend import ast as A
 from ktap.frontend.parser import parse
 from ktap.frontend.sema import analyze
 from ktap.core.targets import get_target
 from ktap.backends.kbc.verifier import verify
+from ktap.symbols.resolve import resolve_events
+from ktap.frontend.program import Limits
 
 
 def read_source(path: str) -> Source:
@@ -42,7 +45,7 @@ def compile_source(src: Source, target_name: str, limits: dict[str, int] | None 
     With `kernel`, probes are checked against that kernel and globs expanded;
     `warn(text)` receives its warnings and notices."""
     target = get_target(target_name)
-    base = bc.Limits(**(limits or {}))
+    base = Limits(**(limits or {}))
     script = parse(src)
     program = analyze(script, src, base, set(limits or {}))
     image = generate(compile_program(script, program, src), target)
@@ -54,8 +57,6 @@ def compile_source(src: Source, target_name: str, limits: dict[str, int] | None 
 
 def resolve_probes(image: bc.Image, script, src: Source, kernel: KernelInfo, warn) -> list:
     """Checks the image's probes against one kernel; errors point at the probe."""
-    from ktap.frontend import ast as A
-    from ktap.symbols.symbols import resolve_events
     res = resolve_events(image.events, image.target, vmlinux=kernel.vmlinux,
                          system_map=kernel.system_map, profile=kernel.profile)
     for p in res.problems:

@@ -5,14 +5,20 @@ returned int as the exit status; KtapError is reported by the main CLI.
 """
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ktap.symbols import profiles, symbols
+from ktap.boards import kernels
+from ktap.boards.profile import sync_board
 from ktap.core.diagnostics import KtapError, UsageError
-from ktap.core.targets import get_target, target_names
-
-SOURCES = ("vmlinux", "system_map", "profile", "board")
+from ktap.core.targets import Target, get_target, target_names
+from ktap.deploy.connect import open_transport
+from ktap.deploy.transport import Transport, TransportError
+from ktap.symbols import profiles
+from ktap.symbols.codecheck import CodeReader, check_probe_point
+from ktap.symbols.readers import load, load_system_map, load_vmlinux
+from ktap.symbols.resolve import expand_symbols, is_glob, split_spec
+from ktap.symbols.table import REASONS, SymbolTable
 
 
 def register(subparsers) -> None:
@@ -69,44 +75,44 @@ def _register_target(subparsers) -> None:
 
 # ---------------------------------------------------------------- symbols
 
-def _table(args) -> tuple[symbols.SymbolTable, Path | None, str | None]:
+def _table(args) -> tuple[SymbolTable, Path | None, str | None]:
     """The symbol table, the vmlinux for code checks (if any), and the target name."""
     target = args.target
     if args.board:
-        from ktap.boards import kernels as kernel
-        vmlinux = Path(kernel.ensure_kernel(args.board)) / "vmlinux"
-        return symbols.load_vmlinux(vmlinux), vmlinux, target or args.board
+        vmlinux = Path(kernels.ensure_kernel(args.board)) / "vmlinux"
+        return load_vmlinux(vmlinux), vmlinux, target or args.board
     if args.vmlinux:
-        table = symbols.load(args.vmlinux)
+        table = load(args.vmlinux)
         return table, Path(args.vmlinux), target or table.machine or None
     if args.system_map:
         word = get_target(target).word_size if target else 0
-        return symbols.load_system_map(args.system_map, word_size=word), None, target
+        return load_system_map(args.system_map, word_size=word), None, target
     prof = profiles.load(args.profile)
     return prof.symbols, None, target or prof.target or None
 
 
 def cmd_symbols(args) -> int:
     table, vmlinux, target = _table(args)
-    prefix, sym, suffix = symbols.split_spec(args.pattern)
+    prefix, sym, suffix = split_spec(args.pattern)
     if suffix.startswith("+"):
         return _check_offset(table, vmlinux, target, sym, suffix[1:])
-    exp = symbols.expand_symbols(sym, table)
+    exp = expand_symbols(sym, table)
     for name in exp.names:
         s = table.function(name)
         extra = f"  ({exp.ambiguous[name]} functions with this name)" if name in exp.ambiguous else ""
         print(f"{s.addr:#0{2 + 2 * (table.word_size or 8)}x} {s.size:#8x} {name}{extra}")
     if not args.no_refused:
         for r in exp.refused:
-            print(f"refused {r.symbol.name}: {symbols.REASONS[r.code]} [{r.code}]")
+            print(f"refused {r.symbol.name}: {REASONS[r.code]} [{r.code}]")
     if not exp.names:
-        if not symbols.is_glob(sym) and not exp.refused:
-            raise UsageError(symbols.missing_message(sym, table))
+        if not is_glob(sym) and not exp.refused:
+            raise UsageError(table.missing_message(sym))
         return 1
     return 0
 
 
-def _check_offset(table, vmlinux: Path | None, target: str | None, sym: str, off: str) -> int:
+def _check_offset(table: SymbolTable, vmlinux: Path | None, target: str | None, sym: str,
+                  off: str) -> int:
     try:
         offset = int(off, 0)
     except ValueError:
@@ -115,9 +121,9 @@ def _check_offset(table, vmlinux: Path | None, target: str | None, sym: str, off
         print(f"notice: probe-point checks of {sym}+{offset:#x} skipped: "
               f"they need a vmlinux (--vmlinux or --board) and a target (-t)")
         return 0 if table.function(sym) else 1
-    reader = symbols.CodeReader(vmlinux)
+    reader = CodeReader(vmlinux)
     try:
-        check = symbols.check_probe_point(table, reader, get_target(target), sym, offset)
+        check = check_probe_point(table, reader, get_target(target), sym, offset)
     finally:
         reader.close()
     if check.instruction:
@@ -133,20 +139,66 @@ def _check_offset(table, vmlinux: Path | None, target: str | None, sym: str, off
 
 def cmd_target_sync(args) -> int:
     if args.board:
-        out = profiles.sync("board", args.board, args.output, args.timeout)
-        return _show(profiles.load(out))
-    from ktap.deploy import transport as tr
+        return _show(profiles.load(sync_board(args.board, args.output, args.timeout)))
     if not args.target:
         raise UsageError("ktap target sync over --ssh, --adb or --serial needs -t ARCH")
     where = args.ssh or args.serial or (f"adb:{args.adb}" if args.adb else "adb")
     try:
-        with tr.open_transport(ssh=args.ssh, key=args.key, ssh_options=args.ssh_option,
-                               adb=args.adb is not None, adb_serial=args.adb or None,
-                               serial=args.serial) as t:
-            out = profiles.sync_transport(t, args.target, args.output, where, args.kdir)
-    except tr.TransportError as e:
+        with open_transport(ssh=args.ssh, key=args.key, ssh_options=args.ssh_option,
+                            adb=args.adb is not None, adb_serial=args.adb or None,
+                            serial=args.serial) as t:
+            out = sync_transport(t, args.target, args.output, where, args.kdir)
+    except TransportError as e:
         raise KtapError(str(e)) from None
     return _show(profiles.load(out))
+
+
+# On a live board ktapw is absent: the same files come through its own shell,
+# in the order profiles.collect() reads. The format files are framed like
+# `ktapw dump` output, so split_dump reads both.
+REMOTE_SYNC_SCRIPTS = [
+    "uname -a",
+    "cat /proc/kallsyms",
+    "for f in " + profiles.EVENTS_ROOT + "/*/*/format; do [ -r \"$f\" ] || continue; "
+    "n=$(wc -c < \"$f\"); printf '@@file %s %s\\n' \"$f\" \"$n\"; cat \"$f\"; echo; done",
+    "cat /proc/config.gz",
+    "cat " + profiles.FILTER_FUNCTIONS,
+    "cat /proc/cmdline",
+]
+
+
+@dataclass
+class _RemoteResult:
+    """A remote command's outcome, shaped like a board command's for profiles.collect()."""
+    argv: list[str]
+    status: int
+    stdout: bytes
+    stderr: bytes
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+def sync_transport(transport: Transport, target: Target | str, out_dir: str | Path,
+                   source: str, kdir: str | Path | None = None) -> Path:
+    """Records a profile from a live board through a deploy transport (ssh, adb,
+    serial agent). The config comes from /proc/config.gz, else from --kdir."""
+    if isinstance(target, str):
+        target = get_target(target)
+    results = []
+    for script in REMOTE_SYNC_SCRIPTS:
+        out, err = bytearray(), bytearray()
+        status = transport.run(["sh", "-c", script], out.extend, err.extend)
+        results.append(_RemoteResult(["sh", "-c", script], status, bytes(out), bytes(err)))
+    build = Path(kdir) if kdir else None
+    if not results[3].ok and (build is None or not (build / ".config").exists()):
+        raise profiles.ProfileError(f"{source}: the kernel has no /proc/config.gz; give its "
+                                    "build tree with --kdir DIR so the profile can record "
+                                    "its .config")
+    collected = profiles.collect(target, results, build, source)
+    return profiles.write_profile(collected, Path(out_dir), {"kdir": str(build)} if build else None)
 
 
 def cmd_target_show(args) -> int:

@@ -10,7 +10,10 @@ board nor its build tree::
     DIR/events/<subsys>/<event>/format   tracepoint record layouts
     DIR/available_filter_functions   only when the kernel has it (ftrace)
 
-QEMU board profiles are cached under $KTAP_CACHE/profiles/<target>-<kernel key>.
+This module is the data model: reading a profile, and writing one from what a
+recorder collected. The recorders are above it: ktap.boards.profile boots a
+QEMU board, and `ktap target sync` (ktap.cli.symbols) reads a live board
+through a deploy transport.
 """
 from __future__ import annotations
 
@@ -21,27 +24,18 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from ktap.core.diagnostics import KtapError, UsageError
+from ktap.core.diagnostics import KtapError
 from ktap.core.targets import Target, get_target
-from ktap.core import cache
+from ktap.symbols.readers import load_kallsyms
+from ktap.symbols.table import SymbolTable
 
 PROFILE_VERSION = 1
 EVENTS_ROOT = "/sys/kernel/tracing/events"
 FILTER_FUNCTIONS = "/sys/kernel/tracing/available_filter_functions"
-
-# One boot collects everything; the order matters to _collect() below.
-SYNC_COMMANDS = [
-    ["ktapw", "uname"],
-    ["ktapw", "cat", "/proc/kallsyms"],
-    ["ktapw", "dump", "-n", "format", EVENTS_ROOT],
-    ["ktapw", "cat", "/proc/config.gz"],
-    ["ktapw", "cat", FILTER_FUNCTIONS],
-    ["ktapw", "cat", "/proc/cmdline"],
-]
 
 _FIELD = re.compile(r"field:(?P<decl>[^;]*);\s*offset:(?P<offset>\d+);\s*"
                     r"size:(?P<size>\d+);\s*(signed:(?P<signed>\d+);)?")
@@ -131,13 +125,12 @@ class Profile:
         }
 
     @cached_property
-    def symbols(self):
-        from ktap.symbols import symbols
+    def symbols(self) -> SymbolTable:
         f = self.path / "kallsyms.gz"
         if not f.exists():
             raise ProfileError(f"{self.path}: profile has no kallsyms.gz")
         word = get_target(self.target).word_size if self.target else 0
-        return symbols.load_kallsyms(f, word_size=word)
+        return load_kallsyms(f, word_size=word)
 
     @cached_property
     def filter_functions(self) -> set[str] | None:
@@ -259,35 +252,14 @@ def _meta(c: Collected, extra: dict | None) -> dict:
     return meta
 
 
-# ---------------------------------------------------------------- QEMU boards
+# ---------------------------------------------------------------- recording
 
-def board_profile_dir(target: Target | str) -> Path:
-    from ktap.boards import kernels as kernel
-    if isinstance(target, str):
-        target = get_target(target)
-    build = Path(kernel.ensure_kernel(target.name))
-    return cache.cache_root() / "profiles" / build.name
-
-
-def board_profile(target: Target | str, timeout: float = 300) -> Profile:
-    """The cached profile of a QEMU board's kernel; recorded (one boot) on a miss."""
-    directory = board_profile_dir(target)
-    if not (directory / "profile.json").exists():
-        sync_board(target, directory, timeout)
-    return load(directory)
-
-
-def sync_board(target: Target | str, out_dir: str | Path, timeout: float = 300) -> Path:
-    from ktap.boards import board, kernels as kernel
-    if isinstance(target, str):
-        target = get_target(target)
-    build = Path(kernel.ensure_kernel(target.name))
-    run = board.run_commands(target, SYNC_COMMANDS, timeout=timeout)
-    collected = _collect(target, run.results, build)
-    return write_profile(collected, Path(out_dir), {"kernel_build": build.name})
-
-
-def _collect(target: Target, results: list, build: Path) -> Collected:
+def collect(target: Target, results: list, build: Path | None, source: str) -> Collected:
+    """A Collected from what a recorder read on the board, in this order: uname,
+    /proc/kallsyms, the EVENTS_ROOT format files framed as `ktapw dump` frames
+    them, /proc/config.gz, FILTER_FUNCTIONS, /proc/cmdline. Each outcome has
+    argv, ok, status, errors, stdout and stderr. `build` is the kernel's build
+    tree, whose .config stands in for a missing /proc/config.gz."""
     uname, kallsyms, formats, config, filters, cmdline = results[:6]
     for r in (uname, kallsyms, formats, cmdline):
         if not r.ok:
@@ -302,7 +274,7 @@ def _collect(target: Target, results: list, build: Path) -> Collected:
     return Collected(target.name, uname.stdout.decode(errors="replace"), kallsyms.stdout,
                      events, config_text, config_source,
                      filters.stdout if filters.ok else None,
-                     cmdline.stdout.decode(errors="replace"), f"board:{target.name}")
+                     cmdline.stdout.decode(errors="replace"), source)
 
 
 def _event_name(path: str) -> str:
@@ -310,54 +282,3 @@ def _event_name(path: str) -> str:
     return f"{parts[-3]}/{parts[-2]}"
 
 
-# On a live board ktapw is absent: the same files come through its own shell.
-# The format files are framed like `ktapw dump` output, so split_dump reads both.
-REMOTE_SYNC_SCRIPTS = [
-    "uname -a",
-    "cat /proc/kallsyms",
-    "for f in " + EVENTS_ROOT + "/*/*/format; do [ -r \"$f\" ] || continue; "
-    "n=$(wc -c < \"$f\"); printf '@@file %s %s\\n' \"$f\" \"$n\"; cat \"$f\"; echo; done",
-    "cat /proc/config.gz",
-    "cat " + FILTER_FUNCTIONS,
-    "cat /proc/cmdline",
-]
-
-
-@dataclass
-class _RemoteResult:
-    """A remote command's outcome, shaped like board.CommandResult for _collect."""
-    argv: list[str]
-    status: int
-    stdout: bytes
-    stderr: bytes
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 0
-
-
-def sync_transport(transport, target: Target | str, out_dir: str | Path, source: str,
-                   kdir: str | Path | None = None) -> Path:
-    """Records a profile from a live board through a deploy transport (ssh, adb,
-    serial agent). The config comes from /proc/config.gz, else from --kdir."""
-    if isinstance(target, str):
-        target = get_target(target)
-    results = []
-    for script in REMOTE_SYNC_SCRIPTS:
-        out, err = bytearray(), bytearray()
-        status = transport.run(["sh", "-c", script], out.extend, err.extend)
-        results.append(_RemoteResult(["sh", "-c", script], status, bytes(out), bytes(err)))
-    build = Path(kdir) if kdir else None
-    if not results[3].ok and (build is None or not (build / ".config").exists()):
-        raise ProfileError(f"{source}: the kernel has no /proc/config.gz; give its build "
-                           "tree with --kdir DIR so the profile can record its .config")
-    collected = _collect(target, results, build)
-    collected.source = source
-    return write_profile(collected, Path(out_dir), {"kdir": str(build)} if build else None)
-
-
-def sync(transport: str, where: str, out_dir: str | Path, timeout: float = 300) -> Path:
-    if transport == "board":
-        return sync_board(where, out_dir, timeout)
-    raise UsageError(f"ktap target sync --{transport} needs -t ARCH (see ktap target sync --help)")
