@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "toolchain"))
-  # noqa: E402
-from ktap.boards import board, kernels as kernel  # noqa: E402
+from ktap.boards import kernels as kernel  # noqa: E402
+from ktap.boards.batch import run_commands  # noqa: E402
+from ktap.boards.initramfs import base_initramfs  # noqa: E402
 from ktap.core.targets import get_target, target_names  # noqa: E402
 
 
@@ -29,8 +30,8 @@ def measure(name: str, boots: int) -> dict:
     t0 = time.monotonic()
     kernel.ensure_kernel_build(target)
     cached = time.monotonic() - t0
-    initramfs = board.base_initramfs(target)
-    runs = [board.run_commands(target, [["ktapw", "getpid", "1"]]) for _ in range(boots)]
+    initramfs = base_initramfs(target)
+    runs = [run_commands(target, [["ktapw", "getpid", "1"]]) for _ in range(boots)]
     return {
         "target": name,
         "cold": build.seconds,

@@ -15,7 +15,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "toolchain"))
-  # noqa: E402
 from ktapdev import fuzz  # noqa: E402
 
 

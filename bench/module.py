@@ -31,15 +31,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "toolchain"))
 
 from elftools.elf.elffile import ELFFile  # noqa: E402
-  # noqa: E402
 from ktap import api  # noqa: E402
-  # noqa: E402
-from ktap.boards import board  # noqa: E402
-  # noqa: E402
+from ktap.boards.batch import run_commands  # noqa: E402
 from ktap.build import kmod, ktaprun as runner  # noqa: E402
 from ktap.backends.kbc import bytecode as bc  # noqa: E402
 from ktap.core.diagnostics import Source  # noqa: E402
 from ktap.core.targets import get_target, target_names  # noqa: E402
+from ktap.boards.kernels import ensure_kernel  # noqa: E402
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 # probe kind: (ktap event, ktap_smoke attach spec, ktap_native's on=)
@@ -63,7 +61,7 @@ def module_size(ko: Path) -> tuple[int, int]:
 
 def build_native(target: str) -> Path:
     return kmod.kbuild(get_target(target), sorted(f for f in NATIVE_DIR.iterdir() if f.is_file()),
-                       "ktap_native")
+                       "ktap_native", ensure_kernel(target))
 
 
 def session_output(result, image: bc.Image, target: str) -> str:
@@ -83,7 +81,7 @@ def ns_of(result) -> int | None:
 def measure(target: str, n: int) -> dict:
     """{(probe kind, "empty"|"count"|"native empty"|"native count"): added
     instructions per write, "noise": ..., "size"/"alloc": of ktapvm.ko}"""
-    ko = kmod.build_module(target)
+    ko = kmod.build_module(target, ensure_kernel(target))
     native = build_native(target)
     smoke = kmod.build_smoke_client(target)
     write = ["/bin/ktapw", "write", str(n)]
@@ -109,8 +107,8 @@ def measure(target: str, n: int) -> dict:
                                            "--", *write]]
         commands["rmmod"] = [["/bin/ktapw", "rmmod", kmod.MODULE_NAME]]
         flat = [c for cs in commands.values() for c in cs]
-        run = board.run_commands(target, flat, extra_files=files, timeout=900,
-                                 deterministic=True, console_loglevel=7)
+        run = run_commands(target, flat, extra_files=files, timeout=900,
+                           deterministic=True, console_loglevel=7)
     results = iter(run.results)
     ns = {}
     for name, cs in commands.items():

@@ -46,20 +46,20 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "toolchain"))
-  # noqa: E402
-from ktap.boards import board  # noqa: E402
+from ktap.boards.batch import run_commands  # noqa: E402
 from ktap.backends.kbc import bytecode as bc  # noqa: E402
-from ktap.backends.kbc import opcodes  # noqa: E402
-from ktap.boards.sessions import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER, bundle_parts  # noqa: E402
+from ktap.boards.sessions import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER, board_bundle  # noqa: E402
 from ktapdev.rawkbc import RET, handler_image, ins  # noqa: E402
 from ktap.core.targets import get_target, target_names  # noqa: E402
+from ktap.frontend import program  # noqa: E402
+from ktap.frontend import builtins  # noqa: E402
 
 WATCHDOG_NS = 10_000_000
-MAX_BUDGET = bc.Limits.MAXIMUM["budget"]
-EXECNAME = opcodes.VARIABLE_BY_NAME["execname"].id
+MAX_BUDGET = program.Limits.MAXIMUM["budget"]
+EXECNAME = builtins.VARIABLE_BY_NAME["execname"].id
 
 
-def filtered(target: str, body: list[list[int]], consts: list, limits: bc.Limits) -> bytes:
+def filtered(target: str, body: list[list[int]], consts: list, limits: program.Limits) -> bytes:
     """if execname == "ktapw" then BODY end; constants: 0 = "ktapw", then `consts`."""
     nbody = sum(len(i) for i in body)
     code = [ins("LOADVAR", 0, EXECNAME), ins("LOADK", 1, 0), ins("EQ", 2, 0, 1),
@@ -78,13 +78,13 @@ def countdown(n: int, concat: bool) -> list[list[int]]:
 
 def scenarios(target: str) -> dict[str, bytes]:
     big = "x" * 4096
-    lim = bc.Limits(string_size=4096)
+    lim = program.Limits(string_size=4096)
     budget = lim.budget
     # the countdowns stop 24 words short of the budget: the longest handlers
     # that end normally under the default budget (3 or 4 words per iteration)
     jmp = [ins("JMP", 0, -1)]
     concat = [ins("LOADK", 3, 1), ins("CONCAT", 4, 3, 3), ins("JMP", 0, -2)]
-    maxed = bc.Limits(budget=MAX_BUDGET, string_size=4096)
+    maxed = program.Limits(budget=MAX_BUDGET, string_size=4096)
     return {
         "count-20k": filtered(target, countdown((budget - 24) // 3, False), [big], lim),
         "concat-20k": filtered(target, countdown((budget - 24) // 4, True), [big], lim),
@@ -98,7 +98,8 @@ LAT = re.compile(r"calls=(\d+) ok=(\d+) max_ns=(\d+) total_ns=(\d+)")
 
 
 def run_board(target: str, deterministic: bool) -> dict:
-    module, runner_bin = bundle_parts(get_target(target))
+    bundle = board_bundle(get_target(target))
+    module, runner_bin = bundle.module, bundle.runner
     imgs = scenarios(target)
     with tempfile.TemporaryDirectory(prefix="ktap-bench-safety-") as tmp:
         files = {GUEST_MODULE: module, GUEST_RUNNER: runner_bin}
@@ -110,8 +111,8 @@ def run_board(target: str, deterministic: bool) -> dict:
             commands.append([GUEST_RUNNER, "-m", GUEST_MODULE, f"{GUEST_DIR}/{name}.kbc", "--",
                              "ktapw", "writelat", "20"])
         commands.append(["ktapw", "rmmod", "ktapvm"])
-        run = board.run_commands(target, commands, extra_files=files, timeout=1200,
-                                 deterministic=deterministic)
+        run = run_commands(target, commands, extra_files=files, timeout=1200,
+                           deterministic=deterministic)
     base = LAT.search(run.results[0].stdout.decode())
     bare_avg = int(base.group(4)) / int(base.group(1)) if base else 0
     out = {"bare_avg_ns": bare_avg, "bare_max_ns": int(base.group(3)) if base else None}

@@ -3,8 +3,9 @@ compiler). Each builder takes the Target and returns image bytes; the module
 must refuse each at load with the named reason, and the board must stay healthy."""
 from ktap.backends.kbc import bytecode as bc
 from ktapdev.rawkbc import RET, handler_image, ins, proto
+from ktap.frontend import program
 
-F = bc.FUNCTION
+F = program.FUNCTION
 
 
 def _dump(img) -> bytes:
@@ -34,7 +35,7 @@ def tail_call_loop(t):
 
 
 def alloc_in_handler(t):
-    return _handler(t, [ins("NEWTABLE", 0, 0), ins("JMP", 0, -2), RET], tables=[bc.TableDesc()])
+    return _handler(t, [ins("NEWTABLE", 0, 0), ins("JMP", 0, -2), RET], tables=[program.TableDesc()])
 
 
 def bad_constant(t):

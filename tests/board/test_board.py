@@ -7,13 +7,20 @@ reason; a kernel not yet in the cache is built first (minutes).
 """
 
 from __future__ import annotations
+
 import subprocess
 from pathlib import Path
+
 import pytest
+
 from conftest import require_board_tools
-from ktap.boards import board, kernels as kernel
+from ktap.boards import kernels as kernel
+from ktap.boards.batch import ONE_BOOT_PER_RUN, run_commands
+from ktap.boards.check import CHECK_COMMANDS, evaluate_check, parse_features, parse_key_values
 from ktap.cli import board as board_cli
 from ktap.core.targets import get_target, target_names
+
+
 MODULE_SOURCE = """\
 #include <linux/module.h>
 static int __init ktaptest_init(void) { pr_info("ktaptest loaded\\n"); return 0; }
@@ -22,7 +29,7 @@ module_init(ktaptest_init);
 module_exit(ktaptest_exit);
 MODULE_LICENSE("GPL");
 """
-BOOT_COMMANDS = board.CHECK_COMMANDS + [
+BOOT_COMMANDS = CHECK_COMMANDS + [
     ["ktapw", "getpid", "10"],
     ["ktapw", "write", "5"],
     ["ktapw", "open", "/proc/version", "3"],
@@ -54,8 +61,8 @@ def booted(request, tmp_path_factory):
     require_board_tools(target)
     build_dir = kernel.ensure_kernel(target)
     module = _build_test_module(target, build_dir, tmp_path_factory.mktemp(f"mod-{target.name}"))
-    run = board.run_commands(target, BOOT_COMMANDS, {"/lib/modules/ktaptest.ko": module},
-                             timeout=180)
+    run = run_commands(target, BOOT_COMMANDS, {"/lib/modules/ktaptest.ko": module},
+                       timeout=180)
     return target, run
 
 
@@ -67,7 +74,7 @@ def result(run, *argv):
 @pytest.mark.board
 def test_board_boots_once_and_runs_every_command(booted):
     target, run = booted
-    assert run.boots == 1 and board.ONE_BOOT_PER_RUN
+    assert run.boots == 1 and ONE_BOOT_PER_RUN
     assert run.frame_errors == []
     assert len(run.results) == len(BOOT_COMMANDS)
     assert all(r.status is not None for r in run.results)
@@ -77,7 +84,7 @@ def test_board_boots_once_and_runs_every_command(booted):
 @pytest.mark.board
 def test_board_check_passes(booted):
     target, run = booted
-    check = board.evaluate_check(target, run)
+    check = evaluate_check(target, run)
     assert check.ok, check.problems
     assert check.uname.startswith("Linux ") and "6.1." in check.uname
 
@@ -86,7 +93,7 @@ def test_board_check_passes(booted):
 def test_board_cli_check_reports_and_exits_zero(booted, monkeypatch, capsys):
     target, run = booted
     # Reuse this module's boot: the CLI logic is what is under test here.
-    monkeypatch.setattr(board, "check_board", lambda t, timeout: board.evaluate_check(target, run))
+    monkeypatch.setattr(board_cli, "check_board", lambda t, timeout: evaluate_check(target, run))
     assert board_cli.main(["board", "-t", target.name, "check"]) == 0
     out = capsys.readouterr().out
     assert f"byte order: {target.byte_order}" in out and "board check: OK" in out
@@ -95,7 +102,7 @@ def test_board_cli_check_reports_and_exits_zero(booted, monkeypatch, capsys):
 @pytest.mark.board
 def test_guest_sees_the_descriptor_byte_order_and_word_size(booted):
     target, run = booted
-    arch = board.parse_key_values(result(run, "ktapw", "arch").stdout.decode())
+    arch = parse_key_values(result(run, "ktapw", "arch").stdout.decode())
     assert arch["byte_order"] == target.byte_order
     assert arch["word_size"] == str(target.word_size)
     assert arch["pointer_size"] == str(target.word_size)
@@ -104,7 +111,7 @@ def test_guest_sees_the_descriptor_byte_order_and_word_size(booted):
 @pytest.mark.board
 def test_kernel_tracing_features_present(booted):
     target, run = booted
-    features = board.parse_features(result(run, "ktapw", "features").stdout.decode())
+    features = parse_features(result(run, "ktapw", "features").stdout.decode())
     for name in ("kprobes", "kretprobes", "tracepoints", "syscall_tracepoints", "perf_events",
                  "kallsyms", "modules", "bpf", "hrtimers"):
         assert features.get(name), name

@@ -2,10 +2,14 @@
 then every case on every QEMU board, one boot per target."""
 
 import shutil
+
 import pytest
+
 from conftest import TARGETS, board_run_once
+from ktap.build.bundle import BundleError
 from ktapdev import boardtest
-from ktap.boards.sessions import BundleError
+
+
 CASES = boardtest.load_cases()
 _RUNS = {}
 

@@ -1,5 +1,5 @@
 """`ktap run` (deploy.py, deploy_cli.py): bundle hashing and preflight on the
-host; end to end on QEMU boards that stay up like real ones (board.LiveBoard):
+host; end to end on QEMU boards that stay up like real ones (boards/live.py LiveBoard):
 the serial agent on all four boards, ssh and adb on x86_64.
 
 Board tests run the real CLI (`ktap run ...`) in a subprocess, so Ctrl-C
@@ -15,10 +15,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
 import pytest
-from ktap.boards import board, sessions as boardrun
+
+from ktap.boards import sessions as boardrun
+from ktap.boards.live import LiveBoard
 from ktap.build import ktaprun as runner
-from ktap.deploy import transport as tr
+from ktap.deploy.live import wait_agent
+from ktap.deploy.serial import SerialTransport
+from ktap.deploy.ssh import SshTransport
+
+
 ROOT = Path(__file__).resolve().parents[2]
 KTAP = [sys.executable, "-m", "ktap.cli"]
 TARGETS = ["x86_64", "arm", "mips", "powerpc"]
@@ -137,15 +144,15 @@ def test_serial_end_to_end(target):
     directory (as on a real board); the module and the image are pushed."""
     exe = runner.build_ktaprun(target)
     started = time.monotonic()
-    with board.LiveBoard(target, agent_binary=exe,
-                         extra_files={"/opt/ktap/ktaprun": exe}) as b:
-        with b.wait_agent() as t:
+    with LiveBoard(target, agent_binary=exe,
+                   extra_files={"/opt/ktap/ktaprun": exe}) as b:
+        with wait_agent(b) as t:
             info = t.info()
         boot = time.monotonic() - started
         assert info.release and info.uid == 0 and info.kprobes
         assert info.extra["target"] == target
         session_checks(target, ["--serial", b.agent_spec], "/opt/ktap",
-                       lambda: tr.SerialTransport(b.agent_spec), "ktapvm.ko, cmdline.kbc",
+                       lambda: SerialTransport(b.agent_spec), "ktapvm.ko, cmdline.kbc",
                        keepalive_wait=3, concurrent=False)
         trouble = boardrun.kernel_trouble(b.console_text())
         assert not trouble, trouble
@@ -169,8 +176,8 @@ def ssh_board(ssh_key):
     """One x86_64 boot with dropbear for the ssh and adb tests."""
     key, _ = ssh_key
     started = time.monotonic()
-    with board.LiveBoard("x86_64", agent=False,
-                         ssh_authorized_keys=Path(f"{key}.pub").read_text()) as b:
+    with LiveBoard("x86_64", agent=False,
+                   ssh_authorized_keys=Path(f"{key}.pub").read_text()) as b:
         b.wait_ssh()
         print(f"ssh board: boot to sshd {time.monotonic() - started:.1f} s")
         yield b
@@ -180,7 +187,7 @@ def ssh_board(ssh_key):
 
 def ssh_control(b, key):
     dest = f"root@127.0.0.1:{b.ssh_port}"
-    return dest, lambda: tr.SshTransport(dest, str(key), [o for o in SSH_OPTS if o != "-o"])
+    return dest, lambda: SshTransport(dest, str(key), [o for o in SSH_OPTS if o != "-o"])
 
 
 @pytest.mark.board

@@ -1,7 +1,9 @@
 """ktap.kernel: config fragments, cache keys, missing tools, and the cached builds."""
 
 from __future__ import annotations
+
 import pytest
+
 from ktap.boards import kernels as kernel
 from ktap.core import tools
 from ktap.core.targets import get_target, target_names

@@ -8,22 +8,19 @@
 """
 
 from __future__ import annotations
+
 from pathlib import Path
+
 import pytest
-from ktap import api
-from ktap.build import kmod, ktaprun as runner
-from ktap.backends.kbc import bytecode as bc
-from ktap.core.diagnostics import Source
+
+from conftest import compile_to
+from ktap.boards.kernels import ensure_kernel
+from ktap.build import kmod
+from ktap.build import ktaprun as runner
 from ktap.core.tools import MissingTool
+
+
 BOARD_TARGETS = ["x86_64", "arm", "mips", "powerpc"]
-
-
-def compile_to(tmp: Path, name: str, text: str, target: str) -> tuple[bc.Image, Path]:
-    src = Source(f"{name}.kp", text)
-    image = api.compile_source(src, target, None)
-    path = tmp / f"{name}.{target}.kbc"
-    path.write_bytes(bc.dump(image))
-    return image, path
 
 
 # -- boards -------------------------------------------------------------------
@@ -35,9 +32,9 @@ def cross_build(target: str, tmp: Path) -> Path:
 
 
 def _board(target: str, commands, extra, timeout=240):
-    from ktap.boards import board
+    from ktap.boards.batch import run_commands
     try:
-        return board.run_commands(target, commands, extra_files=extra, timeout=timeout)
+        return run_commands(target, commands, extra_files=extra, timeout=timeout)
     except MissingTool as e:
         pytest.skip(str(e))
 
@@ -91,7 +88,7 @@ def test_end_to_end_with_the_module(target, tmp_path):
         pytest.skip("kmod.build_module does not exist yet (the module is being written)")
     exe = cross_build(target, tmp_path)
     try:
-        ko = kmod.build_module(target)
+        ko = kmod.build_module(target, ensure_kernel(target))
     except MissingTool as e:
         pytest.skip(str(e))
     files = {"/ktap/ktaprun": exe, "/ktap/ktapvm.ko": ko}

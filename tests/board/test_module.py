@@ -9,18 +9,26 @@ built first (minutes).
 """
 
 from __future__ import annotations
+
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
 import pytest
+
 from ktap import api
-from ktap.boards import board
-from ktap.build import kmod
 from ktap.backends.kbc import bytecode as bc
-from ktap.core.diagnostics import Source
-from ktap.refvm.output import Formatter
-from ktap.core.targets import get_target, target_names
+from ktap.boards.batch import BoardRun, run_commands
+from ktap.boards.frames import CommandResult
+from ktap.boards.kernels import ensure_kernel
+from ktap.boards.qemu import require_qemu
+from ktap.build import kmod
 from ktap.core import tools
+from ktap.core.diagnostics import Source
+from ktap.core.targets import get_target, target_names
+from ktap.refvm.output import Formatter
+
+
 TARGETS = target_names()
 WRITES = 100
 COUNT = f"""var n = 0
@@ -128,9 +136,9 @@ def _cases(target: str, work: Path) -> dict[str, Case]:
 @dataclass
 class Session:
     target: str
-    run: board.BoardRun
+    run: BoardRun
     cases: dict[str, Case]
-    results: dict[str, board.CommandResult]
+    results: dict[str, CommandResult]
 
     def stdout(self, name: str) -> str:
         out = self.results[name].stdout
@@ -148,7 +156,7 @@ class Session:
 def _tools(target: str):
     t = get_target(target)
     try:
-        board.require_qemu(t)
+        require_qemu(t)
         tools.require_cross_gcc(t)
     except Exception as e:  # a missing tool names its Debian package
         pytest.skip(str(e))
@@ -162,14 +170,14 @@ def session(request, tmp_path_factory):
     if target in _SESSIONS:
         return _SESSIONS[target]
     work = tmp_path_factory.mktemp(f"module-{target}")
-    ko = kmod.build_module(target)
+    ko = kmod.build_module(target, ensure_kernel(target))
     smoke = kmod.build_smoke_client(target)
     cases = _cases(target, work)
     commands = [[KTAPW, "insmod", "/ktapvm.ko"]] + [c.argv for c in cases.values()] \
         + [[KTAPW, "rmmod", kmod.MODULE_NAME], [KTAPW, "dmesg"]]
     files = {"/ktapvm.ko": ko, SMOKE: smoke}
     files.update({f"/{n}.kbc": work / f"{n}.kbc" for n in cases})
-    run = board.run_commands(target, commands, extra_files=files, timeout=300)
+    run = run_commands(target, commands, extra_files=files, timeout=300)
     names = ["insmod", *cases, "rmmod", "dmesg"]
     s = Session(target, run, cases, dict(zip(names, run.results)))
     _SESSIONS[target] = s

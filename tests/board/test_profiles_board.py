@@ -3,13 +3,16 @@ board profiles recorded from QEMU (marked `board`: one boot per target, then
 cached next to the kernel)."""
 
 from __future__ import annotations
+
 import gzip
 import hashlib
+
 import pytest
+
 from ktap.boards import kernels as kernel
-from ktap.symbols import profiles
-from ktap.core.targets import get_target, target_names
+from ktap.boards.profile import board_profile, board_profile_dir
 from ktap.core import tools
+from ktap.core.targets import get_target, target_names
 
 
 @pytest.fixture(scope="module", params=target_names())
@@ -18,7 +21,7 @@ def board_prof(request):
     if kernel.cached_kernel(target) is None:
         pytest.skip(f"no cached {target.name} kernel (build it: ktap board -t {target.name} kernel)")
     try:
-        return target, profiles.board_profile(target)
+        return target, board_profile(target)
     except tools.MissingTool as e:
         pytest.skip(str(e))
 
@@ -27,7 +30,7 @@ def board_prof(request):
 def test_board_profile_contents(board_prof):
     target, p = board_prof
     assert p.target == target.name and p.release.startswith("6.1")
-    assert p.path == profiles.board_profile_dir(target)
+    assert p.path == board_profile_dir(target)
     assert p.features["kprobes"] and p.features["kretprobes"]
     assert p.features["thumb2_kernel"] is False
     assert p.meta["config_source"].endswith(".config")     # boards lack IKCONFIG

@@ -7,11 +7,18 @@ a kernel not yet in the cache is built first (minutes).
 """
 
 from __future__ import annotations
+
 import re
+
 import pytest
+
 from conftest import require_board_tools
-from ktap.boards import board, kernels as kernel
+from ktap.boards import kernels as kernel
+from ktap.boards.batch import BoardRun, run_commands
+from ktap.boards.qemu import VARIANT_CPUS
 from ktap.core.targets import get_target
+
+
 SMP_TARGETS = ("x86_64", "arm")
 SPIN_MS = 500
 SMP_COMMANDS = [
@@ -22,7 +29,7 @@ SMP_COMMANDS = [
     ["ktapw", "cat", "/proc/stat"],
     ["ktapw", "dmesg"],
 ]
-_RUNS: dict[str, tuple[kernel.KernelBuild, board.BoardRun]] = {}
+_RUNS: dict[str, tuple[kernel.KernelBuild, BoardRun]] = {}
 
 
 @pytest.fixture(scope="module", params=SMP_TARGETS)
@@ -33,8 +40,8 @@ def smp_run(request):
         target = get_target(name)
         require_board_tools(target)
         build = kernel.ensure_kernel_build(target, variant="smp")
-        _RUNS[name] = build, board.run_commands(target, SMP_COMMANDS, kernel_variant="smp",
-                                                timeout=180)
+        _RUNS[name] = build, run_commands(target, SMP_COMMANDS, kernel_variant="smp",
+                                          timeout=180)
     return (name, *_RUNS[name])
 
 
@@ -64,7 +71,7 @@ def test_smp_kernel_is_cached_per_variant_with_the_wanted_config(smp_run):
 def test_both_cpus_are_online(smp_run):
     name, build, run = smp_run
     assert run.boots == 1 and run.frame_errors == []
-    assert _out(run, 0).strip() == f"0-{board.VARIANT_CPUS['smp'] - 1}"
+    assert _out(run, 0).strip() == f"0-{VARIANT_CPUS['smp'] - 1}"
     assert "smp: Brought up 1 node, 2 CPUs" in _out(run, 4)
 
 

@@ -12,9 +12,10 @@ import pytest
 
 from conftest import board_run_once
 from ktap import api
-from ktap.boards import sessions as boardrun
 from ktap.backends.kbc import bytecode as bc
+from ktap.boards import sessions as boardrun
 from ktap.core.diagnostics import Source
+
 
 SMP_TARGETS = ["x86_64", "arm"]
 WRITES = 20000          # per writer; two writers run at once

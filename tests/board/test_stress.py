@@ -13,18 +13,26 @@ figures); later runs take it from the cache.
 """
 
 from __future__ import annotations
+
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
 import pytest
-from conftest import TARGETS, board_run_once
+
+from conftest import TARGETS, board_run_once, leak_reports
 from ktap import api
-from ktap.boards import board, kernels as kernel
-from ktap.build import kmod, ktaprun as runner
 from ktap.backends.kbc import bytecode as bc
+from ktap.boards import kernels as kernel
+from ktap.boards.batch import run_commands
+from ktap.boards.frames import CommandResult
 from ktap.boards.sessions import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER
+from ktap.build import kmod
+from ktap.build import ktaprun as runner
 from ktap.core.diagnostics import Source
+
+
 STRESS_SECONDS = 5
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 
@@ -84,7 +92,7 @@ def load(seconds: int) -> list[str]:
 @dataclass
 class StressRun:
     target: str
-    results: dict[str, board.CommandResult]
+    results: dict[str, CommandResult]
     console: str
     seconds: float
     kernel_seconds: float | None      # cold build time of the debug kernel (from its cache stamp)
@@ -129,8 +137,8 @@ def run_stress(target: str, seconds: int = STRESS_SECONDS, timeout: float = 900.
         add("kmemleak-scan-2", ["ktapw", "write-file", KMEMLEAK, "scan"])
         add("kmemleak", ["ktapw", "cat", KMEMLEAK])
         add("dmesg", ["ktapw", "dmesg"])
-        run = board.run_commands(target, commands, extra_files=files, timeout=timeout,
-                                 kernel_variant="debug")
+        run = run_commands(target, commands, extra_files=files, timeout=timeout,
+                           kernel_variant="debug")
     return StressRun(target, dict(zip(names, run.results)), run.console, run.total_seconds,
                      kb.seconds, kb.cached)
 _RUNS: dict[str, StressRun] = {}
@@ -185,11 +193,3 @@ def test_kmemleak_clean_after_unload(target):
     assert ours == [], "\n".join(ours)
 
 
-def leak_reports(text: str) -> tuple[list[str], list[str]]:
-    """Splits a kmemleak report into (the rest, objects allocated by the kernel's
-    own init before /init ran: comm "swapper", pid 1). kmemleak may miss a boot
-    object in the baseline scan (a stale pointer still referenced it) and report
-    it later; such a leak is the kernel's (seen: cacheinfo_cpu_online on powerpc)."""
-    blocks = ["unreferenced object" + b for b in text.split("unreferenced object")[1:]]
-    boot = [b for b in blocks if 'comm "swapper", pid 1,' in b]
-    return [b for b in blocks if b not in boot], boot

@@ -1,15 +1,21 @@
-"""The board suite (board-tests/*.toml): unit checks of the cases on the host,
-then every case on every QEMU board, one boot per target."""
+"""The board suite's cases (board-tests/*.toml) checked on the host: every case
+compiles for every target, bad images are refused by the host verifier for the
+reason the board must give, and the checks and trouble patterns the runner
+applies. tests/board/test_board_suite.py runs the cases on the boards."""
 
 import re
+
 import pytest
+
 from conftest import TARGETS
-from ktapdev import boardtest
 from ktap.backends.kbc import bytecode as bc
+from ktap.backends.kbc.verifier import verify
 from ktap.boards.sessions import kernel_trouble
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import get_target
-from ktap.backends.kbc.verifier import verify
+from ktapdev import boardtest
+
+
 CASES = boardtest.load_cases()
 BUILDERS = boardtest.bad_image_builders()
 

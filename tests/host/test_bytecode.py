@@ -11,6 +11,7 @@ from ktap.backends.kbc import bytecode as bc
 from ktap.core.diagnostics import ImageError
 from ktap.core.targets import get_target
 
+
 SAMPLES = sorted((ROOT / "samples").glob("*.kp"))
 
 

@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT
 from ktap.cli import main
 
+
 KTAP = [sys.executable, "-m", "ktap.cli"]
 
 

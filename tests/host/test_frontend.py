@@ -3,8 +3,8 @@
 import pytest
 
 from conftest import ROOT, compile_text
-from ktap.frontend import ast as A
 from ktap.core.diagnostics import KtapError, SemanticError, Source, SyntaxErr
+from ktap.frontend import ast as A
 from ktap.frontend.parser import parse
 
 

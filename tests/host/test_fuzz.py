@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from conftest import ROOT, TARGETS
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
+from ktap.backends.kbc.verifier import verify
 from ktap.core.diagnostics import KtapError, Source
 from ktap.refvm.sim import Session, parse_events
-from ktap.backends.kbc.verifier import verify
+
 
 SAMPLES = [p.read_text() for p in sorted((ROOT / "samples").glob("*.kp"))]
 EVENTS = parse_events("\n".join([

@@ -12,6 +12,7 @@ from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc.disasm import disassemble
 
+
 GOLDEN = Path(__file__).parent / "golden"
 SAMPLES = sorted((ROOT / "samples").glob("*.kp"))
 

@@ -8,6 +8,7 @@ from conftest import ROOT, TARGETS
 from ktap import api
 from ktap.refvm.sim import EventsFile, parse_events, run_sim
 
+
 S = ROOT / "samples"
 
 

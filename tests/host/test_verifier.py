@@ -4,13 +4,16 @@ written raw (tests/kbc.py), not by the compiler."""
 import pytest
 
 from conftest import ROOT, TARGETS, compile_text
-from ktapdev.rawkbc import RET, handler_image, image, ins, proto
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
-from ktap.core.diagnostics import VerifyError
 from ktap.backends.kbc.verifier import REASONS, verify
+from ktap.core.diagnostics import VerifyError
+from ktap.events import kinds
+from ktap.frontend import program
+from ktapdev.rawkbc import RET, handler_image, image, ins, proto
 
-S, F, H = bc.SETUP, bc.FUNCTION, bc.HANDLER
+
+S, F, H = program.SETUP, program.FUNCTION, program.HANDLER
 
 
 def reason_of(img) -> str:
@@ -24,10 +27,10 @@ def fn(name, code, nparams=0, frame=4):
 
 
 CASES = {
-    "bad-limits": lambda: image(limits=bc.Limits(budget=0)),
+    "bad-limits": lambda: image(limits=program.Limits(budget=0)),
     "bad-table": lambda: image(protos=[proto("s", S, [ins("NEWTABLE", 0, 3), RET])]),
     "bad-format": lambda: handler_image([ins("PRINTF", 0, 2, 0), RET]),
-    "bad-event": lambda: image(events=[bc.Event(bc.EV_KPROBE, "probe:f", "f", handler=0)]),
+    "bad-event": lambda: image(events=[bc.Event(kinds.EV_KPROBE, "probe:f", "f", handler=0)]),
     "bad-function": lambda: handler_image([ins("CALL", 0, 0, 0), RET]),
     "bad-frame": lambda: handler_image([RET], frame=251),
     "bad-opcode": lambda: handler_image([[0xEE], RET]),
@@ -47,10 +50,10 @@ CASES = {
         [ins("CALL", 0, 1, 0), RET],
         extra_protos=[fn("f1", [ins("CALL", 0, 2, 0), RET]), fn("f2", [ins("CALL", 0, 1, 0), RET])]),
     "alloc-in-handler": lambda: handler_image(
-        [ins("CALL", 0, 1, 0), RET], tables=[bc.TableDesc()],
+        [ins("CALL", 0, 1, 0), RET], tables=[program.TableDesc()],
         extra_protos=[fn("make", [ins("NEWTABLE", 0, 0), RET])]),
     "stack-too-deep": lambda: handler_image(
-        [ins("CALL", 0, 1, 0), RET], limits=bc.Limits(max_stack=300),
+        [ins("CALL", 0, 1, 0), RET], limits=program.Limits(max_stack=300),
         extra_protos=[fn("big", [ins("CALL", 0, 2, 0), RET], frame=200),
                       fn("bigger", [RET], frame=200)]),
 }
@@ -120,7 +123,7 @@ class TestSeedCriticisms:
     def test_1_long_loop_body_is_charged_by_length(self):
         from ktap.refvm.vm import Machine
         body = [ins("NOP")] * 1000
-        img = handler_image(body + [ins("JMP", 0, -1001), RET], limits=bc.Limits(budget=50_000))
+        img = handler_image(body + [ins("JMP", 0, -1001), RET], limits=program.Limits(budget=50_000))
         verify(img)           # a loop is legal; its cost is bounded at run time
         m = Machine(img, lambda r: None)
         from ktap.core.diagnostics import RuntimeErr
@@ -140,7 +143,7 @@ class TestSeedCriticisms:
 
     def test_4_allocation_in_a_handler_loop_is_refused(self):
         loop = [ins("NEWTABLE", 0, 0), ins("JMP", 0, -2), RET]
-        assert reason_of(handler_image(loop, tables=[bc.TableDesc()])) == "alloc-in-handler"
+        assert reason_of(handler_image(loop, tables=[program.TableDesc()])) == "alloc-in-handler"
 
     def test_5_tail_call_loops_are_refused(self):
         self_loop = handler_image([ins("CALL", 0, 1, 0), RET],
@@ -154,13 +157,14 @@ class TestSeedCriticisms:
     def test_5_tail_calls_are_charged_to_the_budget(self):
         from ktap.core.diagnostics import RuntimeErr
         from ktap.refvm.vm import EventContext, Machine
+
         # a chain of tail calls through 3 functions, each with a long body
         long = [ins("NOP")] * 400
         protos = [fn("a", long + [ins("TAILCALL", 0, 2, 0)]),
                   fn("b", long + [ins("TAILCALL", 0, 3, 0)]),
                   fn("c", long + [RET])]
         img = handler_image([ins("CALL", 0, 1, 0), RET], extra_protos=protos,
-                            limits=bc.Limits(budget=1000))
+                            limits=program.Limits(budget=1000))
         verify(img)
         with pytest.raises(RuntimeErr, match="budget"):
             Machine(img, lambda r: None).fire(4, EventContext(), [])

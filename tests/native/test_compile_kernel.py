@@ -1,26 +1,11 @@
-"""`ktap compile/check --vmlinux/--system-map/--profile`: probes checked against
-one kernel offline, errors at the probe's location, globs expanded."""
+"""`ktap compile/check --vmlinux/--system-map/--profile` against the cached board
+kernel's files: probes checked offline, errors at the probe's location, globs
+expanded. The profile case, which boots a board, is in tests/board."""
 
 import pytest
-from conftest import compile_text
-from ktap import api
-from ktap.boards import kernels as kernel
-from ktap.core.diagnostics import KtapError, Source
 
-
-def board_vmlinux(target="arm"):
-    try:
-        d = kernel.ensure_kernel(target, progress=False)
-    except Exception as e:       # no cached kernel and no toolchain to build one
-        pytest.skip(f"no {target} board kernel: {e}")
-    return d
-
-
-def compile_with(text, **kernel_args):
-    warnings = []
-    img = api.compile_source(Source("k.kp", text), "arm", None,
-                             api.KernelInfo(**kernel_args), warnings.append)
-    return img, warnings
+from conftest import board_vmlinux, compile_text, compile_with
+from ktap.core.diagnostics import KtapError
 
 
 def test_without_kernel_info_globs_stay_for_the_target():

@@ -1,18 +1,19 @@
-"""`ktap run` (deploy.py, deploy_cli.py): bundle hashing and preflight on the
-host; end to end on QEMU boards that stay up like real ones (board.LiveBoard):
-the serial agent on all four boards, ssh and adb on x86_64.
-
-Board tests run the real CLI (`ktap run ...`) in a subprocess, so Ctrl-C
-(SIGINT to the ktap process) and a dropped connection (SIGKILL of the ktap
-process, which closes the link) are what a user does."""
+"""`ktap run` on the host: bundle hashing, what a sync pushes, preflight refusals,
+hints and usage errors, with a fake transport. tests/board/test_deploy_board.py
+runs it end to end over serial, ssh and adb."""
 
 import hashlib
 import subprocess
 import sys
 from pathlib import Path
+
 import pytest
+
+from ktap.build.bundle import Bundle
 from ktap.deploy import deploy
 from ktap.deploy import transport as tr
+
+
 KTAP = [sys.executable, "-m", "ktap.cli"]
 
 
@@ -47,13 +48,12 @@ class FakeTransport(tr.Transport):
 
 
 def fake_bundle(tmp_path, image=b"image-1", release="6.1.0-test"):
-    files = []
-    for name, data, mode in (("ktaprun", b"runner", 0o755), ("ktapvm.ko", b"module", 0o644),
-                             ("s.kbc", image, 0o644)):
-        p = tmp_path / f"local-{name}"
-        p.write_bytes(data)
-        files.append(deploy.BundleFile.of(name, p, mode))
-    return deploy.Bundle("x86_64", files, release, "s.kbc")
+    paths = []
+    for name, data in (("local-ktaprun", b"runner"), ("local-ktapvm.ko", b"module"),
+                       ("s.kbc", image)):
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(data)
+    return Bundle("x86_64", paths[0], paths[1], paths[2:], release)
 
 
 def test_second_sync_pushes_nothing(tmp_path):
@@ -100,7 +100,7 @@ def test_no_space_is_reported(tmp_path):
 
 def test_run_command_and_hints(tmp_path):
     b = fake_bundle(tmp_path)
-    assert deploy.runner_command(b, "/tmp/ktap", ["ktapw", "write", "1"]) == \
+    assert b.command("/tmp/ktap", "s.kbc", ["ktapw", "write", "1"]) == \
         ["/tmp/ktap/ktaprun", "-m", "/tmp/ktap/ktapvm.ko", "/tmp/ktap/s.kbc", "--",
          "ktapw", "write", "1"]
     assert "another session" in deploy.hint_for("ktaprun: /dev/ktap is busy (in use by "

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from ktap.backends.kbc import bytecode as bc
-from ktapdev import fuzz
 from ktap.core.targets import all_targets
+from ktapdev import fuzz
+
 
 TARGETS = ["arm", "mips", "x86_64"]
 SECONDS = int(os.environ.get("KTAP_FUZZ_SECONDS", "20"))

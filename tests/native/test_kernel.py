@@ -1,12 +1,17 @@
-"""ktap.kernel: config fragments, cache keys, missing tools, and the cached builds."""
+"""Kernel builds without building one: config fragments, cache keys, missing
+tools and what a cache hit needs. tests/board/test_kernel_board.py checks the
+built kernels."""
 
 from __future__ import annotations
+
 import dataclasses
 import json
+
 import pytest
+
 from ktap.boards import kernels as kernel
-from ktap.core.targets import get_target, target_names
 from ktap.core import cache, tools
+from ktap.core.targets import get_target, target_names
 
 
 def test_parse_fragment_reads_set_and_unset_options():

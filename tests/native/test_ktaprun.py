@@ -1,26 +1,28 @@
-"""ktaprun, the on-target runner (kmod/ktaprun, toolchain/ktap/runner.py).
-
-(a) host: a native build of ktaprun's formatter turns record streams produced
-    by kmod's C host harness into text, compared byte for byte with
-    output.Formatter, on a little-endian (arm) and a big-endian (mips) target.
-(b) board: static cross builds for every target run in their QEMU guest.
-(c) board: end to end with ktapvm.ko, once kmod.build_module exists.
-"""
+"""ktaprun on the host: a native build of its formatter turns record streams from
+the C harness into text, byte for byte what refvm's formatter prints, on a
+little-endian (arm) and a big-endian (mips) target; the attach table from a
+tracefs tree; the static cross builds. tests/board/test_ktaprun_board.py runs
+it in the guests."""
 
 from __future__ import annotations
+
 import bisect
 import json
 import subprocess
 from pathlib import Path
+
 import pytest
-from ktap import api
-from ktap.build import kmod, ktaprun as runner
+
+from conftest import compile_to
 from ktap.backends.kbc import bytecode as bc
-from ktap.core.diagnostics import Source
+from ktap.build import kmod
+from ktap.build import ktaprun as runner
+from ktap.core import tools
 from ktap.core.tools import MissingTool
 from ktap.refvm.output import Formatter
 from ktap.refvm.sim import parse_events
-from ktap.core import tools
+
+
 FORMAT_TARGETS = ["arm", "mips"]          # little and big endian records
 BOARD_TARGETS = ["x86_64", "arm", "mips", "powerpc"]
 EV = "probe:vfs_write"
@@ -158,14 +160,6 @@ def builds(tmp_path_factory):
                             runner.build_ktaprun(target, work / "runner", host=True))
         return made[target]
     return get
-
-
-def compile_to(tmp: Path, name: str, text: str, target: str) -> tuple[bc.Image, Path]:
-    src = Source(f"{name}.kp", text)
-    image = api.compile_source(src, target, None)
-    path = tmp / f"{name}.{target}.kbc"
-    path.write_bytes(bc.dump(image))
-    return image, path
 
 
 def harness_stream(harness: Path, image: bc.Image, image_path: Path, events: list,

@@ -1,15 +1,19 @@
-"""ktap.profiles: format/config parsing, the profile directory round trip, and
-board profiles recorded from QEMU (marked `board`: one boot per target, then
-cached next to the kernel)."""
+"""Target profiles on the host: tracepoint format and config parsing, the profile
+directory round trip, refusals, and ktapw's dump format. Recording a profile from
+a board is in tests/board/test_profiles_board.py."""
 
 from __future__ import annotations
+
 import hashlib
 import json
+
 import pytest
-from ktap.symbols import profiles
-from ktap.core.diagnostics import UsageError
-from ktap.core.targets import get_target
+
 from ktap.core import tools
+from ktap.core.targets import get_target
+from ktap.symbols import profiles
+
+
 FORMAT = """name: sys_enter_openat
 ID: 612
 format:
@@ -91,19 +95,13 @@ def test_load_refuses_non_profiles(tmp_path):
         profiles.load(tmp_path)
 
 
-@pytest.mark.parametrize("transport", ["ssh", "adb", "serial"])
-def test_transports_go_through_sync_transport(transport, tmp_path):
-    # a live board needs its architecture: the CLI passes -t to sync_transport
-    with pytest.raises(UsageError, match="needs -t ARCH"):
-        profiles.sync(transport, "x", tmp_path / "p")
-
-
 @pytest.fixture(scope="module")
 def host_ktapw(tmp_path_factory):
     """The x86_64 guest program runs on an x86_64 host too: cat/dump without a boot."""
     import platform
 
-    from ktap.boards import board
+    from ktap.boards.initramfs import compile_static
+    from ktap.core.paths import GUEST_DIR
     if platform.machine() != "x86_64":
         pytest.skip("host is not x86_64")
     t = get_target("x86_64")
@@ -112,7 +110,7 @@ def host_ktapw(tmp_path_factory):
     except tools.MissingTool as e:
         pytest.skip(str(e))
     out = tmp_path_factory.mktemp("ktapw") / "ktapw"
-    board.compile_static(t, board.GUEST_DIR / "ktapw.c", out)
+    compile_static(t, GUEST_DIR / "ktapw.c", out)
     return out
 
 

@@ -1,16 +1,23 @@
-"""The "smp" kernel variant: two-CPU x86_64 and arm boards (targets/smp.config).
-
-Tests marked `board` boot QEMU once per target for this whole module (the
-`smp_run` fixture runs every guest command the tests look at in that boot).
-A missing QEMU, cross compiler or kernel source skips them with the reason;
-a kernel not yet in the cache is built first (minutes).
-"""
+"""The "smp" kernel variant without booting it: refused for mips and powerpc,
+its config key and fragment, the CPU count on QEMU's command line, and the refusal
+of deterministic runs on a QEMU whose -icount livelocks with two CPUs.
+tests/board/test_smp_board.py boots the two-CPU boards."""
 
 from __future__ import annotations
+
 import stat
+
 import pytest
-from ktap.boards import board, kernels as kernel
+
+from ktap.boards import kernels as kernel
+from ktap.boards import qemu
+from ktap.boards.batch import run_commands
+from ktap.boards.errors import BoardError
+from ktap.boards.qemu import (VARIANT_CPUS, check_deterministic, qemu_command, qemu_version,
+                              variant_cpus)
 from ktap.core.targets import get_target
+
+
 SMP_TARGETS = ("x86_64", "arm")
 NO_SMP_TARGETS = ("mips", "powerpc")
 REFUSAL = "the smp variant exists for x86_64 and arm"
@@ -48,7 +55,7 @@ def test_smp_fragment_applies_per_target():
     arm = kernel.parse_fragment(kernel.variant_fragment(get_target("arm"), "smp"))
     for frag in (x86, arm):
         assert frag["CONFIG_SMP"] == "y"
-        assert int(frag["CONFIG_NR_CPUS"]) >= board.VARIANT_CPUS["smp"]
+        assert int(frag["CONFIG_NR_CPUS"]) >= VARIANT_CPUS["smp"]
     assert x86["CONFIG_X86_MPPARSE"] == "y" and "CONFIG_ARM_PSCI" not in x86
     assert arm["CONFIG_ARM_PSCI"] == "y" and "CONFIG_X86_MPPARSE" not in arm
     # the board's own fragment and the variant merge; the variant wins
@@ -59,12 +66,12 @@ def test_smp_fragment_applies_per_target():
 def test_qemu_command_gets_the_cpu_count_of_the_variant(tmp_path):
     for name in SMP_TARGETS:
         t = get_target(name)
-        cmd = board.qemu_command(t, tmp_path / "z", tmp_path / "i", kernel_variant="smp")
+        cmd = qemu_command(t, tmp_path / "z", tmp_path / "i", kernel_variant="smp")
         assert cmd[cmd.index("-smp") + 1] == "2,sockets=2"
-        assert "-smp" not in board.qemu_command(t, tmp_path / "z", tmp_path / "i")
-        assert "-smp" not in board.qemu_command(t, tmp_path / "z", tmp_path / "i",
-                                                kernel_variant="debug")
-    assert board.variant_cpus("smp") == 2 and board.variant_cpus(None) == 1
+        assert "-smp" not in qemu_command(t, tmp_path / "z", tmp_path / "i")
+        assert "-smp" not in qemu_command(t, tmp_path / "z", tmp_path / "i",
+                                          kernel_variant="debug")
+    assert variant_cpus("smp") == 2 and variant_cpus(None) == 1
 
 
 def _fake_qemu(tmp_path, version: str):
@@ -75,20 +82,20 @@ def _fake_qemu(tmp_path, version: str):
 
 
 def test_qemu_version_is_read_from_the_binary(tmp_path):
-    assert board.qemu_version(_fake_qemu(tmp_path, "7.2.22")) == (7, 2)
+    assert qemu_version(_fake_qemu(tmp_path, "7.2.22")) == (7, 2)
 
 
 def test_deterministic_smp_run_is_refused_on_a_qemu_that_livelocks(tmp_path, monkeypatch):
     old = _fake_qemu(tmp_path, "7.2.22")
-    with pytest.raises(board.BoardError, match=r"QEMU 8\.1 or later.*is 7\.2"):
-        board.check_deterministic(old, "smp")
-    board.check_deterministic(old, None)          # one CPU: -icount is fine
-    board.check_deterministic(old, "debug")
+    with pytest.raises(BoardError, match=r"QEMU 8\.1 or later.*is 7\.2"):
+        check_deterministic(old, "smp")
+    check_deterministic(old, None)          # one CPU: -icount is fine
+    check_deterministic(old, "debug")
     (tmp_path / "new").mkdir()
     new = _fake_qemu(tmp_path / "new", "8.1.0")
-    board.check_deterministic(new, "smp")
+    check_deterministic(new, "smp")
     # run_commands refuses before it builds or boots anything
-    monkeypatch.setattr(board, "require_qemu", lambda target: old)
-    monkeypatch.setattr(board, "boot_files", lambda *a: pytest.fail("must not build a kernel"))
-    with pytest.raises(board.BoardError, match="deterministic"):
-        board.run_commands("arm", [["ktapw", "uname"]], deterministic=True, kernel_variant="smp")
+    monkeypatch.setattr(qemu, "require_qemu", lambda target: old)
+    monkeypatch.setattr(qemu, "boot_image", lambda *a: pytest.fail("must not build a kernel"))
+    with pytest.raises(BoardError, match="deterministic"):
+        run_commands("arm", [["ktapw", "uname"]], deterministic=True, kernel_variant="smp")

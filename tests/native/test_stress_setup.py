@@ -1,20 +1,12 @@
-"""Stress on debug kernels: ktap on hot events under load, with lockdep,
-DEBUG_ATOMIC_SLEEP, kmemleak, the soft/hard-lockup and hung-task detectors and
-KASAN (where 6.1 has it) watching. One boot of the debug kernel
-(kernel.ensure_kernel(target, variant="debug"), targets/debug.config) per target.
-
-Each session runs for a fixed time (STRESS_SECONDS) under `ktapw fork` and
-`ktapw write` load, must stop cleanly (exit 0, its summary printed), and after
-rmmod the console and dmesg must hold no warning, lockdep splat or KASAN
-report, and a kmemleak scan must find nothing.
-
-A cold debug kernel takes minutes per target to build (docs/safety.md has the
-figures); later runs take it from the cache.
-"""
+"""The debug-kernel stress set-up on the host: the debug fragment per target, the
+pattern that judges a debug console, and kmemleak report splitting.
+tests/board/test_stress.py runs the stress sessions."""
 
 from __future__ import annotations
+
 import re
-from conftest import TARGETS
+
+from conftest import TARGETS, leak_reports
 from ktap.boards import kernels as kernel
 from ktap.core.targets import get_target
 
@@ -50,16 +42,6 @@ def test_debug_trouble_pattern():
     assert not DEBUG_TROUBLE.search("kmemleak: Kernel memory leak detector initialized (mem pool available: 1)")
     assert not DEBUG_TROUBLE.search("Lock dependency validator: Copyright (c) 2006 Red Hat, Inc., Ingo Molnar")
     assert not DEBUG_TROUBLE.search("KASAN init done")
-
-
-def leak_reports(text: str) -> tuple[list[str], list[str]]:
-    """Splits a kmemleak report into (the rest, objects allocated by the kernel's
-    own init before /init ran: comm "swapper", pid 1). kmemleak may miss a boot
-    object in the baseline scan (a stale pointer still referenced it) and report
-    it later; such a leak is the kernel's (seen: cacheinfo_cpu_online on powerpc)."""
-    blocks = ["unreferenced object" + b for b in text.split("unreferenced object")[1:]]
-    boot = [b for b in blocks if 'comm "swapper", pid 1,' in b]
-    return [b for b in blocks if b not in boot], boot
 
 
 def test_leak_reports_split():

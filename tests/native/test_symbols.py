@@ -1,26 +1,24 @@
-"""ktap.symbols: symbol tables against nm and the board's kallsyms, refusal
-reasons, glob expansion, capstone probe-point checks, symbolization, and
-resolve_events().
-
-Tests on real kernels use the cached board kernels (built by `ktap board -t
-ARCH kernel`) and skip with the reason when one is missing; they never build
-one. Tests marked `board` boot QEMU once per target (through the cached
-board profile, see test_profiles.py).
-"""
+"""ktap.symbols against the cached board kernels' files: symbol tables against nm,
+System.map, refusal reasons, glob expansion, capstone probe-point checks,
+symbolization and resolve_events(). A missing cached kernel skips with the
+reason; these tests never build one. Board-profile cases are in tests/board."""
 
 from __future__ import annotations
+
 import re
 import shutil
 import subprocess
 import textwrap
 from pathlib import Path
+
 import pytest
+
 from conftest import compile_text
 from ktap.boards import kernels as kernel
-from ktap.symbols import profiles
-from ktap.symbols import symbols as S
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import get_target, target_names
+from ktap.symbols import codecheck, profiles, readers, resolve, symbolize
+from ktap.symbols.table import REASONS, TEXT_KINDS, Symbol, SymbolError, SymbolTable
 
 
 # Text symbols (nm t/T/W) of each board vmlinux, pinned for the kernel build
@@ -52,7 +50,7 @@ def tool(name: str) -> str:
 def kern(request):
     name = request.param
     d = build_dir(name)
-    return get_target(name), d, S.load_vmlinux(d / "vmlinux")
+    return get_target(name), d, readers.load_vmlinux(d / "vmlinux")
 
 
 def nm_text(nm: str, path: Path, word_size: int) -> set[tuple[int, str, str]]:
@@ -69,7 +67,7 @@ def nm_text(nm: str, path: Path, word_size: int) -> set[tuple[int, str, str]]:
 def test_vmlinux_text_symbols_match_nm(kern):
     target, d, table = kern
     ref = nm_text(tool(f"{target.cross_compile}nm"), d / "vmlinux", target.word_size)
-    mine = {(s.addr, s.kind, s.name) for s in table.symbols if s.kind in S.TEXT_KINDS}
+    mine = {(s.addr, s.kind, s.name) for s in table.symbols if s.kind in TEXT_KINDS}
     assert mine == ref
     key, count = PINNED_TEXT[target.name]
     if d.name == key:
@@ -86,7 +84,7 @@ def test_vmlinux_header_facts(kern):
 
 def test_system_map_agrees_with_vmlinux(kern):
     target, d, table = kern
-    smap = S.load_system_map(d / "System.map", word_size=target.word_size)
+    smap = readers.load_system_map(d / "System.map", word_size=target.word_size)
     shared = [s for s in table.functions()
               if len(table.lookup(s.name)) == 1 and len(smap.lookup(s.name)) == 1]
     assert len(shared) > 10_000
@@ -99,8 +97,8 @@ def test_system_map_agrees_with_vmlinux(kern):
 
 def test_mips_system_map_needs_word_size():
     d = build_dir("mips")
-    wide = S.load_system_map(d / "System.map")
-    narrow = S.load_system_map(d / "System.map", word_size=4)
+    wide = readers.load_system_map(d / "System.map")
+    narrow = readers.load_system_map(d / "System.map", word_size=4)
     assert wide.function("vfs_read").addr >> 32 == 0xFFFFFFFF
     assert narrow.function("vfs_read").addr >> 32 == 0
 
@@ -110,12 +108,12 @@ def test_index_cache_is_used_and_keyed_by_file(tmp_path, monkeypatch):
     monkeypatch.setenv("KTAP_CACHE", str(tmp_path / "cache"))
     copy = tmp_path / "System.map"
     copy.write_bytes(src.read_bytes())
-    first = S.load_system_map(copy, word_size=4)
+    first = readers.load_system_map(copy, word_size=4)
     assert len(list((tmp_path / "cache" / "symbols").glob("*.pickle"))) == 1
-    again = S.load_system_map(copy, word_size=4)
+    again = readers.load_system_map(copy, word_size=4)
     assert again.symbols == first.symbols and again.nokprobe == first.nokprobe
     copy.write_text("c0000000 T only_one\n")
-    assert [s.name for s in S.load_system_map(copy, word_size=4).symbols] == ["only_one"]
+    assert [s.name for s in readers.load_system_map(copy, word_size=4).symbols] == ["only_one"]
 
 
 @pytest.mark.parametrize("data", [b"\x7fELF" + b"\x00" * 8, b"\x7fELF\x01\x02\x01" + b"\xff" * 60])
@@ -123,44 +121,44 @@ def test_damaged_elf_is_a_ktap_error(tmp_path, data):
     f = tmp_path / "vmlinux"
     f.write_bytes(data)
     with pytest.raises(KtapError, match="vmlinux"):
-        S.load(f, use_cache=False)
+        readers.load(f, use_cache=False)
 
 
 def test_stripped_elf_is_explained(tmp_path):
     strip = tool("strip")
     out = tmp_path / "true"
     subprocess.run([strip, "-o", str(out), shutil.which("true")], check=True)
-    with pytest.raises(S.SymbolError, match="no .symtab"):
-        S.load_vmlinux(out, use_cache=False)
+    with pytest.raises(SymbolError, match="no .symtab"):
+        readers.load_vmlinux(out, use_cache=False)
 
 
 def test_missing_file_is_a_ktap_error(tmp_path):
-    with pytest.raises(S.SymbolError, match="No such file"):
-        S.load(tmp_path / "nope")
+    with pytest.raises(SymbolError, match="No such file"):
+        readers.load(tmp_path / "nope")
 
 
-def synthetic() -> S.SymbolTable:
+def synthetic() -> SymbolTable:
     """Every refusal reason, as a kernel's symbols would show it."""
     rows = [
-        S.Symbol("ok_func", 0x1000, 0x40, "T", ".text", True),
-        S.Symbol("jiffies", 0x9000, 8, "D", ".data", False),
-        S.Symbol("boot_func", 0x5000, 0x20, "T", ".init.text", True),
-        S.Symbol("bye_func", 0x6000, 0x20, "t", ".exit.text", True),
-        S.Symbol("__kprobes_text_start", 0x2000, 0, "T", ".text"),
-        S.Symbol("kp_func", 0x2000, 0x10, "T", ".text", True),
-        S.Symbol("__kprobes_text_end", 0x2100, 0, "T", ".text"),
-        S.Symbol("__noinstr_text_start", 0x3000, 0, "T", ".text"),
-        S.Symbol("noinstr_func", 0x3000, 0x10, "T", ".text", True),
-        S.Symbol("__noinstr_text_end", 0x3100, 0, "T", ".text"),
-        S.Symbol("__entry_text_start", 0x4000, 0, "T", ".text"),
-        S.Symbol("entry_func", 0x4000, 0x10, "T", ".text", True),
-        S.Symbol("__entry_text_end", 0x4100, 0, "T", ".text"),
-        S.Symbol("guarded_func", 0x1100, 0x10, "T", ".text", True),
-        S.Symbol("_kbl_addr_guarded_func", 0x9100, 4, "d", "_kprobe_blacklist"),
-        S.Symbol("vfs_write", 0x1200, 0x10, "T", ".text", True),
-        S.Symbol("ksys_write", 0x1300, 0x10, "T", ".text", True),
+        Symbol("ok_func", 0x1000, 0x40, "T", ".text", True),
+        Symbol("jiffies", 0x9000, 8, "D", ".data", False),
+        Symbol("boot_func", 0x5000, 0x20, "T", ".init.text", True),
+        Symbol("bye_func", 0x6000, 0x20, "t", ".exit.text", True),
+        Symbol("__kprobes_text_start", 0x2000, 0, "T", ".text"),
+        Symbol("kp_func", 0x2000, 0x10, "T", ".text", True),
+        Symbol("__kprobes_text_end", 0x2100, 0, "T", ".text"),
+        Symbol("__noinstr_text_start", 0x3000, 0, "T", ".text"),
+        Symbol("noinstr_func", 0x3000, 0x10, "T", ".text", True),
+        Symbol("__noinstr_text_end", 0x3100, 0, "T", ".text"),
+        Symbol("__entry_text_start", 0x4000, 0, "T", ".text"),
+        Symbol("entry_func", 0x4000, 0x10, "T", ".text", True),
+        Symbol("__entry_text_end", 0x4100, 0, "T", ".text"),
+        Symbol("guarded_func", 0x1100, 0x10, "T", ".text", True),
+        Symbol("_kbl_addr_guarded_func", 0x9100, 4, "d", "_kprobe_blacklist"),
+        Symbol("vfs_write", 0x1200, 0x10, "T", ".text", True),
+        Symbol("ksys_write", 0x1300, 0x10, "T", ".text", True),
     ]
-    return S.SymbolTable(rows, source="test", nokprobe=["guarded_func"])
+    return SymbolTable(rows, source="test", nokprobe=["guarded_func"])
 
 
 @pytest.mark.parametrize("name,code", [
@@ -170,26 +168,26 @@ def synthetic() -> S.SymbolTable:
 ])
 def test_each_refusal_reason(name, code):
     table = synthetic()
-    with pytest.raises(S.SymbolError, match=re.escape(f"cannot probe {name} {S.REASONS[code]}")):
-        S.expand_probe(name, table)
-    assert [r.code for r in S.expand_symbols(name, table).refused] == [code]
+    with pytest.raises(SymbolError, match=re.escape(f"cannot probe {name} {REASONS[code]}")):
+        resolve.expand_probe(name, table)
+    assert [r.code for r in resolve.expand_symbols(name, table).refused] == [code]
 
 
 def test_globs_skip_refused_quietly_and_keep_the_spec_form():
     table = synthetic()
-    assert S.expand_probe("*_func", table) == ["ok_func"]
-    assert S.expand_probe("probe:*_write%return", table) == [
+    assert resolve.expand_probe("*_func", table) == ["ok_func"]
+    assert resolve.expand_probe("probe:*_write%return", table) == [
         "probe:ksys_write%return", "probe:vfs_write%return"]
-    assert S.expand_probe("probe:vfs_write+0x4", table) == ["probe:vfs_write+0x4"]
-    with pytest.raises(S.SymbolError, match=r"only functions that cannot be probed \(1 entry-text\)"):
-        S.expand_probe("entry_*", table)
-    with pytest.raises(S.SymbolError, match="matches no function"):
-        S.expand_probe("zzz*", table)
+    assert resolve.expand_probe("probe:vfs_write+0x4", table) == ["probe:vfs_write+0x4"]
+    with pytest.raises(SymbolError, match=r"only functions that cannot be probed \(1 entry-text\)"):
+        resolve.expand_probe("entry_*", table)
+    with pytest.raises(SymbolError, match="matches no function"):
+        resolve.expand_probe("zzz*", table)
 
 
 def test_missing_symbol_gets_did_you_mean():
-    with pytest.raises(S.SymbolError, match="did you mean 'vfs_write'"):
-        S.expand_probe("vfs_wirte", synthetic())
+    with pytest.raises(SymbolError, match="did you mean 'vfs_write'"):
+        resolve.expand_probe("vfs_wirte", synthetic())
 
 
 # Real functions each refusal reason applies to on the board kernels.
@@ -206,11 +204,11 @@ REAL_REFUSALS = [
 @pytest.mark.parametrize("arch,name,code", REAL_REFUSALS)
 def test_refusals_on_board_kernels(arch, name, code):
     d = build_dir(arch)
-    for table in (S.load_vmlinux(d / "vmlinux"),
-                  S.load_system_map(d / "System.map", word_size=get_target(arch).word_size)):
+    for table in (readers.load_vmlinux(d / "vmlinux"),
+                  readers.load_system_map(d / "System.map", word_size=get_target(arch).word_size)):
         if code == "exit-section" and table.source == "system.map":
             code = "init-section"        # a map has no sections; exit text sits in the init area
-        assert [r.code for r in S.expand_symbols(name, table).refused] == [code], table.source
+        assert [r.code for r in resolve.expand_symbols(name, table).refused] == [code], table.source
 MODULE_C = textwrap.dedent("""\
     #include <linux/module.h>
     #include <linux/init.h>
@@ -245,66 +243,67 @@ def module_ko(request, tmp_path_factory):
 
 def test_module_symbols_and_refusals(module_ko):
     target, ko = module_ko
-    table = S.load_module(ko, use_cache=False)
+    table = readers.load_module(ko, use_cache=False)
     assert (table.source, table.machine, table.byte_order) == ("module", target.name,
                                                                target.byte_order)
     assert table.function("kmt_work").module == "kmt"
-    assert S.expand_probe("kmt_*", table) == ["kmt_work"]
-    codes = {r.symbol.name: r.code for r in S.expand_symbols("kmt_*", table).refused}
+    assert resolve.expand_probe("kmt_*", table) == ["kmt_work"]
+    codes = {r.symbol.name: r.code for r in resolve.expand_symbols("kmt_*", table).refused}
     assert codes == {"kmt_init": "init-section", "kmt_exit": "exit-section",
                      "kmt_guarded": "nokprobe", "kmt_counter": "not-function"}
 
 
 def test_module_code_checks(module_ko):
     target, ko = module_ko
-    table = S.load_module(ko, use_cache=False)
-    reader = S.CodeReader(ko)
+    table = readers.load_module(ko, use_cache=False)
+    reader = codecheck.CodeReader(ko)
     try:
-        assert S.check_probe_point(table, reader, target, "kmt_work", 0).ok
-        assert not S.check_probe_point(table, reader, target, "kmt_work", 1).ok
+        assert codecheck.check_probe_point(table, reader, target, "kmt_work", 0).ok
+        assert not codecheck.check_probe_point(table, reader, target, "kmt_work", 1).ok
     finally:
         reader.close()
 
 
 def first_boundaries(target, table, reader, name):
     sym = table.function(name)
-    insns = S.decode(target, reader.function_bytes(sym), sym.addr)
+    insns = codecheck.decode(target, reader.function_bytes(sym), sym.addr)
     return [i.address - sym.addr for i in insns]
 
 
 @pytest.mark.parametrize("arch", target_names())
 def test_boundaries_on_real_functions(arch):
     d = build_dir(arch)
-    target, table = get_target(arch), S.load_vmlinux(d / "vmlinux")
-    reader = S.CodeReader(d / "vmlinux")
+    target, table = get_target(arch), readers.load_vmlinux(d / "vmlinux")
+    reader = codecheck.CodeReader(d / "vmlinux")
     try:
         starts = first_boundaries(target, table, reader, "vfs_read")
         assert starts[0] == 0 and len(starts) > 10
         good = starts[1]
         bad = 1 if starts[1] > 1 else starts[2] - 1
-        ok = S.check_probe_point(table, reader, target, "vfs_read", good)
+        ok = codecheck.check_probe_point(table, reader, target, "vfs_read", good)
         assert ok.ok and ok.instruction and not ok.warnings
-        ko = S.check_probe_point(table, reader, target, "vfs_read", bad)
+        ko = codecheck.check_probe_point(table, reader, target, "vfs_read", bad)
         assert not ko.ok and "not an instruction boundary" in ko.errors[0]
         size = table.function("vfs_read").size
-        assert "past the end" in S.check_probe_point(table, reader, target, "vfs_read",
-                                                     size).errors[0]
+        assert "past the end" in codecheck.check_probe_point(table, reader, target, "vfs_read",
+                                                             size).errors[0]
     finally:
         reader.close()
 
 
 def test_mips_delay_slot_warning():
     d = build_dir("mips")
-    target, table = get_target("mips"), S.load_vmlinux(d / "vmlinux")
-    reader = S.CodeReader(d / "vmlinux")
+    target, table = get_target("mips"), readers.load_vmlinux(d / "vmlinux")
+    reader = codecheck.CodeReader(d / "vmlinux")
     try:
         sym = table.function("vfs_read")
-        insns = S.decode(target, reader.function_bytes(sym), sym.addr)
-        branch = next(i for i in insns if S._mips_branch(i))
+        insns = codecheck.decode(target, reader.function_bytes(sym), sym.addr)
+        branch = next(i for i in insns if codecheck._mips_branch(i))
         slot = branch.address + 4 - sym.addr
-        check = S.check_probe_point(table, reader, target, "vfs_read", slot)
+        check = codecheck.check_probe_point(table, reader, target, "vfs_read", slot)
         assert check.ok and "branch delay slot" in check.warnings[0]
-        before = S.check_probe_point(table, reader, target, "vfs_read", branch.address - sym.addr)
+        before = codecheck.check_probe_point(table, reader, target, "vfs_read",
+                                             branch.address - sym.addr)
         assert before.warnings == []
     finally:
         reader.close()
@@ -345,29 +344,29 @@ def arm_object(tmp_path_factory):
 
 
 def test_arm_ldrex_strex_warning(arm_object):
-    target, table = get_target("arm"), S.load_module(arm_object, use_cache=False)
-    reader = S.CodeReader(arm_object)
+    target, table = get_target("arm"), readers.load_module(arm_object, use_cache=False)
+    reader = codecheck.CodeReader(arm_object)
     try:
-        inside = S.check_probe_point(table, reader, target, "atomic_inc_arm", 4)
+        inside = codecheck.check_probe_point(table, reader, target, "atomic_inc_arm", 4)
         assert inside.ok and "ldrex/strex" in inside.warnings[0]
-        at_strex = S.check_probe_point(table, reader, target, "atomic_inc_arm", 8)
+        at_strex = codecheck.check_probe_point(table, reader, target, "atomic_inc_arm", 8)
         assert "ldrex/strex" in at_strex.warnings[0]
-        after = S.check_probe_point(table, reader, target, "atomic_inc_arm", 12)
+        after = codecheck.check_probe_point(table, reader, target, "atomic_inc_arm", 12)
         assert after.ok and after.warnings == []
     finally:
         reader.close()
 
 
 def test_thumb2_code_is_decoded_as_thumb_and_warned(arm_object):
-    target, table = get_target("arm"), S.load_module(arm_object, use_cache=False)
+    target, table = get_target("arm"), readers.load_module(arm_object, use_cache=False)
     assert table.function("thumb_func").thumb and table.thumb_functions
-    reader = S.CodeReader(arm_object)
+    reader = codecheck.CodeReader(arm_object)
     try:
         # push (2 bytes) then movw (4 bytes): +2 is a boundary, +4 is not.
-        at2 = S.check_probe_point(table, reader, target, "thumb_func", 2)
+        at2 = codecheck.check_probe_point(table, reader, target, "thumb_func", 2)
         assert at2.ok and at2.instruction.startswith("movw")
         assert any("t16_emulate_push" in w for w in at2.warnings)
-        assert not S.check_probe_point(table, reader, target, "thumb_func", 4).ok
+        assert not codecheck.check_probe_point(table, reader, target, "thumb_func", 4).ok
     finally:
         reader.close()
 
@@ -375,10 +374,10 @@ def test_thumb2_code_is_decoded_as_thumb_and_warned(arm_object):
 def test_symbolize_and_kaslr_slide(kern):
     target, _, table = kern
     f = table.function("vfs_read")
-    assert S.Symbolizer(table).symbolize(f.addr + 8) == "vfs_read+0x8"
+    assert symbolize.Symbolizer(table).symbolize(f.addr + 8) == "vfs_read+0x8"
     slide = 0x200000
-    moved = S.Symbolizer(table, anchor_name="_printk",
-                         anchor_runtime=table.address_of("_printk") + slide)
+    moved = symbolize.Symbolizer(table, anchor_name="_printk",
+                                 anchor_runtime=table.address_of("_printk") + slide)
     assert moved.slide == slide
     assert moved(f.addr + slide) == "vfs_read+0x0"
     assert moved(0x10) == "0x10"
@@ -386,12 +385,12 @@ def test_symbolize_and_kaslr_slide(kern):
 
 def test_folded_stacks():
     table = synthetic()
-    sym = S.Symbolizer(table)
+    sym = symbolize.Symbolizer(table)
     stacks = [((0x1204, 0x1304), 3),              # leaf first: vfs_write called by ksys_write
               ((0x1208, 0x1300), 2),
               (("ok_func", "ksys_write"), 1)]
-    assert S.folded(stacks, sym) == ["ksys_write;ok_func 1", "ksys_write;vfs_write 5"]
-    assert S.folded([(("a", "b c"), 1)], leaf_first=False) == ["a;b_c 1"]
+    assert symbolize.folded(stacks, sym) == ["ksys_write;ok_func 1", "ksys_write;vfs_write 5"]
+    assert symbolize.folded([(("a", "b c"), 1)], leaf_first=False) == ["a;b_c 1"]
 
 
 def events(text: str, target: str = "arm"):
@@ -399,8 +398,8 @@ def events(text: str, target: str = "arm"):
 
 
 def test_resolve_without_sources_gives_notices_not_silence():
-    r = S.resolve_events(events("trace probe:vfs_read { print(arg1) }\n"
-                                "trace sched:sched_switch { print(args.prev_pid) }"), "arm")
+    r = resolve.resolve_events(events("trace probe:vfs_read { print(arg1) }\n"
+                                      "trace sched:sched_switch { print(args.prev_pid) }"), "arm")
     assert r.ok and [e.name for e in r.events] == ["vfs_read", "sched:sched_switch"]
     notes = " ".join(p.message for p in r.problems if p.severity == "notice")
     assert "unchecked" in notes and "--profile" in notes
@@ -412,20 +411,20 @@ def test_resolve_expands_checks_and_reports(kern):
               "trace probe:vfs_read+1 { print(1) }\n"
               "trace probe:jiffies { print(1) }\n"
               "trace probe:vfs_reed%return { print(retval) }")
-    r = S.resolve_events(events(script, target.name), target, vmlinux=d / "vmlinux")
+    r = resolve.resolve_events(events(script, target.name), target, vmlinux=d / "vmlinux")
     names = [e.name for e in r.events]
     assert names[:3] == ["vfs_read", "vfs_readlink", "vfs_readv"]
     msgs = [p.message for p in r.errors]
     assert any("not an instruction boundary" in m for m in msgs)
     assert any("jiffies is not a function" in m for m in msgs)
     assert any("did you mean 'vfs_read'" in m for m in msgs)
-    with pytest.raises(S.SymbolError, match="probe 'probe:jiffies'"):
+    with pytest.raises(SymbolError, match="probe 'probe:jiffies'"):
         r.raise_errors("t.kp")
 
 
 def test_resolve_refuses_a_wrong_kernel():
     d = build_dir("mips")
-    r = S.resolve_events(events("trace probe:vfs_read { }"), "arm", vmlinux=d / "vmlinux")
+    r = resolve.resolve_events(events("trace probe:vfs_read { }"), "arm", vmlinux=d / "vmlinux")
     assert any("is a mips kernel, not arm" in p.message for p in r.errors)
 
 
@@ -445,7 +444,7 @@ format:
 
 def test_resolve_needs_kprobes_in_the_kernel(tmp_path):
     prof = fake_profile(tmp_path, "arm", "# CONFIG_KPROBES is not set\nCONFIG_KRETPROBES=n\n", {})
-    r = S.resolve_events(events("trace probe:vfs_read%return { }"), "arm", profile=prof)
+    r = resolve.resolve_events(events("trace probe:vfs_read%return { }"), "arm", profile=prof)
     assert [p.message.split(",")[0] for p in r.errors] == [
         "this script needs kprobes", "this script needs kretprobes"]
     assert "CONFIG_KPROBES=y" in r.errors[0].message
@@ -454,20 +453,21 @@ def test_resolve_needs_kprobes_in_the_kernel(tmp_path):
 def test_resolve_tracepoint_fields(tmp_path):
     prof = fake_profile(tmp_path, "arm", "CONFIG_KPROBES=y\n",
                         {"sched/sched_switch": SCHED_SWITCH, "sched/sched_wakeup": SCHED_SWITCH})
-    good = S.resolve_events(events("trace sched:sched_switch { print(args.prev_pid) }"),
-                            "arm", profile=prof)
+    good = resolve.resolve_events(events("trace sched:sched_switch { print(args.prev_pid) }"),
+                                  "arm", profile=prof)
     assert good.ok
     f = good.layouts["sched:sched_switch"]["prev_pid"]
     assert (f.offset, f.size, f.signed) == (24, 4, True)
-    bad = S.resolve_events(events("trace sched:* { print(args.pid) }"), "arm", profile=prof)
+    bad = resolve.resolve_events(events("trace sched:* { print(args.pid) }"), "arm", profile=prof)
     assert len(bad.errors) == 2 and "has no field 'pid'" in bad.errors[0].message
     assert "prev_comm, prev_pid" in bad.errors[0].message
-    missing = S.resolve_events(events("trace sched:sched_swich { }"), "arm", profile=prof)
+    missing = resolve.resolve_events(events("trace sched:sched_swich { }"), "arm", profile=prof)
     assert "did you mean 'sched:sched_switch'" in missing.errors[0].message
 
 
 def run_cli(argv, capsys):
     import argparse
+
     from ktap.cli import symbols as symbols_cli
     parser = argparse.ArgumentParser(prog="ktap")
     symbols_cli.register(parser.add_subparsers())
@@ -509,6 +509,6 @@ def test_resolve_warns_when_vmlinux_and_profile_differ(tmp_path):
                                b"c0001100 T only_in_other_kernel\n", {}, b"CONFIG_KPROBES=y\n",
                                "test", None, "", "test")
     prof = profiles.write_profile(other, tmp_path / "prof")
-    r = S.resolve_events(events("trace probe:vfs_read { }"), "arm", vmlinux=d / "vmlinux",
-                         profile=prof)
+    r = resolve.resolve_events(events("trace probe:vfs_read { }"), "arm", vmlinux=d / "vmlinux",
+                               profile=prof)
     assert r.ok and any("does not look like the kernel" in p.message for p in r.problems)

@@ -1,4 +1,4 @@
-"""Transports (toolchain/ktap/transport.py) on the host: the serial agent's
+"""Transports (toolchain/ktap/deploy/) on the host: the serial agent's
 frames against the real C agent (a host build of `ktaprun --serve -` on a
 socketpair, running host commands only; it never loads a module), marker
 filtering, and the errors users meet with the real ssh and adb clients.
@@ -15,8 +15,12 @@ import time
 import pytest
 
 from ktap.build import ktaprun as runner
-from ktap.deploy import transport as tr
 from ktap.core import tools
+from ktap.deploy import transport as tr
+from ktap.deploy.frame_codec import FrameReader, encode_frame
+from ktap.deploy.serial import SerialTransport, agent_error
+from ktap.deploy.ssh import SshTransport
+
 
 needs_cc = pytest.mark.skipif(tools.find_cc() is None, reason="no host C compiler")
 
@@ -24,11 +28,11 @@ needs_cc = pytest.mark.skipif(tools.find_cc() is None, reason="no host C compile
 # ---------------------------------------------------------------- frames
 
 def test_frames_round_trip_with_noise_and_damage():
-    good = [tr.encode_frame("Y", b"abc"), tr.encode_frame("1", bytes(range(256)) * 10)]
-    damaged = bytearray(tr.encode_frame("2", b"lost"))
+    good = [encode_frame("Y", b"abc"), encode_frame("1", bytes(range(256)) * 10)]
+    damaged = bytearray(encode_frame("2", b"lost"))
     damaged[9] ^= 0xFF
     stream = b"noise kT\x00" + good[0] + bytes(damaged) + b"\r\n" + good[1]
-    r = tr.FrameReader()
+    r = FrameReader()
     frames = []
     for i in range(0, len(stream), 7):          # arbitrary splits
         frames += r.feed(stream[i:i + 7])
@@ -38,7 +42,7 @@ def test_frames_round_trip_with_noise_and_damage():
 
 def test_marker_filter_takes_out_pid_and_exit_lines():
     got = []
-    f = tr._MarkerFilter(got.append)
+    f = tr.MarkerFilter(got.append)
     for piece in (b"KTAPPID=4", b"2\nhello\nKTAP", b"EXIT=3\n", b"par", b"tial"):
         f.feed(piece)
     f.finish()
@@ -50,7 +54,7 @@ def test_push_errors_are_classified():
     e = tr.classify_push_error("cat: write error: No space left on device", "/tmp/ktap/x")
     assert e.kind == tr.NO_SPACE and "--remote-dir" in e.hint
     assert "read-only" in tr.classify_push_error("Read-only file system", "/x/y").cause
-    assert tr._agent_error("ENOSPC: /tmp/x: No space left on device", "/tmp/x").kind == tr.NO_SPACE
+    assert agent_error("ENOSPC: /tmp/x: No space left on device", "/tmp/x").kind == tr.NO_SPACE
 
 
 def test_parse_info_and_hashes():
@@ -77,7 +81,7 @@ def agent(agent_exe):
     proc = subprocess.Popen([str(agent_exe), "--serve", "-"], stdin=b.fileno(),
                             stdout=b.fileno())
     b.close()
-    t = tr.SerialTransport.from_fd(a.detach(), "socketpair", timeout=5)
+    t = SerialTransport.from_fd(a.detach(), "socketpair", timeout=5)
     yield t
     t.close()
     proc.wait(timeout=10)
@@ -185,7 +189,7 @@ def _closed_port() -> int:
 
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="openssh-client not installed")
 def test_ssh_unreachable_host():
-    t = tr.SshTransport(f"root@127.0.0.1:{_closed_port()}", connect_timeout=3,
+    t = SshTransport(f"root@127.0.0.1:{_closed_port()}", connect_timeout=3,
                         options=["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null"])
     with pytest.raises(tr.TransportError) as e:
         t.info()
@@ -194,18 +198,18 @@ def test_ssh_unreachable_host():
 
 def test_serial_missing_device_and_socket(tmp_path):
     with pytest.raises(tr.TransportError) as e:
-        tr.SerialTransport(str(tmp_path / "ttyUSB9"))
+        SerialTransport(str(tmp_path / "ttyUSB9"))
     assert e.value.kind == tr.UNREACHABLE and "device name" in e.value.hint
     with pytest.raises(tr.TransportError) as e:
-        tr.SerialTransport(f"unix:{tmp_path / 'none.sock'}")
+        SerialTransport(f"unix:{tmp_path / 'none.sock'}")
     assert e.value.kind == tr.UNREACHABLE
     with pytest.raises(tr.TransportError, match="baud"):
-        tr.SerialTransport(f"{tmp_path / 'x'}:12345")
+        SerialTransport(f"{tmp_path / 'x'}:12345")
 
 
 def test_serial_silent_peer_is_reported(tmp_path):
     a, b = socket.socketpair()
-    t = tr.SerialTransport.from_fd(a.detach(), "silent", timeout=0.5)
+    t = SerialTransport.from_fd(a.detach(), "silent", timeout=0.5)
     try:
         with pytest.raises(tr.TransportError, match="no answer") as e:
             t.hello(attempts=1, wait=0.3)

@@ -6,23 +6,23 @@ import argparse
 import sys
 
 from ktap import api
-from ktap.backends.kbc import bytecode as bc
 from ktap.core.diagnostics import Source, UsageError
 from ktap.core.targets import target_names
+from ktap.frontend import program
 
 
 def limits(pairs: list[str] | None) -> dict[str, int]:
     out = {}
     for item in pairs or []:
         name, _, value = item.partition("=")
-        if name not in bc.Limits.FIELDS:
-            raise UsageError(f"unknown limit '{name}' (known: {', '.join(bc.Limits.FIELDS)})")
+        if name not in program.Limits.FIELDS:
+            raise UsageError(f"unknown limit '{name}' (known: {', '.join(program.Limits.FIELDS)})")
         try:
             n = int(value, 0)
         except ValueError:
             raise UsageError(f"limit {name} needs an integer value, got '{value}'") from None
-        if not 1 <= n <= bc.Limits.MAXIMUM[name]:
-            raise UsageError(f"limit {name} must be between 1 and {bc.Limits.MAXIMUM[name]}")
+        if not 1 <= n <= program.Limits.MAXIMUM[name]:
+            raise UsageError(f"limit {name} must be between 1 and {program.Limits.MAXIMUM[name]}")
         out[name] = n
     return out
 
@@ -59,7 +59,7 @@ def add_script_args(p: argparse.ArgumentParser, target_default: str | None = "x8
     p.add_argument("-t", "--target", default=target_default, choices=target_names(),
                    help=f"target architecture (default: {target_default})")
     p.add_argument("--limit", action="append", metavar="NAME=N",
-                   help="override a limit: " + ", ".join(bc.Limits.FIELDS))
+                   help="override a limit: " + ", ".join(program.Limits.FIELDS))
     k = p.add_argument_group("the target kernel (optional: checks probes offline, expands globs)")
     k.add_argument("--vmlinux", metavar="FILE", help="the target's vmlinux (symbols, code checks)")
     k.add_argument("--system-map", metavar="FILE", help="the target's System.map")

@@ -85,7 +85,7 @@ class LabelDef:
 @dataclass
 class IRFunction:
     name: str
-    kind: int                  # bytecode.SETUP / FUNCTION / HANDLER
+    kind: int                  # frontend.program.SETUP / FUNCTION / HANDLER
     params: list[str]
     body: list[Instr | LabelDef] = field(default_factory=list)
     nregs: int = 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ktap.backends.kbc import bytecode as bc
 from ktap.frontend.printf import Conv, parse_format
 from ktap.refvm.values import Agg, Stack, linear_count
+from ktap.frontend import program
 
 BAR_WIDTH = 40
 HIST_HEADER = "-" * 13 + " Distribution " + "-" * 13
@@ -171,7 +172,7 @@ class Formatter:
         d = self.img.tables[desc_index]
         return self.keyed(snapshot, lambda agg: self.linear_rows(agg, d))
 
-    def linear_rows(self, agg: Agg, d: bc.TableDesc) -> str:
+    def linear_rows(self, agg: Agg, d: program.TableDesc) -> str:
         n = linear_count(d)
         labels = {-1: f"< {d.lmin}", n: f">= {d.lmax}"}
         used = sorted(agg.linear)

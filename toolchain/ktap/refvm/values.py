@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ktap.backends.kbc import bytecode as bc
+from ktap.frontend import program
 
 INT64_MIN = -(1 << 63)
 
@@ -40,7 +40,7 @@ def log2_bucket(v: int) -> int:
     return mag if v > 0 else -mag
 
 
-def linear_bucket(v: int, d: bc.TableDesc) -> int:
+def linear_bucket(v: int, d: program.TableDesc) -> int:
     """Index: -1 below lmin, len-1.. for >= lmax, else (v - lmin) // step."""
     if v < d.lmin:
         return -1
@@ -49,7 +49,7 @@ def linear_bucket(v: int, d: bc.TableDesc) -> int:
     return (v - d.lmin) // d.lstep
 
 
-def linear_count(d: bc.TableDesc) -> int:
+def linear_count(d: program.TableDesc) -> int:
     return (d.lmax - d.lmin + d.lstep - 1) // d.lstep
 
 
@@ -62,17 +62,17 @@ class Agg:
     log2: dict[int, int] = field(default_factory=dict)
     linear: dict[int, int] = field(default_factory=dict)
 
-    def feed(self, v: int, desc: bc.TableDesc) -> None:
+    def feed(self, v: int, desc: program.TableDesc) -> None:
         if self.count == 0 or v < self.min:
             self.min = v
         if self.count == 0 or v > self.max:
             self.max = v
         self.count += 1
         self.sum = wrap(self.sum + v)
-        if desc.flags & bc.TABLE_LOG2:
+        if desc.flags & program.TABLE_LOG2:
             b = log2_bucket(v)
             self.log2[b] = self.log2.get(b, 0) + 1
-        if desc.flags & bc.TABLE_LINEAR:
+        if desc.flags & program.TABLE_LINEAR:
             b = linear_bucket(v, desc)
             self.linear[b] = self.linear.get(b, 0) + 1
 
@@ -89,7 +89,7 @@ class TableFull(Exception):
 
 
 class Table:
-    def __init__(self, desc_index: int, desc: bc.TableDesc, limit: int):
+    def __init__(self, desc_index: int, desc: program.TableDesc, limit: int):
         self.desc_index = desc_index
         self.desc = desc
         self.limit = limit

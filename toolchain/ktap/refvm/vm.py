@@ -12,10 +12,12 @@ from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc import opcodes
 from ktap.core.diagnostics import Loc, RuntimeErr, Source
 from ktap.refvm.values import Agg, Stack, Table, TableFull, cdiv, cmod, type_name, wrap
+from ktap.frontend import program
+from ktap.frontend import builtins
 
 OPS = {op.code: op.name for op in opcodes.OPS}
-BUILTIN_NAMES = [b.name for b in opcodes.BUILTINS]
-VAR_NAMES = [v.name for v in opcodes.VARIABLES]
+BUILTIN_NAMES = [b.name for b in builtins.BUILTINS]
+VAR_NAMES = [v.name for v in builtins.VARIABLES]
 
 
 @dataclass
@@ -437,10 +439,10 @@ class Machine:
         self.emit((kind, t.snapshot(), t.desc_index))
 
     def b_hist(self, args, f, pc):
-        self.histogram("hist", bc.TABLE_LOG2, args, f, pc)
+        self.histogram("hist", program.TABLE_LOG2, args, f, pc)
 
     def b_lhist(self, args, f, pc):
-        self.histogram("lhist", bc.TABLE_LINEAR, args, f, pc)
+        self.histogram("lhist", program.TABLE_LINEAR, args, f, pc)
 
     def b_print_hist(self, args, f, pc):
         t = self.table(args[0], f, pc)
@@ -472,10 +474,10 @@ class Machine:
         return self.read_string(self.user_memory, args, f, pc)
 
     def b_stack(self, args, f, pc):
-        depth = args[0] if args else opcodes.STACK_DEFAULT_DEPTH
+        depth = args[0] if args else builtins.STACK_DEFAULT_DEPTH
         if not isinstance(depth, int) or isinstance(depth, bool):
             raise self.error(f"stack depth must be a number, got a {type_name(depth)}", f, pc)
-        depth = min(max(depth, 1), opcodes.STACK_MAX_DEPTH)
+        depth = min(max(depth, 1), builtins.STACK_MAX_DEPTH)
         frames = self.event.stack if self.event else []
         return Stack(frames[:depth])
 

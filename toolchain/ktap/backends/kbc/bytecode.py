@@ -19,11 +19,8 @@ import zlib
 from dataclasses import dataclass, field
 
 from ktap.core.diagnostics import ImageError
-from ktap.frontend.program import (FUNCTION, HANDLER, KIND_NAMES, SETUP, TABLE_LINEAR,  # noqa: F401
-                                   TABLE_LOG2, Limits, TableDesc)
-from ktap.events.kinds import (EV_END, EV_KPROBE, EV_KRETPROBE, EV_PROFILE,  # noqa: F401
-                               EV_TICK, EV_TRACEPOINT, EVENT_KIND_NAMES)
 from ktap.core.targets import Target, target_by_id
+from ktap.frontend.program import Limits, TableDesc
 
 MAGIC = b"\x1bKBC"
 VERSION = 1

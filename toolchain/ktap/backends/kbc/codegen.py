@@ -8,6 +8,7 @@ from ktap.ir import nodes as ir
 from ktap.backends.kbc import opcodes
 from ktap.backends.kbc.opcodes import BY_NAME
 from ktap.core.targets import Target
+from ktap.frontend import builtins
 
 
 class ProtoBuilder:
@@ -60,9 +61,9 @@ class ProtoBuilder:
             case "P":
                 return self.func_index[value.name]
             case "B":
-                return opcodes.BUILTIN_BY_NAME[value.name].id
+                return builtins.BUILTIN_BY_NAME[value.name].id
             case "V":
-                return opcodes.VARIABLE_BY_NAME[value.name].id
+                return builtins.VARIABLE_BY_NAME[value.name].id
             case "D":
                 return self.field(value.name)
             case "J":

@@ -4,6 +4,8 @@ from __future__ import annotations
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc import opcodes
 from ktap.events.kinds import EV_END, EVENT_KIND_NAMES
+from ktap.frontend import program
+from ktap.frontend import builtins
 
 
 def _operand(img: bc.Image, p: bc.Proto, kind: str, value: int, pc: int, words: int) -> str:
@@ -20,9 +22,9 @@ def _operand(img: bc.Image, p: bc.Proto, kind: str, value: int, pc: int, words: 
     if kind == "P":
         return f"f{value}" + (f"({img.protos[value].name})" if value < len(img.protos) else "")
     if kind == "B":
-        return opcodes.BUILTINS[value].name if value < len(opcodes.BUILTINS) else f"b{value}?"
+        return builtins.BUILTINS[value].name if value < len(builtins.BUILTINS) else f"b{value}?"
     if kind == "V":
-        return opcodes.VARIABLES[value].name if value < len(opcodes.VARIABLES) else f"v{value}?"
+        return builtins.VARIABLES[value].name if value < len(builtins.VARIABLES) else f"v{value}?"
     if kind == "F":
         return f"fmt{value}" + (f"({img.formats[value]!r})" if value < len(img.formats) else "")
     if kind == "T":
@@ -39,12 +41,12 @@ def disassemble(img: bc.Image) -> str:
     out = [f"; KBC image for {t.name} ({t.byte_order}-endian, {t.word_size * 8}-bit), "
            f"source {img.source_name!r}"]
     lim = img.limits
-    out.append("; limits: " + ", ".join(f"{n}={getattr(lim, n)}" for n in bc.Limits.FIELDS))
+    out.append("; limits: " + ", ".join(f"{n}={getattr(lim, n)}" for n in program.Limits.FIELDS))
     if img.globals:
         out.append("; globals: " + ", ".join(f"g{i}={n}" for i, n in enumerate(img.globals)))
     for i, d in enumerate(img.tables):
         out.append(f"; table t{i}: flags={d.flags}" +
-                   (f" lhist({d.lmin}, {d.lmax}, {d.lstep})" if d.flags & bc.TABLE_LINEAR else ""))
+                   (f" lhist({d.lmin}, {d.lmax}, {d.lstep})" if d.flags & program.TABLE_LINEAR else ""))
     for i, f in enumerate(img.formats):
         out.append(f"; format fmt{i}: {f!r}")
     for i, e in enumerate(img.events):
@@ -61,7 +63,7 @@ def disassemble(img: bc.Image) -> str:
                    f"f{e.handler} " + " ".join(extra))
     for i, p in enumerate(img.protos):
         out.append("")
-        out.append(f"function f{i} {p.name!r} ({bc.KIND_NAMES.get(p.kind, p.kind)}, "
+        out.append(f"function f{i} {p.name!r} ({program.KIND_NAMES.get(p.kind, p.kind)}, "
                    f"{p.nparams} params, frame {p.frame_size}, {len(p.code)} words)")
         pc = 0
         while pc < len(p.code):

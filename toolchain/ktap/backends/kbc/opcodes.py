@@ -34,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ktap.frontend.builtins import BUILTINS, MAX_ARGS, STACK_MAX_DEPTH, VARIABLES
+
 FORMATS = ("ABC", "ABx", "AsBx", "AX64")
 
 
@@ -107,12 +109,6 @@ _TABLE = [
 OPS: list[Op] = [Op(i, *row) for i, row in enumerate(_TABLE)]
 BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
 NUM_OPS = len(OPS)
-
-# Built-ins are the language's; KBC names them by these ids.
-from ktap.frontend.builtins import (BUILTIN_BY_NAME, BUILTINS, MAX_ARGS,  # noqa: E402,F401
-                                    STACK_DEFAULT_DEPTH, STACK_MAX_DEPTH, VARIABLE_BY_NAME,
-                                    VARIABLES, Builtin, Variable)
-
 
 # -- encoding -----------------------------------------------------------
 def encode(op: Op, a: int = 0, b: int = 0, c: int = 0) -> list[int]:

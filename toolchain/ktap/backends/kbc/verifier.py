@@ -14,6 +14,8 @@ from ktap.events.kinds import EVENT_KIND_NAMES
 from ktap.events.kinds import kind as event_kind
 from ktap.events.specs import MIN_PERIOD_NS
 from ktap.frontend.sema import MAX_LHIST_BUCKETS
+from ktap.frontend import program
+from ktap.frontend import builtins
 
 MAX_FRAME = 250
 MAX_CODE_WORDS = 65535
@@ -82,17 +84,17 @@ class Verifier:
         self.check_call_graph()
 
     def check_limits(self) -> None:
-        for name in bc.Limits.FIELDS:
+        for name in program.Limits.FIELDS:
             v = getattr(self.img.limits, name)
-            if not 1 <= v <= bc.Limits.MAXIMUM[name]:
+            if not 1 <= v <= program.Limits.MAXIMUM[name]:
                 raise self.fail("bad-limits", f"limit {name} = {v} is outside "
-                                f"1..{bc.Limits.MAXIMUM[name]}")
+                                f"1..{program.Limits.MAXIMUM[name]}")
 
     def check_tables(self) -> None:
         for i, d in enumerate(self.img.tables):
-            if d.flags & ~(bc.TABLE_LOG2 | bc.TABLE_LINEAR):
+            if d.flags & ~(program.TABLE_LOG2 | program.TABLE_LINEAR):
                 raise self.fail("bad-table", f"table descriptor {i} has unknown flags {d.flags:#x}")
-            if d.flags & bc.TABLE_LINEAR:
+            if d.flags & program.TABLE_LINEAR:
                 if d.lstep <= 0 or d.lmax <= d.lmin or \
                         (d.lmax - d.lmin + d.lstep - 1) // d.lstep > MAX_LHIST_BUCKETS:
                     raise self.fail("bad-table", f"table descriptor {i} has bad linear bounds")
@@ -106,12 +108,12 @@ class Verifier:
 
     def check_events(self) -> None:
         protos = self.img.protos
-        if not protos or protos[0].kind != bc.SETUP:
+        if not protos or protos[0].kind != program.SETUP:
             raise self.fail("bad-function", "function 0 must be the setup chunk")
         for i, e in enumerate(self.img.events):
             if e.kind not in EVENT_KIND_NAMES:
                 raise self.fail("bad-event", f"event {i} has unknown kind {e.kind}")
-            if not 0 <= e.handler < len(protos) or protos[e.handler].kind != bc.HANDLER:
+            if not 0 <= e.handler < len(protos) or protos[e.handler].kind != program.HANDLER:
                 raise self.fail("bad-event", f"event {i} names handler {e.handler}, "
                                 "which is not a handler function")
             if e.kind in MIN_PERIOD_NS and e.period_ns < MIN_PERIOD_NS[e.kind]:
@@ -125,9 +127,9 @@ class Verifier:
     # -- function level --------------------------------------------------
     def check_proto(self, i: int) -> None:
         p = self.img.protos[i]
-        if p.kind not in bc.KIND_NAMES or (p.kind == bc.SETUP) != (i == 0):
+        if p.kind not in program.KIND_NAMES or (p.kind == program.SETUP) != (i == 0):
             raise self.fail("bad-function", f"bad kind {p.kind}", i)
-        if p.kind != bc.FUNCTION and p.nparams:
+        if p.kind != program.FUNCTION and p.nparams:
             raise self.fail("bad-function", "setup and handlers take no parameters", i)
         if not 1 <= p.frame_size <= MAX_FRAME or p.nparams > p.frame_size:
             raise self.fail("bad-frame", f"frame size {p.frame_size} (parameters "
@@ -214,7 +216,7 @@ class Verifier:
                                 f"{len(img.formats)}", i, pc)
         elif kind == "P":
             nargs = (p.code[pc] >> 24) & 0xFF
-            if value >= len(img.protos) or img.protos[value].kind != bc.FUNCTION:
+            if value >= len(img.protos) or img.protos[value].kind != program.FUNCTION:
                 raise self.fail("bad-function", f"{where}: {value} is not a callable "
                                 "function", i, pc)
             if img.protos[value].nparams != nargs:
@@ -224,17 +226,17 @@ class Verifier:
             self.calls[i].add(value)
         elif kind == "B":
             nargs = (p.code[pc] >> 24) & 0xFF
-            if value >= len(opcodes.BUILTINS):
+            if value >= len(builtins.BUILTINS):
                 raise self.fail("bad-builtin", f"{where}: built-in {value}", i, pc)
-            bi = opcodes.BUILTINS[value]
+            bi = builtins.BUILTINS[value]
             if not bi.min_args <= nargs <= bi.max_args:
                 raise self.fail("bad-call", f"{bi.name} takes {bi.min_args}..{bi.max_args} "
                                 f"arguments, {nargs} given", i, pc)
         elif kind == "V":
-            if value >= len(opcodes.VARIABLES):
+            if value >= len(builtins.VARIABLES):
                 raise self.fail("bad-variable", f"{where}: variable {value}", i, pc)
         elif kind == "N":
-            if not 1 <= value <= opcodes.MAX_ARGS:
+            if not 1 <= value <= builtins.MAX_ARGS:
                 raise self.fail("bad-argument", f"{where}: argument {value}", i, pc)
         elif kind == "D":
             nfields = self.handler_fields.get(i)
