@@ -38,6 +38,8 @@ from ktap.backends.kbc import bytecode as bc  # noqa: E402
 from ktap.core.diagnostics import Source  # noqa: E402
 from ktap.core.targets import get_target, target_names  # noqa: E402
 from ktap.boards.kernels import ensure_kernel  # noqa: E402
+from ktap.build.kbuild import kbuild  # noqa: E402
+from ktapdev import harness  # noqa: E402
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 # probe kind: (ktap event, ktap_smoke attach spec, ktap_native's on=)
@@ -60,15 +62,15 @@ def module_size(ko: Path) -> tuple[int, int]:
 
 
 def build_native(target: str) -> Path:
-    return kmod.kbuild(get_target(target), sorted(f for f in NATIVE_DIR.iterdir() if f.is_file()),
+    return kbuild(get_target(target), sorted(f for f in NATIVE_DIR.iterdir() if f.is_file()),
                        "ktap_native", ensure_kernel(target))
 
 
 def session_output(result, image: bc.Image, target: str) -> str:
     """What the session printed, and its drop lines, from ktap_smoke's hex dump."""
     out = result.stdout.decode() if isinstance(result.stdout, bytes) else result.stdout
-    records, status = kmod.smoke_records(out, get_target(target))
-    text, _, drops = kmod.session_text(image, records, status)
+    records, status = harness.smoke_records(out, get_target(target))
+    text, _, drops = harness.session_text(image, records, status)
     return text + "".join(d + "\n" for d in drops)
 
 
@@ -83,7 +85,7 @@ def measure(target: str, n: int) -> dict:
     instructions per write, "noise": ..., "size"/"alloc": of ktapvm.ko}"""
     ko = kmod.build_module(target, ensure_kernel(target))
     native = build_native(target)
-    smoke = kmod.build_smoke_client(target)
+    smoke = harness.build_smoke_client(target)
     write = ["/bin/ktapw", "write", str(n)]
     timed = [SMOKE, "-b", "-w", "300", "--", *write]
     images = {}

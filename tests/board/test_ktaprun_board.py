@@ -18,6 +18,8 @@ from ktap.boards.kernels import ensure_kernel
 from ktap.build import kmod
 from ktap.build import ktaprun as runner
 from ktap.core.tools import MissingTool
+from ktap.refvm.records import decode_records
+from ktapdev import harness
 
 
 BOARD_TARGETS = ["x86_64", "arm", "mips", "powerpc"]
@@ -117,6 +119,6 @@ def test_end_to_end_with_the_module(target, tmp_path):
     # exit() in a timer ends the session: the 20 s workload is killed, not waited for
     assert self_end.status == 5 and self_end.seconds < 10, self_end.output
     # --raw: the host formats the same records into the same text
-    records, status = kmod.decode_records(raw.stdout, images["self"].target)
+    records, status = decode_records(raw.stdout, images["self"].target)
     assert raw.status == 5 and status.exit_code == 5
-    assert kmod.session_text(images["self"], records, status)[0].encode() == self_end.stdout
+    assert harness.session_text(images["self"], records, status)[0].encode() == self_end.stdout

@@ -27,6 +27,7 @@ from ktap.core import tools
 from ktap.core.diagnostics import Source
 from ktap.core.targets import get_target, target_names
 from ktap.refvm.output import Formatter
+from ktapdev import harness
 
 
 TARGETS = target_names()
@@ -145,7 +146,7 @@ class Session:
         return out.decode(errors="replace") if isinstance(out, bytes) else out
 
     def records(self, name: str):
-        return kmod.smoke_records(self.stdout(name), get_target(self.target))
+        return harness.smoke_records(self.stdout(name), get_target(self.target))
 
     def output(self, name: str) -> str:
         recs, _ = self.records(name)
@@ -171,7 +172,7 @@ def session(request, tmp_path_factory):
         return _SESSIONS[target]
     work = tmp_path_factory.mktemp(f"module-{target}")
     ko = kmod.build_module(target, ensure_kernel(target))
-    smoke = kmod.build_smoke_client(target)
+    smoke = harness.build_smoke_client(target)
     cases = _cases(target, work)
     commands = [[KTAPW, "insmod", "/ktapvm.ko"]] + [c.argv for c in cases.values()] \
         + [[KTAPW, "rmmod", kmod.MODULE_NAME], [KTAPW, "dmesg"]]

@@ -18,12 +18,14 @@ from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc import opcodes
 from ktap.backends.kbc.verifier import verify
-from ktap.build import kmod
+from ktap.build.render import CORE_SOURCES, render
 from ktap.core import tools
 from ktap.core.diagnostics import ImageError, Source, VerifyError
+from ktap.core.paths import KMOD_DIR
 from ktap.events import kinds
 from ktap.frontend import builtins, program
 from ktap.refvm.sim import parse_events
+from ktapdev import harness as cvm
 
 
 TARGETS = ["arm", "mips", "x86_64"]       # little/big endian, 32/64-bit words
@@ -39,7 +41,7 @@ def harness(tmp_path_factory):
 
     def get(target: str) -> Path:
         if target not in built:
-            built[target] = kmod.build_harness(target, build, sanitize=True)
+            built[target] = cvm.build_harness(target, build, sanitize=True)
         return built[target]
     return get
 
@@ -228,9 +230,9 @@ def _session(name: str, target: str, harness, tmp_path):
     ev = parse_events("\n".join(json.dumps(e) for e in events), f"{name}.events")
     path = tmp_path / f"{name}.kbc"
     path.write_bytes(bc.dump(image))
-    records, status = kmod.c_run(harness(target), path, kmod.encode_events(image, ev), tmp_path)
-    return (kmod.session_text(image, records, status, src),
-            kmod.reference_text(image, ev, src), records)
+    records, status = cvm.c_run(harness(target), path, cvm.encode_events(image, ev), tmp_path)
+    return (cvm.session_text(image, records, status, src),
+            cvm.reference_text(image, ev, src), records)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -278,7 +280,7 @@ def py_reason(image: bc.Image) -> str:
 def c_reason(harness, image: bc.Image, tmp_path: Path) -> str:
     path = tmp_path / "corpus.kbc"
     path.write_bytes(bc.dump(image))
-    return kmod.c_verify(harness(image.target.name), path).reason
+    return cvm.c_verify(harness(image.target.name), path).reason
 
 
 def enc(name, a=0, b=0, c=0):
@@ -441,10 +443,10 @@ def test_verifiers_agree_on_mutants(name, harness, tmp_path):
 
 
 # -- the loader -----------------------------------------------------------------
-def _c_load(harness, target, data: bytes, tmp_path) -> kmod.VerifyResult:
+def _c_load(harness, target, data: bytes, tmp_path) -> cvm.VerifyResult:
     path = tmp_path / "img.kbc"
     path.write_bytes(data)
-    return kmod.c_verify(harness(target), path)
+    return cvm.c_verify(harness(target), path)
 
 
 def test_loader_names_both_sides_of_a_layout_mismatch(harness, tmp_path):
@@ -499,11 +501,11 @@ def test_core_compiles_for_32bit_cross_compilers(target, tmp_path):
     cc = f"{t.cross_compile}gcc"
     if subprocess.run(["which", cc], capture_output=True).returncode != 0:
         pytest.skip(f"{cc} not installed")
-    kmod.render(t, tmp_path)
-    for src in kmod.CORE_SOURCES:
+    render(t, tmp_path)
+    for src in CORE_SOURCES:
         r = subprocess.run([cc, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror",
-                            "-Wno-unused-parameter", "-I", str(kmod.KMOD_DIR), "-I",
-                            str(tmp_path), "-c", str(kmod.KMOD_DIR / src), "-o",
+                            "-Wno-unused-parameter", "-I", str(KMOD_DIR), "-I",
+                            str(tmp_path), "-c", str(KMOD_DIR / src), "-o",
                             str(tmp_path / (src + ".o"))], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
 
@@ -511,7 +513,7 @@ def test_core_compiles_for_32bit_cross_compilers(target, tmp_path):
 def test_generated_tables_come_from_opcodes():
     import tempfile
     with tempfile.TemporaryDirectory() as d:
-        kmod.render("mips", Path(d))
+        render("mips", Path(d))
         h = (Path(d) / "ktap_opcodes.h").read_text() + (Path(d) / "ktap_target.h").read_text()
     for op in opcodes.OPS:
         assert f"KTAP_OP_{op.name} = {op.code}," in h

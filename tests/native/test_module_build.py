@@ -8,6 +8,8 @@ import pytest
 
 from ktap.boards import kernels as kernel
 from ktap.build import kmod
+from ktap.build.kbuild import module_warnings
+from ktap.build.render import render
 from ktap.core import tools
 from ktap.core.targets import get_target, target_names
 
@@ -16,7 +18,7 @@ TARGETS = target_names()
 
 
 def test_render_has_the_target_abi(tmp_path):
-    kmod.render("mips", tmp_path)
+    render("mips", tmp_path)
     ev = (tmp_path / "ktap_target.h").read_text()
     assert "X(0, regs[4])" in ev and "KTAP_ABI_RETVAL regs[2]" in ev
     assert "STACK_ARGS_OFFSET 16" in ev
@@ -35,5 +37,5 @@ def test_module_builds_without_warnings(target):
     kdir = kernel.cached_kernel(t).directory
     ko = kmod.build_module(target, kdir)
     assert ko.name == "ktapvm.ko" and ko.stat().st_size > 10000
-    assert kmod.module_warnings(ko) == []
+    assert module_warnings(ko) == []
     assert kmod.build_module(target, kdir) == ko      # cached

@@ -18,9 +18,6 @@ from ktap.boards.initramfs import build_initramfs
 from ktap.core.targets import Target, get_target
 
 DEFAULT_TIMEOUT = 120.0
-# run_commands() runs all its commands in one boot; callers batching work
-# per boot (the module runner, the test fixtures) rely on this.
-ONE_BOOT_PER_RUN = True
 
 
 @dataclass

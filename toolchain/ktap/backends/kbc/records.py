@@ -1,7 +1,7 @@
 """The output records of ktapvm (docs/kmod.md): record kinds, value tags and the
 STATUS record's states, as one table. kmod/gen/ktap_records.h is rendered from it
 for the core that writes the records and for ktaprun, and the host's decoder
-(ktap.build.records) reads its codes from here, so the three never drift.
+(ktap.refvm.records) reads its codes from here, so the three never drift.
 
 The codes are part of the record format: append, never renumber."""
 from __future__ import annotations
