@@ -7,7 +7,7 @@ total executions and coverage (libFuzzer's cov = edges, ft = features).
 
 The corpus of each target is kept in build/fuzz/<target>/run/corpus, so runs
 add up. Findings are copied to build/fuzz/<target>/run/artifacts; turn each
-into a regression input in tests/fuzz_regressions/<target>/. Exits 1 if any
+into a regression input in tests/native/fuzz_regressions/<target>/. Exits 1 if any
 target found something."""
 import argparse
 import sys

@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "toolchain"))
 from ktap.boards.batch import run_commands  # noqa: E402
 from ktap.backends.kbc import bytecode as bc  # noqa: E402
 from ktap.boards.sessions import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER, board_bundle  # noqa: E402
+from ktap.build.bundle import session_argv  # noqa: E402
 from ktapdev.rawkbc import RET, handler_image, ins  # noqa: E402
 from ktap.core.targets import get_target, target_names  # noqa: E402
 from ktap.frontend import program  # noqa: E402
@@ -108,8 +109,8 @@ def run_board(target: str, deterministic: bool) -> dict:
             host = Path(tmp) / f"{name}.kbc"
             host.write_bytes(data)
             files[f"{GUEST_DIR}/{name}.kbc"] = host
-            commands.append([GUEST_RUNNER, "-m", GUEST_MODULE, f"{GUEST_DIR}/{name}.kbc", "--",
-                             "ktapw", "writelat", "20"])
+            commands.append(session_argv(GUEST_RUNNER, f"{GUEST_DIR}/{name}.kbc",
+                                         module=GUEST_MODULE, workload=["ktapw", "writelat", "20"]))
         commands.append(["ktapw", "rmmod", "ktapvm"])
         run = run_commands(target, commands, extra_files=files, timeout=1200,
                            deterministic=deterministic)

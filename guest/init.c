@@ -10,7 +10,7 @@
  * separated by one space. Hex keeps any byte (spaces, quotes, newlines) in an
  * argument without a quoting language.
  *
- * Frames, one per console line (see toolchain/ktap/board.py):
+ * Frames, one per console line (see toolchain/ktap/boards/frames.py):
  *     @@KTAP:<seq>:<tag>:<fields...>:<crc32 hex>
  * seq counts frames from 0 so the host notices a lost line; the CRC-32 covers
  * everything between "@@KTAP:" and the last ':' so a kernel message printed

@@ -3,7 +3,7 @@
  *
  * Workloads make an exact number of system calls so tests can compare
  * probe hit counts with N. Introspection subcommands print key=value lines
- * the host parses (toolchain/ktap/board.py).
+ * the host parses (toolchain/ktap/boards/frames.py).
  *
  * Exit status: 0 success, 1 runtime failure, 2 usage error.
  */

@@ -1,4 +1,5 @@
 import io
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -9,9 +10,11 @@ from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.boards import kernels as kernel
 from ktap.boards.qemu import require_qemu
+from ktap.build import ktaprun as runner
 from ktap.core import tools
 from ktap.core.diagnostics import Source
 from ktap.core.targets import get_target
+from ktap.core.tools import MissingTool
 from ktap.refvm.sim import EventsFile, parse_events, run_sim
 
 
@@ -96,6 +99,31 @@ def compile_with(text, **kernel_args):
     img = api.compile_source(Source("k.kp", text), "arm", None,
                              api.KernelInfo(**kernel_args), warnings.append)
     return img, warnings
+
+
+# What a debug kernel's console must not show after a stress session.
+DEBUG_TROUBLE = re.compile(
+    r"BUG:|WARNING:|\bOops\b|Call Trace|Kernel panic|INFO: task .* blocked|soft lockup|"
+    r"hard LOCKUP|possible (circular|recursive) locking|inconsistent lock state|"
+    r"suspicious RCU usage|lock held when returning|bad unlock balance|"
+    r"sleeping function called from invalid context|scheduling while atomic|"
+    r"new suspected memory leaks|unreferenced object", re.IGNORECASE)
+
+
+def cross_build(target: str, tmp: Path) -> Path:
+    """The static ktaprun for `target`; skips when its cross compiler is missing."""
+    try:
+        return runner.build_ktaprun(target)
+    except MissingTool as e:
+        pytest.skip(str(e))
+
+
+def build_dir(name: str) -> Path:
+    """The cached board kernel's build dir; skips (never builds) when there is none."""
+    build = kernel.cached_kernel(get_target(name))
+    if build is None:
+        pytest.skip(f"no cached {name} kernel (build it: ktap board -t {name} kernel)")
+    return build.directory
 
 
 TIERS = ("host", "native", "board")

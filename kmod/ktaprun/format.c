@@ -1,4 +1,4 @@
-/* format.c - output records to text, byte for byte what toolchain/ktap/output.py's
+/* format.c - output records to text, byte for byte what toolchain/ktap/refvm/output.py's
  * Formatter produces (the tests compare the two). Each function is named after
  * its Python counterpart; where Python semantics are not C's (arbitrary-size
  * integers, character counts of UTF-8 text, stable sorting) the comment says how

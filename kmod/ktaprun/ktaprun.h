@@ -79,7 +79,7 @@ uint32_t record_size(const unsigned char *p, size_t avail);
 int record_decode(const unsigned char *p, uint32_t size, struct krec *rec);
 void record_free(struct krec *rec);
 
-/* -- formatting (format.c): mirrors toolchain/ktap/output.py -------------- */
+/* -- formatting (format.c): mirrors toolchain/ktap/refvm/output.py -------- */
 struct symtab;
 
 struct formatter {

@@ -1,7 +1,7 @@
 /* serve.c - `ktaprun --serve DEV[:BAUD]`: the serial agent.
  *
  * A board without network runs this on a spare serial line (or `-` for
- * stdin/stdout). The host (`ktap run --serial`, toolchain/ktap/transport.py)
+ * stdin/stdout). The host (`ktap run --serial`, toolchain/ktap/deploy/serial.py)
  * pushes files and runs commands through it; their output comes back as
  * frames. One frame:
  *

@@ -12,12 +12,13 @@ from ktap.boards import kernels
 from ktap.boards.check import check_board
 from ktap.boards.errors import BoardError
 from ktap.boards.initramfs import base_initramfs
+from ktap.core.tools import MissingTool
 
 
 def _kernel_action(target, source, env):
     try:
         build = kernels.ensure_kernel_build(env["KTAP_BOARD_TARGET"])
-    except kernels.KernelError as e:
+    except (kernels.KernelError, MissingTool) as e:
         print(f"ktap: error: {e}")
         return 1
     print(f"ktap: kernel for {env['KTAP_BOARD_TARGET']}: {build.directory}")
@@ -29,7 +30,7 @@ def _board_action(target, source, env):
     try:
         print(f"ktap: initramfs for {name}: {base_initramfs(name)}")
         check = check_board(name)
-    except (BoardError, kernels.KernelError) as e:
+    except (BoardError, kernels.KernelError, MissingTool) as e:
         print(f"ktap: error: {e}")
         return 1
     print(f"ktap: {name}: {check.uname}")

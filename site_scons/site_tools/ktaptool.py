@@ -7,6 +7,7 @@ from ktap import api
 from ktap.boards.kernels import ensure_kernel
 from ktap.build.bundle import MODULE_NAME, RUNNER_NAME, BundleError, make_bundle
 from ktap.core.diagnostics import KtapError
+from ktap.core.tools import MissingTool
 from ktapdev import boardtest
 
 
@@ -42,7 +43,7 @@ def _board_test_action(targets):
         for name in targets:
             try:
                 outcomes, run = boardtest.run_target(name, cases)
-            except BundleError as e:
+            except (BundleError, MissingTool) as e:
                 print(f"board-test: {name}: cannot run: {e}")
                 return 1
             results[name] = outcomes

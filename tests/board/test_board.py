@@ -1,10 +1,9 @@
-"""ktap.board: initramfs, framing, QEMU command lines, and the four boards booting.
-
-Tests marked `board` boot QEMU: one boot per target for this whole module
-(the `booted` fixture runs every guest command the tests look at in that
-boot). A missing QEMU, cross compiler or kernel source skips them with the
-reason; a kernel not yet in the cache is built first (minutes).
-"""
+"""The four QEMU boards booting: one boot per target for this whole module (the
+`booted` fixture runs every guest command the tests look at in that boot); uname,
+arch and features checked against the target descriptors, and `ktap board check`.
+A missing QEMU, cross compiler or kernel source skips with the reason; a kernel
+not yet in the cache is built first (minutes). The parts without a boot are in
+tests/native/test_board_parts.py."""
 
 from __future__ import annotations
 
@@ -18,6 +17,7 @@ from ktap.boards import kernels as kernel
 from ktap.boards.batch import run_commands
 from ktap.boards.check import CHECK_COMMANDS, evaluate_check, parse_features, parse_key_values
 from ktap.cli import board as board_cli
+from ktap.cli.main import main as ktap_main
 from ktap.core.targets import get_target, target_names
 
 
@@ -94,7 +94,7 @@ def test_board_cli_check_reports_and_exits_zero(booted, monkeypatch, capsys):
     target, run = booted
     # Reuse this module's boot: the CLI logic is what is under test here.
     monkeypatch.setattr(board_cli, "check_board", lambda t, timeout: evaluate_check(target, run))
-    assert board_cli.main(["board", "-t", target.name, "check"]) == 0
+    assert ktap_main(["board", "-t", target.name, "check"]) == 0
     out = capsys.readouterr().out
     assert f"byte order: {target.byte_order}" in out and "board check: OK" in out
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from conftest import TARGETS, board_run_once
-from ktap.build.bundle import BundleError
+from ktap.core.tools import MissingTool
 from ktapdev import boardtest
 
 
@@ -15,7 +15,7 @@ _RUNS = {}
 
 
 def suite_run(target):
-    return board_run_once(_RUNS, target, lambda t: boardtest.run_target(t, CASES), BundleError,
+    return board_run_once(_RUNS, target, lambda t: boardtest.run_target(t, CASES), MissingTool,
                           "board suite cannot run")
 
 

@@ -1,6 +1,6 @@
-"""`ktap run` (deploy.py, deploy_cli.py): bundle hashing and preflight on the
-host; end to end on QEMU boards that stay up like real ones (boards/live.py LiveBoard):
-the serial agent on all four boards, ssh and adb on x86_64.
+"""`ktap run` (deploy/, cli/deploy.py) end to end on QEMU boards that stay up like
+real ones (boards/live.py LiveBoard): the serial agent on all four boards, ssh and
+adb on x86_64, and `ktap target sync` over them.
 
 Board tests run the real CLI (`ktap run ...`) in a subprocess, so Ctrl-C
 (SIGINT to the ktap process) and a dropped connection (SIGKILL of the ktap

@@ -1,4 +1,6 @@
-"""ktap.kernel: config fragments, cache keys, missing tools, and the cached builds."""
+"""The cached board kernels themselves (boards/kernels.py): each built kernel
+carries the options its fragments ask for. Fragments and cache keys are checked
+without a build in tests/native/test_kernel.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ktaprun, the on-target runner (kmod/ktaprun, toolchain/ktap/runner.py).
+"""ktaprun, the on-target runner (kmod/ktaprun, toolchain/ktap/build/ktaprun.py).
 
 (a) host: a native build of ktaprun's formatter turns record streams produced
     by kmod's C host harness into text, compared byte for byte with
@@ -9,14 +9,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from conftest import compile_to
+from conftest import compile_to, cross_build
 from ktap.boards.kernels import ensure_kernel
 from ktap.build import kmod
-from ktap.build import ktaprun as runner
 from ktap.core.tools import MissingTool
 from ktap.refvm.records import decode_records
 from ktapdev import harness
@@ -26,11 +23,6 @@ BOARD_TARGETS = ["x86_64", "arm", "mips", "powerpc"]
 
 
 # -- boards -------------------------------------------------------------------
-def cross_build(target: str, tmp: Path) -> Path:
-    try:
-        return runner.build_ktaprun(target)
-    except MissingTool as e:
-        pytest.skip(str(e))
 
 
 def _board(target: str, commands, extra, timeout=240):

@@ -1,6 +1,6 @@
-"""ktap.profiles: format/config parsing, the profile directory round trip, and
-board profiles recorded from QEMU (marked `board`: one boot per target, then
-cached next to the kernel)."""
+"""Board profiles recorded from QEMU (boards/profile.py): one boot per target,
+then cached next to the kernel. Profile parsing and the directory round trip are
+in tests/native/test_profiles.py."""
 
 from __future__ import annotations
 

@@ -26,9 +26,10 @@ from ktap.backends.kbc import bytecode as bc
 from ktap.boards.batch import run_commands
 from ktap.boards.frames import CommandResult
 from ktap.boards.sessions import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER, board_bundle, kernel_trouble
-from ktap.build.bundle import BundleError
+from ktap.build.bundle import session_argv
 from ktap.core.diagnostics import Source
 from ktap.core.targets import get_target
+from ktap.core.tools import MissingTool
 from ktapdev.safety_cases import (c1_long_loop_body, c1_plain_loop, c2_jump_backward_out_of_bounds,
                                   c2_jump_into_instruction, c2_jump_out_of_bounds,
                                   c3_mutual_recursion, c4_newtable_in_callee,
@@ -152,7 +153,7 @@ def _plan() -> list[Step]:
 
 
 def _session_argv(kbc: str, workload: list[str]) -> list[str]:
-    return [GUEST_RUNNER, "-m", GUEST_MODULE, kbc] + (["--"] + workload if workload else [])
+    return session_argv(GUEST_RUNNER, kbc, module=GUEST_MODULE, workload=workload)
 
 
 @dataclass
@@ -214,7 +215,7 @@ _RUNS: dict[str, object] = {}
 
 
 def safety_run(target: str) -> SafetyRun:
-    return board_run_once(_RUNS, target, run_safety, BundleError)
+    return board_run_once(_RUNS, target, run_safety, MissingTool)
 
 
 def _refused(run: SafetyRun, name: str, reason: str):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGETS, board_run_once, leak_reports
+from conftest import DEBUG_TROUBLE, TARGETS, board_run_once, leak_reports
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.boards import kernels as kernel
@@ -30,6 +30,7 @@ from ktap.boards.frames import CommandResult
 from ktap.boards.sessions import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER
 from ktap.build import kmod
 from ktap.build import ktaprun as runner
+from ktap.build.bundle import session_argv
 from ktap.core.diagnostics import Source
 
 
@@ -38,12 +39,6 @@ KMEMLEAK = "/sys/kernel/debug/kmemleak"
 
 
 # What the debug checkers print when they find something (any log level).
-DEBUG_TROUBLE = re.compile(
-    r"BUG:|WARNING:|\bOops\b|Call Trace|Kernel panic|INFO: task .* blocked|soft lockup|"
-    r"hard LOCKUP|possible (circular|recursive) locking|inconsistent lock state|"
-    r"suspicious RCU usage|lock held when returning|bad unlock balance|"
-    r"sleeping function called from invalid context|scheduling while atomic|"
-    r"new suspected memory leaks|unreferenced object", re.IGNORECASE)
 SCRIPTS = {
     "sched-switch": '''
 var by_next = {}
@@ -129,7 +124,8 @@ def run_stress(target: str, seconds: int = STRESS_SECONDS, timeout: float = 900.
             host = Path(tmp) / f"{name}.kbc"
             host.write_bytes(bc.dump(api.compile_source(Source(f"{name}.kp", text), target)))
             files[f"{GUEST_DIR}/{name}.kbc"] = host
-            add(name, [GUEST_RUNNER, "-m", GUEST_MODULE, f"{GUEST_DIR}/{name}.kbc", "--"] + load(seconds))
+            add(name, session_argv(GUEST_RUNNER, f"{GUEST_DIR}/{name}.kbc", module=GUEST_MODULE,
+                                   workload=load(seconds)))
         add("rmmod", ["ktapw", "rmmod", "ktapvm"])
         # kmemleak reports only objects older than 5 s.
         add("age", ["ktapw", "sleep", "6000"])

@@ -11,22 +11,13 @@ board profile, see test_profiles.py).
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import pytest
 
-from conftest import compile_text
-from ktap.boards import kernels as kernel
+from conftest import build_dir, compile_text
 from ktap.boards.profile import board_profile
 from ktap.core.targets import get_target, target_names
 from ktap.symbols import profiles, readers, resolve, symbolize
-
-
-def build_dir(name: str) -> Path:
-    build = kernel.cached_kernel(get_target(name))
-    if build is None:
-        pytest.skip(f"no cached {name} kernel (build it: ktap board -t {name} kernel)")
-    return build.directory
 
 
 def events(text: str, target: str = "arm"):

@@ -113,7 +113,7 @@ def test_run_command_and_hints(tmp_path):
 def test_kdir_without_kprobes_is_refused(tmp_path):
     (tmp_path / ".config").write_text("CONFIG_MODULES=y\n# CONFIG_KPROBES is not set\n")
     with pytest.raises(deploy.DeployError, match="CONFIG_KPROBES"):
-        deploy.make_bundle("x86_64", b"", kdir=tmp_path)
+        deploy.deploy_bundle("x86_64", b"", kdir=tmp_path)
 
 
 def test_cli_usage_errors():

@@ -1,9 +1,9 @@
-"""libFuzzer on ktapvm's C core (kmod/fuzz/ktap_fuzz.c, built by ktap.fuzz).
+"""libFuzzer on ktapvm's C core (kmod/fuzz/ktap_fuzz.c, built by ktapdev.fuzz).
 
 A short run per rendering: little-endian 32-bit (arm), big-endian 32-bit
 (mips) and x86_64. Any crash, sanitizer report, leak or input running past the
 per-input timeout fails the test. Inputs the fuzzer once broke the core with
-live in tests/fuzz_regressions/<target>/ and are replayed on every run.
+live in tests/native/fuzz_regressions/<target>/ and are replayed on every run.
 bench/fuzz.py is the long-run version."""
 
 from __future__ import annotations

@@ -13,15 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compile_to
+from conftest import compile_to, cross_build
 from ktap.backends.kbc import bytecode as bc
 from ktap.build import ktaprun as runner
 from ktap.core import tools
-from ktap.core.tools import MissingTool
 from ktap.refvm.output import Formatter
 from ktap.refvm.records import decode_records
 from ktap.refvm.sim import parse_events
-from ktapdev import harness
+from ktapdev import harness as cvm
 
 
 FORMAT_TARGETS = ["arm", "mips"]          # little and big endian records
@@ -157,7 +156,7 @@ def builds(tmp_path_factory):
 
     def get(target: str):
         if target not in made:
-            made[target] = (harness.build_harness(target, work / "kmod", sanitize=False),
+            made[target] = (cvm.build_harness(target, work / "kmod", sanitize=False),
                             runner.build_ktaprun(target, work / "runner", host=True))
         return made[target]
     return get
@@ -168,7 +167,7 @@ def harness_stream(harness: Path, image: bc.Image, image_path: Path, events: lis
     """The raw record stream kmod's C core produces for these sim events."""
     ev = parse_events("\n".join(json.dumps(e) for e in events), "ev")
     stream = tmp / "events.stream"
-    stream.write_text(harness.encode_events(image, ev))
+    stream.write_text(cvm.encode_events(image, ev))
     r = subprocess.run([str(harness), "run", str(image_path), str(stream)],
                        capture_output=True, timeout=60)
     assert r.returncode == 0 and not r.stderr, r.stderr
@@ -197,7 +196,7 @@ def expected_text(image: bc.Image, data: bytes, symbolize=None) -> tuple[bytes, 
     records, status = decode_records(data, image.target)
     fmt = Formatter(image, symbolize)
     out = "".join(fmt.render(r) for r in records)
-    _, code, err = harness.session_text(image, records, status)
+    _, code, err = cvm.session_text(image, records, status)
     return (out.encode("utf-8", "surrogateescape"),
             "".join(line + "\n" for line in err).encode("utf-8", "surrogateescape"), code)
 
@@ -340,11 +339,6 @@ tick-1s { }
 
 
 # -- boards -------------------------------------------------------------------
-def cross_build(target: str, tmp: Path) -> Path:
-    try:
-        return runner.build_ktaprun(target)
-    except MissingTool as e:
-        pytest.skip(str(e))
 
 
 def _file_type(path: Path) -> str:

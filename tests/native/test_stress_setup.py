@@ -4,20 +4,12 @@ tests/board/test_stress.py runs the stress sessions."""
 
 from __future__ import annotations
 
-import re
-
-from conftest import TARGETS, leak_reports
+from conftest import DEBUG_TROUBLE, TARGETS, leak_reports
 from ktap.boards import kernels as kernel
 from ktap.core.targets import get_target
 
 
 # What the debug checkers print when they find something (any log level).
-DEBUG_TROUBLE = re.compile(
-    r"BUG:|WARNING:|\bOops\b|Call Trace|Kernel panic|INFO: task .* blocked|soft lockup|"
-    r"hard LOCKUP|possible (circular|recursive) locking|inconsistent lock state|"
-    r"suspicious RCU usage|lock held when returning|bad unlock balance|"
-    r"sleeping function called from invalid context|scheduling while atomic|"
-    r"new suspected memory leaks|unreferenced object", re.IGNORECASE)
 
 
 def test_debug_fragment_applies_per_target():

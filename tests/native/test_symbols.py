@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compile_text
-from ktap.boards import kernels as kernel
+from conftest import build_dir, compile_text
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import get_target, target_names
 from ktap.symbols import codecheck, profiles, readers, resolve, symbolize
@@ -30,13 +29,6 @@ PINNED_TEXT = {
     "mips": ("mips-50a9aadb45971992", 16275),
     "powerpc": ("powerpc-c44245eb6504ef85", 15426),
 }
-
-
-def build_dir(name: str) -> Path:
-    build = kernel.cached_kernel(get_target(name))
-    if build is None:
-        pytest.skip(f"no cached {name} kernel (build it: ktap board -t {name} kernel)")
-    return build.directory
 
 
 def tool(name: str) -> str:

@@ -16,7 +16,7 @@ from ktap.build.kbuild import DEFAULT_BUILD_DIR, KmodError
 from ktap.build.program import build_program
 from ktap.core.diagnostics import Loc, RuntimeErr
 from ktap.core.paths import KMOD_DIR
-from ktap.core.targets import Target
+from ktap.core.targets import Target, get_target
 from ktap.core.tools import find_cc, require_cross_gcc
 from ktap.events import kinds
 from ktap.events import specs as probes
@@ -49,7 +49,7 @@ def build_harness(target: Target | str, build_dir: Path = DEFAULT_BUILD_DIR,
     """kmod/host/ktap_harness.c and the core, built for `target` with the
     system cc: build_dir/<target>/ktap_harness-<hash>, rebuilt only when a
     source, a header, the compiler or the flags change."""
-    target = gen.as_target(target)
+    target = get_target(target)
     cc = cc or find_cc()
     if cc is None:
         raise KmodError("no C compiler (cc, gcc or clang) found")
@@ -184,7 +184,7 @@ def smoke_records(stdout: str, target: Target) -> tuple[list, Status | None]:
 def build_smoke_client(target: Target | str, build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
     """kmod/tests/ktap_smoke.c built static with the target's cross gcc: the
     module's own test client of /dev/ktap (not ktaprun)."""
-    target = gen.as_target(target)
+    target = get_target(target)
     gcc = require_cross_gcc(target)
     out = build_dir / target.name
     headers = gen.gen_dir(target, out)

@@ -48,8 +48,7 @@ def run_commands(target: Target | str, commands: list[list[str]],
     deterministic=True with more than one CPU raises BoardError on a QEMU
     older than ICOUNT_SMP_MIN_QEMU.
     """
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
     binary = qemu.require_qemu(target)
     if deterministic:
         qemu.check_deterministic(binary, kernel_variant)

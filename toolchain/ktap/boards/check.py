@@ -57,6 +57,5 @@ def evaluate_check(target: Target, run: BoardRun) -> BoardCheck:
 
 
 def check_board(target: Target | str, timeout: float = DEFAULT_TIMEOUT) -> BoardCheck:
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
     return evaluate_check(target, run_commands(target, CHECK_COMMANDS, timeout=timeout))

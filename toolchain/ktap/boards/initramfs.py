@@ -152,8 +152,7 @@ def base_archive_entries(programs: dict[str, Path]) -> list[CpioEntry]:
 
 def base_initramfs(target: Target | str) -> Path:
     """The cached per-target initramfs with init and ktapw; built on a miss."""
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
 
     def build(directory: Path) -> None:
         started = time.monotonic()
@@ -185,8 +184,7 @@ def build_initramfs(target: Target | str, extra_files: dict[str, str | Path] | N
     """An initramfs for one run: the cached base plus extra files
     ({guest path: host path}), `more` entries as they are and, if given, the
     commands init runs in batch mode."""
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
     base = base_initramfs(target)
     if not extra_files and commands is None and not more:
         return base

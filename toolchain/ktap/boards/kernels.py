@@ -228,8 +228,7 @@ def ensure_kernel(target: Target | str, progress: bool = True, variant: str | No
 
 def ensure_kernel_build(target: Target | str, progress: bool = True,
                         variant: str | None = None) -> KernelBuild:
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
     if variant:   # refuse an unknown or unsupported variant before touching any tool
         variant_fragment(target, variant)
     hit = cached_kernel(target, variant)

@@ -20,7 +20,7 @@ from ktap.boards import qemu
 from ktap.boards.errors import BoardError, BoardTimeout, console_tail
 from ktap.boards.frames import FrameParser
 from ktap.boards.initramfs import CpioEntry, build_initramfs, directory_entries
-from ktap.build.bundle import runner_argv
+from ktap.build.bundle import serve_argv
 from ktap.build.ktaprun import build_ktaprun
 from ktap.core.cache import cache_root, cached_file
 from ktap.core.targets import Target, get_target
@@ -41,8 +41,7 @@ def interactive_shell(target: Target | str,
                       extra_files: dict[str, str | Path] | None = None, *,
                       kernel_variant: str | None = None) -> int:
     """QEMU attached to this terminal with init's command loop (Ctrl-A x quits)."""
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
     with tempfile.TemporaryDirectory(prefix="ktap-shell-") as tmp:
         initrd = build_initramfs(target, extra_files, None, Path(tmp) / "initrd.cpio.gz")
         cmd = qemu.boot_command(target, initrd, interactive=True, append=["ktap.shell"],
@@ -120,7 +119,7 @@ class LiveBoard:
                  ssh_authorized_keys: str | None = None,
                  extra_files: dict[str, str | Path] | None = None,
                  commands: list[list[str]] | None = None, agent_binary: Path | None = None):
-        self.target = get_target(target) if isinstance(target, str) else target
+        self.target = get_target(target)
         self.agent = agent
         self.ssh_keys = ssh_authorized_keys
         self.extra_files = dict(extra_files or {})
@@ -154,7 +153,7 @@ class LiveBoard:
             if self.agent_binary is None:
                 self.agent_binary = build_ktaprun(target)
             files[GUEST_AGENT] = self.agent_binary
-            commands.append(runner_argv(GUEST_AGENT, serve=qemu.agent_device(target) + AGENT_BAUD))
+            commands.append(serve_argv(GUEST_AGENT, qemu.agent_device(target) + AGENT_BAUD))
         else:
             commands.append(["ktapw", "sleep", str(24 * 3600 * 1000)])   # stay up
         initrd = build_initramfs(target, files, commands,

@@ -28,8 +28,7 @@ SYNC_COMMANDS = [
 
 def board_profile_dir(target: Target | str) -> Path:
     """$KTAP_CACHE/profiles/<target>-<kernel key>: a new kernel gets a new profile."""
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
     build = Path(kernel.ensure_kernel(target.name))
     return cache_root() / "profiles" / build.name
 
@@ -43,8 +42,7 @@ def board_profile(target: Target | str, timeout: float = 300) -> Profile:
 
 
 def sync_board(target: Target | str, out_dir: str | Path, timeout: float = 300) -> Path:
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
     build = Path(kernel.ensure_kernel(target.name))
     run = run_commands(target, SYNC_COMMANDS, timeout=timeout)
     collected = profiles.collect(target, run.results, build, f"board:{target.name}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ktap.boards import kernels
 from ktap.boards.errors import BoardError
-from ktap.core.targets import Target
+from ktap.core.targets import Target, get_target
 from ktap.core.tools import require_tool
 
 QEMU_PACKAGES = {
@@ -80,7 +80,7 @@ def check_deterministic(qemu: str, kernel_variant: str | None) -> None:
 
 
 def agent_device(target: Target | str) -> str:
-    name = target if isinstance(target, str) else target.name
+    name = get_target(target).name
     return AGENT_LINES.get(name, ("uart", "/dev/ttyS1"))[1]
 
 

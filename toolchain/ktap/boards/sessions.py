@@ -53,8 +53,7 @@ def board_bundle(target: Target | str, images: dict[str, bytes] | None = None,
                  workdir: Path | None = None, kernel_variant: str | None = None) -> Bundle:
     """make_bundle() against the board's kernel (of `kernel_variant`, default
     the plain one)."""
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
     return make_bundle(target, ensure_kernel(target, variant=kernel_variant), images, workdir)
 
 
@@ -74,8 +73,7 @@ def run_sessions(target: Target | str, sessions: list[Session], timeout: float =
     unloads the module. The module is loaded by the first ktaprun.
     kernel_variant ("smp", "debug") boots that kernel, with the module built
     for it."""
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
     with tempfile.TemporaryDirectory(prefix="ktap-sessions-") as tmp:
         images = {f"s{i}.kbc": s.image for i, s in enumerate(sessions)}
         bundle = board_bundle(target, images, Path(tmp), kernel_variant)

@@ -28,24 +28,18 @@ class BundleError(Exception):
     pass
 
 
-def runner_argv(runner: str, image: str | None = None, *, module: str | None = None,
-                workload: Sequence[str] = (), raw: bool = False,
-                serve: str | None = None) -> list[str]:
-    """ktaprun's command line (kmod/ktaprun/main.c): a session
-    `RUNNER [-m MODULE] [--raw] IMAGE [-- CMD ARGS]`, or, with `serve`, the
-    serial agent `RUNNER --serve DEV[:BAUD]`."""
-    if serve is not None:
-        return [runner, "--serve", serve]
-    if image is None:
-        raise BundleError("a ktaprun session needs an image")
-    argv = [runner]
-    if module is not None:
-        argv += ["-m", module]
-    if raw:
-        argv.append("--raw")
-    argv.append(image)
+def session_argv(runner: str, image: str, *, module: str | None = None,
+                 workload: Sequence[str] = ()) -> list[str]:
+    """ktaprun's command line for a session (kmod/ktaprun/main.c):
+    `RUNNER [-m MODULE] IMAGE [-- CMD ARGS]`."""
+    argv = [runner] + (["-m", module] if module is not None else []) + [image]
     # main.c refuses a workload that does not follow "--".
     return argv + (["--", *workload] if workload else [])
+
+
+def serve_argv(runner: str, device: str) -> list[str]:
+    """ktaprun as the serial agent: `RUNNER --serve DEV[:BAUD]`."""
+    return [runner, "--serve", device]
 
 
 @dataclass(frozen=True)
@@ -78,11 +72,10 @@ class Bundle:
     def path(directory: str, name: str) -> str:
         return f"{directory.rstrip('/')}/{name}"
 
-    def command(self, directory: str, image: str, workload: Sequence[str] = (),
-                raw: bool = False) -> list[str]:
+    def command(self, directory: str, image: str, workload: Sequence[str] = ()) -> list[str]:
         """The ktaprun command that runs `image` with the bundle in `directory`."""
-        return runner_argv(self.path(directory, RUNNER_NAME), self.path(directory, image),
-                           module=self.path(directory, MODULE_NAME), workload=workload, raw=raw)
+        return session_argv(self.path(directory, RUNNER_NAME), self.path(directory, image),
+                            module=self.path(directory, MODULE_NAME), workload=workload)
 
 
 def module_vermagic(ko: Path) -> str:
@@ -111,8 +104,7 @@ def make_bundle(target: Target | str, kdir: Path, images: dict[str, bytes] | Non
     tree `kdir` and ktaprun for `target`, and writes `images` ({file name:
     image bytes}) into `workdir` (a new temporary directory when not given).
     `module` and `runner` replace the builds."""
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
     if module is None:
         module = kmod.build_module(target, kdir=kdir)
     if runner is None:

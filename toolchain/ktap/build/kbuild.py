@@ -18,7 +18,7 @@ DEFAULT_BUILD_DIR = BUILD_DIR / "kmod"
 
 
 class KmodError(Exception):
-    """Building (or, in kmod, running) kernel-module C code failed."""
+    """Building kernel-module C code failed."""
 
 
 def _as_mapping(files: list[Path] | dict[str, Path | str]) -> dict[str, Path | str]:

@@ -15,7 +15,7 @@ from ktap.build import render as gen
 from ktap.build.kbuild import DEFAULT_BUILD_DIR, kbuild
 from ktap.build.render import CORE_SOURCES
 from ktap.core.paths import KMOD_DIR
-from ktap.core.targets import Target
+from ktap.core.targets import Target, get_target
 
 
 # -- the kernel module ----------------------------------------------------------
@@ -52,7 +52,7 @@ def kbuild_file(target: Target, sources: list[str]) -> str:
 
 def module_files(target: Target | str, build_dir: Path = DEFAULT_BUILD_DIR) -> dict[str, Path | str]:
     """Everything kbuild needs for ktapvm.ko, by path inside the module dir."""
-    target = gen.as_target(target)
+    target = get_target(target)
     headers = gen.gen_dir(target, build_dir / target.name)
     sources = module_sources()
     files: dict[str, Path | str] = {s: KMOD_DIR / s for s in sources}
@@ -69,6 +69,6 @@ def build_module(target: Target | str, kdir: Path, build_dir: Path = DEFAULT_BUI
     build_dir/<target>/module-<hash>/ktapvm.ko, cached by content. Raises
     KmodError with kbuild's output on failure (or, with warnings_fatal, when
     the compiler printed a warning)."""
-    target = gen.as_target(target)
+    target = get_target(target)
     return kbuild(target, module_files(target, build_dir), MODULE_NAME, kdir, build_dir,
                   prefix="module", warnings_fatal=warnings_fatal)

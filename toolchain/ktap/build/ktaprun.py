@@ -22,7 +22,7 @@ from pathlib import Path
 from ktap.build import render as gen
 from ktap.build.program import build_program
 from ktap.core.paths import BUILD_DIR, KMOD_DIR
-from ktap.core.targets import Target
+from ktap.core.targets import Target, get_target
 from ktap.core.tools import find_cc, require_cross_gcc
 
 RUNNER_DIR = KMOD_DIR / "ktaprun"
@@ -62,7 +62,7 @@ def build_ktaprun(target: Target | str, build_dir: Path = DEFAULT_BUILD_DIR, *,
     (raises tools.MissingTool if it is not installed). host=True: a native
     formatter-only build for tests. Rebuilds only when a source, a header,
     the compiler or the flags change."""
-    target = gen.as_target(target)
+    target = get_target(target)
     cc = _compiler(target, host, cc)
     kind = "host" if host else "static"
     out = Path(build_dir) / target.name

@@ -34,10 +34,6 @@ CORE_SOURCES = ("ktap_load.c", "ktap_verify.c", "ktap_string.c", "ktap_table.c",
                 "ktap_record.c", "ktap_builtin.c", "ktap_interp.c", "ktap_session.c")
 
 
-def as_target(target: Target | str) -> Target:
-    return get_target(target) if isinstance(target, str) else target
-
-
 def template_context(target: Target) -> dict:
     """opcodes.c_context() plus the image-format, verifier, target, event-kind
     and record facts the headers spell out."""
@@ -73,7 +69,7 @@ def template_context(target: Target) -> dict:
 
 def render_text(target: Target | str) -> dict[str, str]:
     """header name -> rendered text, for every kmod/gen/*.h.j2."""
-    target = as_target(target)
+    target = get_target(target)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     ctx = template_context(target)

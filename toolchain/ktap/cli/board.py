@@ -16,8 +16,11 @@ from ktap.boards.errors import BoardError
 from ktap.boards.live import interactive_shell
 from ktap.boards.sessions import Session, run_sessions
 from ktap.build.bundle import BundleError
+from ktap.build.kbuild import KmodError
+from ktap.build.ktaprun import RunnerError
 from ktap.cli.common import image_for_run, split_script_and_workload
 from ktap.core.diagnostics import KtapError
+from ktap.core.tools import MissingTool
 from ktap.core.targets import TargetError, get_target, target_names
 
 
@@ -74,7 +77,7 @@ def _errors_as_status(func):
     def wrapper(args) -> int:
         try:
             return func(args)
-        except (BoardError, kernels.KernelError, TargetError) as e:
+        except (BoardError, kernels.KernelError, MissingTool, TargetError) as e:
             print(f"ktap board: error: {e}", file=sys.stderr)
             return 1
     wrapper.__name__ = func.__name__
@@ -144,7 +147,8 @@ def cmd_run(args) -> int:
     except KtapError as e:
         print(e.render(), file=sys.stderr)
         return e.exit_status
-    except (BoardError, kernels.KernelError, BundleError) as e:
+    except (BoardError, kernels.KernelError, MissingTool, BundleError, KmodError,
+            RunnerError) as e:
         print(f"ktap board: error: {e}", file=sys.stderr)
         return 1
     result = run.sessions[0]
@@ -159,14 +163,3 @@ def cmd_run(args) -> int:
         return 1
     return result.status if result.status is not None else 1
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (`python -m ktap.cli.board board -t arm check`)."""
-    parser = argparse.ArgumentParser(prog="ktap")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -58,7 +58,7 @@ def cmd_run(args) -> int:
     try:
         image = image_for_run(args, args.target, api.KernelInfo(profile=args.profile))
         name = Path(args.script).stem + ".kbc" if args.script else "cmdline.kbc"
-        bundle = deploy.make_bundle(args.target, bc.dump(image), name,
+        bundle = deploy.deploy_bundle(args.target, bc.dump(image), name,
                                     kdir=Path(args.kdir) if args.kdir else None)
         with open_transport(ssh=args.ssh, key=args.key, ssh_options=args.ssh_options,
                             adb=args.adb, adb_serial=args.adb_serial,

@@ -1,6 +1,6 @@
 """The `ktap` command line. Each command group lives in its own module, which is
 imported only when its command runs: `ktap --help` loads none of them, and
-`ktap compile` loads the compiler but not QEMU, symbol or transport code."""
+`ktap compile` loads the compiler but not QEMU, build or transport code."""
 from __future__ import annotations
 
 import argparse

@@ -185,8 +185,7 @@ def sync_transport(transport: Transport, target: Target | str, out_dir: str | Pa
                    source: str, kdir: str | Path | None = None) -> Path:
     """Records a profile from a live board through a deploy transport (ssh, adb,
     serial agent). The config comes from /proc/config.gz, else from --kdir."""
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
     results = []
     for script in REMOTE_SYNC_SCRIPTS:
         out, err = bytearray(), bytearray()

@@ -82,7 +82,10 @@ def target_names() -> list[str]:
     return sorted(all_targets())
 
 
-def get_target(name: str) -> Target:
+def get_target(name: "str | Target") -> Target:
+    """The target called `name`; a Target passes through, so APIs can take either."""
+    if isinstance(name, Target):
+        return name
     targets = all_targets()
     if name not in targets:
         raise TargetError(f"unknown target '{name}' (known: {', '.join(sorted(targets))})")

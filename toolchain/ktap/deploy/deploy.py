@@ -25,7 +25,7 @@ from typing import Callable
 
 from ktap.boards.kernels import ensure_kernel
 from ktap.build.bundle import Bundle, BundleError
-from ktap.build.bundle import make_bundle as build_bundle
+from ktap.build.bundle import make_bundle
 from ktap.build.kbuild import KmodError
 from ktap.core.targets import Target, get_target
 from ktap.deploy.transport import RemoteInfo, Transport, TransportError
@@ -46,13 +46,12 @@ def kdir_has_kprobes(kdir: Path) -> bool | None:
 
 # ---------------------------------------------------------------- bundle
 
-def make_bundle(target: Target | str, image: bytes, image_name: str = "script.kbc",
-                kdir: Path | None = None, workdir: Path | None = None,
-                module: Path | None = None, runner_bin: Path | None = None) -> Bundle:
+def deploy_bundle(target: Target | str, image: bytes, image_name: str = "script.kbc",
+                  kdir: Path | None = None, workdir: Path | None = None,
+                  module: Path | None = None, runner_bin: Path | None = None) -> Bundle:
     """The bundle of one image for `target`, its module built against `kdir`
     (default: the QEMU board's kernel); build failures become DeployErrors."""
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
     if kdir is not None:
         kdir = Path(kdir)
         if kdir_has_kprobes(kdir) is False:
@@ -62,7 +61,7 @@ def make_bundle(target: Target | str, image: bytes, image_name: str = "script.kb
     elif module is None:
         kdir = ensure_kernel(target)
     try:
-        return build_bundle(target, kdir, {image_name: image},
+        return make_bundle(target, kdir, {image_name: image},
                             workdir or Path(tempfile.mkdtemp(prefix="ktap-run-")),
                             module=module, runner=runner_bin)
     except KmodError as e:

@@ -60,7 +60,6 @@ EV_PROFILE = BY_NAME["profile"].id
 EV_END = BY_NAME["trace_end"].id
 
 TIMER_KINDS = frozenset(k.id for k in KINDS if k.timer)
-SYMBOL_KINDS = frozenset(k.id for k in KINDS if k.symbol)
 
 
 def kind(kind_id: int) -> EventKind:

@@ -15,7 +15,7 @@ from ktap.core.cache import ContentKey, cache_root, cached_file
 from ktap.symbols.table import SymbolError, SymbolTable
 
 # Bump when the cached index layout or the symbol rules change.
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 
 # What an index that cannot be used raises on load: then it is built again.
 _UNREADABLE = (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError)

@@ -10,10 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ktap.core.targets import Target
 from ktap.symbols.readers import open_elf
 from ktap.symbols.table import Symbol, SymbolError, SymbolTable
+
+if TYPE_CHECKING:
+    import capstone
 
 
 @dataclass
@@ -38,7 +42,7 @@ def _capstone_module():
     return capstone
 
 
-def _capstone(target: Target, thumb: bool = False) -> "capstone.Cs":  # noqa: F821
+def _capstone(target: Target, thumb: bool = False) -> capstone.Cs:
     capstone = _capstone_module()
     arch = getattr(capstone, target.capstone["arch"])
     mode = 0
@@ -145,7 +149,7 @@ def _branch_groups() -> frozenset[int]:
     return frozenset({cs.CS_GRP_JUMP, cs.CS_GRP_CALL, cs.CS_GRP_RET, cs.CS_GRP_BRANCH_RELATIVE})
 
 
-def _mips_branch(insn: "capstone.CsInsn") -> bool:  # noqa: F821
+def _mips_branch(insn: capstone.CsInsn) -> bool:
     if set(insn.groups) & _branch_groups():
         return True
     # capstone gives `jal` no group; MIPS branch mnemonics all start b or j.

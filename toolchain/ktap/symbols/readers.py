@@ -10,9 +10,13 @@ import re
 import struct
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ktap.symbols.cache import cached_table
 from ktap.symbols.table import NOKPROBE_PREFIX, TEXT_KINDS, Symbol, SymbolError, SymbolTable
+
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
 
 ELF_MACHINES = {"EM_X86_64": "x86_64", "EM_ARM": "arm", "EM_MIPS": "mips", "EM_PPC": "powerpc"}
 
@@ -33,7 +37,7 @@ def _pyelftools():
     return ELFFile, ELFError
 
 
-def _symtab_struct(elf: "ELFFile") -> struct.Struct:
+def _symtab_struct(elf: ELFFile) -> struct.Struct:
     """One decoder per (byte order, ELF class), chosen from what pyelftools
     identified: bulk decoding the symtab is ~10x faster than iter_symbols()."""
     order = "<" if elf.little_endian else ">"
@@ -67,7 +71,7 @@ def _nm_letter(bind: int, shndx: int, sec: tuple | None) -> str:
     return letter.upper() if bind == 1 else letter
 
 
-def _elf_rows(elf: "ELFFile", module: str) -> tuple[list[Symbol], set[str]]:
+def _elf_rows(elf: ELFFile, module: str) -> tuple[list[Symbol], set[str]]:
     symtab = elf.get_section_by_name(".symtab")
     if symtab is None:
         raise SymbolError("no .symtab (a stripped file?): use an unstripped vmlinux or System.map")
@@ -85,7 +89,7 @@ def _elf_rows(elf: "ELFFile", module: str) -> tuple[list[Symbol], set[str]]:
     return out, nokprobe
 
 
-def _iter_raw_symbols(elf: "ELFFile", symtab):
+def _iter_raw_symbols(elf: ELFFile, symtab):
     st = _symtab_struct(elf)
     data = symtab.data()
     if elf.elfclass == 32:

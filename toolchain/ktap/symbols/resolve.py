@@ -163,8 +163,7 @@ def resolve_events(image_events: list, target: Target | str, vmlinux=None, syste
     Symbols come from vmlinux, else System.map, else the profile's kallsyms.
     Nothing given means nothing can be checked, and notices say so.
     """
-    if isinstance(target, str):
-        target = get_target(target)
+    target = get_target(target)
     if profile is not None and not isinstance(profile, profiles.Profile):
         profile = profiles.load(profile)
     ctx = _Context(target, _pick_symbols(target, vmlinux, system_map, profile),
