@@ -1,5 +1,5 @@
 """`ktap run` (deploy/, cli/deploy.py) end to end on QEMU boards that stay up like
-real ones (boards/live.py LiveBoard): the serial agent on all four boards, ssh and
+real ones (ktapdev/liveboard.py): the serial agent on all four boards, ssh and
 adb on x86_64, and `ktap target sync` over them.
 
 Board tests run the real CLI (`ktap run ...`) in a subprocess, so Ctrl-C
@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 
 from ktap.boards import sessions as boardrun
-from ktap.boards.live import LiveBoard
 from ktap.build import ktaprun as runner
-from ktap.deploy.live import wait_agent
 from ktap.deploy.serial import SerialTransport
 from ktap.deploy.ssh import SshTransport
+from ktapdev.liveboard import LiveBoard, wait_agent
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from ktap.boards import kernels
 from ktap.boards.batch import DEFAULT_TIMEOUT, run_commands
 from ktap.boards.check import check_board
 from ktap.boards.errors import BoardError
-from ktap.boards.live import interactive_shell
+from ktap.boards.shell import interactive_shell
 from ktap.boards.sessions import Session, run_sessions
 from ktap.build.bundle import BundleError
 from ktap.build.kbuild import KmodError

@@ -1,9 +1,9 @@
-"""Boards that stay up: the interactive shell (`ktap board shell`), and
-LiveBoard, which the host talks to like a real board: over the serial agent
-(`ktaprun --serve` on a second serial line) and, on x86_64, over ssh
-(dropbear, busybox and their libraries copied from the host, which is the
-same architecture). `ktap run --serial/--ssh/--adb` are tested this way;
-deploy/live.py opens the agent's transport."""
+"""LiveBoard: a QEMU board that stays up and that the host talks to like a real
+board, over the serial agent (`ktaprun --serve` on a second serial line) and, on
+x86_64, over ssh (dropbear, busybox and their libraries copied from the host,
+which is the same architecture). `ktap run --serial/--ssh/--adb` are tested this
+way; wait_agent() opens the agent's transport. A test tool: the product has no
+use for a board kept up by the host."""
 from __future__ import annotations
 
 import os
@@ -25,6 +25,8 @@ from ktap.build.ktaprun import build_ktaprun
 from ktap.core.cache import cache_root, cached_file
 from ktap.core.targets import Target, get_target
 from ktap.core.tools import require_tool
+from ktap.deploy.serial import SerialTransport
+from ktap.deploy.transport import TransportError
 
 AGENT_BAUD = ":921600"
 GUEST_AGENT = "/bin/ktaprun-agent"
@@ -35,18 +37,6 @@ DROPBEAR_COMMAND = ["/usr/sbin/dropbear", "-s", "-r", "/etc/dropbear/dropbear_ed
                     "-p", "22"]
 
 T = TypeVar("T")
-
-
-def interactive_shell(target: Target | str,
-                      extra_files: dict[str, str | Path] | None = None, *,
-                      kernel_variant: str | None = None) -> int:
-    """QEMU attached to this terminal with init's command loop (Ctrl-A x quits)."""
-    target = get_target(target)
-    with tempfile.TemporaryDirectory(prefix="ktap-shell-") as tmp:
-        initrd = build_initramfs(target, extra_files, None, Path(tmp) / "initrd.cpio.gz")
-        cmd = qemu.boot_command(target, initrd, interactive=True, append=["ktap.shell"],
-                                kernel_variant=kernel_variant)
-        return subprocess.call(cmd)
 
 
 # ---------------------------------------------------------------- the ssh server
@@ -230,3 +220,22 @@ class LiveBoard:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def wait_agent(board: LiveBoard, timeout: float = 90.0) -> SerialTransport:
+    """Connects to the board's agent once the guest runs it."""
+    def answer() -> SerialTransport | None:
+        try:
+            t = SerialTransport(board.agent_spec, timeout=2.0)
+        except TransportError:          # QEMU has not opened the socket yet
+            return None
+        try:
+            t.hello(attempts=1, wait=0.5)
+        except TransportError:
+            t.close()
+            return None
+        t.timeout = 10.0
+        return t
+
+    return board.wait_for(answer, f"the agent did not answer within {timeout:.0f} s", timeout,
+                          pause=0.2)
