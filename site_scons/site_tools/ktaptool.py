@@ -1,14 +1,12 @@
-"""SCons tool: ktap script compilation, the bundle and the board suite. Thin
-wrappers over ktap.api, ktap.build.bundle and ktapdev.boardtest."""
+"""SCons tool: ktap script compilation and the bundle. Thin wrappers over
+ktap.api and ktap.build.bundle."""
 import shutil
 from pathlib import Path
 
 from ktap import api
 from ktap.boards.kernels import ensure_kernel
-from ktap.build.bundle import MODULE_NAME, RUNNER_NAME, BundleError, make_bundle
+from ktap.build.bundle import MODULE_NAME, RUNNER_NAME, make_bundle
 from ktap.core.diagnostics import KtapError
-from ktap.core.tools import MissingTool
-from ktapdev import boardtest
 
 
 def _compile_action(target, source, env):
@@ -28,39 +26,11 @@ def generate(env):
     env.Append(BUILDERS={"KtapCompile": env.Builder(
         action=env.Action(_compile_action, strfunction=_compile_str),
         suffix=".kbc", src_suffix=".kp")})
-    env.AddMethod(board_test_alias, "KtapBoardTest")
     env.AddMethod(bundle, "KtapBundle")
 
 
 def exists(env):
     return True
-
-
-def _board_test_action(targets):
-    def action(target, source, env):
-        cases = boardtest.load_cases()
-        results, failed = {}, False
-        for name in targets:
-            try:
-                outcomes, run = boardtest.run_target(name, cases)
-            except (BundleError, MissingTool) as e:
-                print(f"board-test: {name}: cannot run: {e}")
-                return 1
-            results[name] = outcomes
-            if run is not None and (run.trouble or run.unload_status != 0):
-                print(f"board-test: {name}: kernel trouble {run.trouble} / rmmod status "
-                      f"{run.unload_status}")
-                failed = True
-            failed |= any(o.state == "failed" for o in outcomes)
-        print(boardtest.matrix(results))
-        return 1 if failed else 0
-    return action
-
-
-def board_test_alias(env, targets):
-    """`scons [target=ARCH] board-test`: the board suite on one target or all four."""
-    return env.AlwaysBuild(env.Alias("board-test", [], env.Action(
-        _board_test_action(targets), f"board suite on {', '.join(targets)}")))
 
 
 def _bundle_action(arch, kdir):
