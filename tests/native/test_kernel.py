@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -138,3 +141,15 @@ def test_powerpc_builds_the_elf_vmlinux_not_a_uimage():
     # A uImage needs u-boot's mkimage, which the host does not have.
     assert kernel.image_goal(get_target("powerpc")) == "vmlinux"
     assert kernel.image_goal(get_target("arm")) == "zImage"
+
+
+def test_board_kernel_without_the_source_package_is_a_clean_error(tmp_path):
+    """What a user without linux-source-6.1 sees: the package to install, exit 1,
+    no traceback."""
+    env = dict(os.environ, KTAP_LINUX_SOURCE=str(tmp_path / "none.tar.xz"),
+               KTAP_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-m", "ktap.cli", "board", "-t", "arm", "kernel"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "install the Debian package 'linux-source-6.1'" in r.stderr
+    assert "Traceback" not in r.stderr
