@@ -32,7 +32,6 @@ HARNESS_FLAGS = ("-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Wno-unused-par
                  "-Werror=implicit-function-declaration")
 
 
-
 # -- the host harness ---------------------------------------------------------
 def sanitizers_work(cc: str, work: Path) -> bool:
     """Whether cc can link a -fsanitize=address,undefined program here."""

@@ -14,7 +14,6 @@ from ktap.core.diagnostics import TargetError  # noqa: F401  (raised here; calle
 from ktap.core.paths import TARGETS_DIR
 
 
-
 @dataclass(frozen=True)
 class Abi:
     args: tuple[str, ...]

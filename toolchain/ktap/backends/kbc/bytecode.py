@@ -31,8 +31,6 @@ INSN_SIZE = 4
 NUMBER_SIZE = 8
 
 
-
-
 # Constant tags
 K_NUMBER, K_STRING = 0, 1
 
