@@ -21,11 +21,11 @@ class FakeTransport(tr.Transport):
     """A target as a dict of remote files; counts pushes."""
     name = "fake"
 
-    def __init__(self, release="6.1.0-test", uid=0, kprobes=True, full=False):
+    def __init__(self, release="6.1.0-test", uid=0, kprobes=True, full=False, modules=True):
         self.files: dict[str, bytes] = {}
         self.pushes: list[str] = []
         self.ran: list[list[str]] = []
-        self.remote_info = tr.RemoteInfo(release, "x86_64", uid, kprobes)
+        self.remote_info = tr.RemoteInfo(release, "x86_64", uid, kprobes, modules=modules)
         self.full = full
 
     def info(self):
@@ -81,7 +81,8 @@ def test_preflight_refuses_before_anything_is_pushed_or_loaded(tmp_path):
     b = fake_bundle(tmp_path)
     for t, words in ((FakeTransport(release="5.10.0-vendor"), "ABI mismatch"),
                      (FakeTransport(uid=1000), "not root"),
-                     (FakeTransport(kprobes=False), "CONFIG_KPROBES")):
+                     (FakeTransport(kprobes=False), "CONFIG_KPROBES"),
+                     (FakeTransport(modules=False), "CONFIG_MODULES")):
         with pytest.raises(deploy.DeployError) as e:
             deploy.deploy_and_run(t, b, ["true"], out=lambda d: None, err=lambda d: None)
         assert words in e.value.cause and e.value.hint

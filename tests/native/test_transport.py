@@ -58,8 +58,11 @@ def test_push_errors_are_classified():
 
 
 def test_parse_info_and_hashes():
-    info = tr.parse_info("release=6.1.0\r\nmachine=armv7l\nuid=0\nkprobes=no\n")
-    assert (info.release, info.machine, info.uid, info.kprobes) == ("6.1.0", "armv7l", 0, False)
+    info = tr.parse_info("release=6.1.0\r\nmachine=armv7l\nuid=0\nkprobes=no\nmodules=yes\n")
+    assert (info.release, info.machine, info.uid, info.kprobes, info.modules) == \
+        ("6.1.0", "armv7l", 0, False, True)
+    assert tr.parse_info("release=6.1.0\nmodules=no\n").modules is False
+    assert tr.parse_info("release=6.1.0\n").modules is None
     with pytest.raises(tr.TransportError):
         tr.parse_info("sh: uname: not found\n")
     h = "a" * 64

@@ -105,6 +105,11 @@ def preflight(info: RemoteInfo, bundle: Bundle) -> None:
         raise DeployError(f"not root on the target (uid {info.uid}): loading ktapvm.ko needs "
                           "root (CAP_SYS_ADMIN)",
                           "log in as root (ssh root@HOST), or `adb root` on the device")
+    if info.modules is False:
+        raise DeployError("the target's kernel cannot load modules (CONFIG_MODULES is off; "
+                          "/proc/modules is missing)",
+                          "rebuild the target kernel with CONFIG_MODULES=y and "
+                          "CONFIG_MODULE_UNLOAD=y")
     if info.kprobes is False:
         raise DeployError("the target's kernel has no kprobes (CONFIG_KPROBES is off)",
                           "rebuild the target kernel with CONFIG_KPROBES=y and CONFIG_KRETPROBES=y")

@@ -17,8 +17,8 @@ import tty
 from pathlib import Path
 
 from ktap.deploy.frame_codec import FrameReader, encode_frame
-from ktap.deploy.transport import (NO_SPACE, UNREACHABLE, Interrupts, RemoteInfo, Sink,
-                                   Transport, TransportError)
+from ktap.deploy.transport import (NO_SPACE, UNREACHABLE, Interrupts, RemoteInfo, Sink, Transport,
+                                     TransportError, yes_no)
 
 # Acknowledged one by one, so a slow line never holds more than this unconfirmed.
 CHUNK = 16 * 1024
@@ -192,10 +192,9 @@ class SerialTransport(Transport):
                 if kv.get("session") != "running":
                     break
         uid = kv.get("uid", "")
-        kp = kv.get("kprobes")
         return RemoteInfo(kv.get("release", ""), kv.get("machine", ""),
                           int(uid) if uid.isdigit() else None,
-                          None if kp is None else kp == "yes", kv)
+                          yes_no(kv.get("kprobes")), kv, modules=yes_no(kv.get("modules")))
 
     def hashes(self, paths: list[str]) -> dict[str, str | None]:
         out = {}

@@ -53,6 +53,7 @@ class RemoteInfo:
     uid: int | None = None
     kprobes: bool | None = None        # None: could not tell
     extra: dict[str, str] = field(default_factory=dict)
+    modules: bool | None = None        # the kernel loads modules (CONFIG_MODULES); None: could not tell
 
 
 class Transport:
@@ -84,10 +85,12 @@ class Transport:
 # ---------------------------------------------------------------- shell helpers
 
 def info_script() -> str:
-    # kprobes: the debugfs directory, else the symbol in kallsyms.
+    # kprobes: the debugfs directory, else the symbol in kallsyms. modules:
+    # /proc/modules exists exactly when the kernel has CONFIG_MODULES.
     return ("echo release=$(uname -r); echo machine=$(uname -m); echo uid=$(id -u); "
             "if [ -d /sys/kernel/debug/kprobes ] || grep -q ' register_kprobe$' /proc/kallsyms "
-            "2>/dev/null; then echo kprobes=yes; else echo kprobes=no; fi")
+            "2>/dev/null; then echo kprobes=yes; else echo kprobes=no; fi; "
+            "if [ -e /proc/modules ]; then echo modules=yes; else echo modules=no; fi")
 
 
 def parse_info(text: str) -> RemoteInfo:
@@ -100,9 +103,13 @@ def parse_info(text: str) -> RemoteInfo:
         raise TransportError(f"the target did not report its kernel release: {text.strip()[:200]!r}",
                              "does the target have a POSIX shell with uname?")
     uid = kv.get("uid", "")
-    kp = kv.get("kprobes")
     return RemoteInfo(kv["release"], kv.get("machine", ""), int(uid) if uid.isdigit() else None,
-                      None if kp is None else kp == "yes", kv)
+                      yes_no(kv.get("kprobes")), kv, modules=yes_no(kv.get("modules")))
+
+
+def yes_no(value: str | None) -> bool | None:
+    """A probe's yes/no answer; None when the target did not say."""
+    return None if value is None else value == "yes"
 
 
 def hashes_script(paths: list[str]) -> str:
