@@ -31,6 +31,7 @@
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -42,6 +43,7 @@
 
 #define PROTOCOL_VERSION 1
 #define COMMANDS_FILE "/etc/ktap/commands"
+#define BOOT_MODULES_FILE "/etc/ktap/boot-modules"
 #define CHUNK 96                 /* raw bytes per output frame: 128 base64 chars */
 #define MAX_ARGS 256
 
@@ -328,6 +330,36 @@ static void run_batch(FILE *commands)
 	frame("DONE:%d", index);
 }
 
+/* ---- boot modules ---------------------------------------------------- */
+
+/* Drivers a stock distribution kernel builds as modules (virtio console,
+ * e1000): the host lists them in load order, dependencies first. A failure
+ * goes to the console in plain text before HELLO, with the kernel's own
+ * reason printed beside it, and the remaining modules are still tried. */
+static void load_boot_modules(void)
+{
+	char path[512];
+	FILE *list = fopen(BOOT_MODULES_FILE, "r");
+	if (!list)
+		return;
+	while (fgets(path, sizeof path, list)) {
+		path[strcspn(path, "\r\n")] = 0;
+		if (!path[0])
+			continue;
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			fprintf(stderr, "ktap init: boot module %s: cannot open: %s\n", path,
+				strerror(errno));
+			continue;
+		}
+		if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
+			fprintf(stderr, "ktap init: boot module %s failed to load: %s "
+				"(the kernel's reason is in the lines above)\n", path, strerror(errno));
+		close(fd);
+	}
+	fclose(list);
+}
+
 /* ---- interactive mode ---------------------------------------------- */
 
 static void builtin_cat(char **argv)
@@ -455,6 +487,7 @@ int main(void)
 	mount_filesystems();
 	setup_console();
 	signal(SIGINT, SIG_IGN);
+	load_boot_modules();
 	uname(&u);
 	frame("HELLO:%d:%s:%s:%.6f", PROTOCOL_VERSION, u.machine, u.release, uptime());
 	set_console_loglevel();

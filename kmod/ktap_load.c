@@ -264,6 +264,7 @@ static void rd_proto(struct reader *r, struct ktap_proto *p)
 static void rd_body(struct reader *r, struct ktap_image *img)
 {
 	char msg[64];
+	uint32_t i;
 
 	rd_string(r, &img->source);
 	rd_limits(r, img);
@@ -272,7 +273,7 @@ static void rd_body(struct reader *r, struct ktap_image *img)
 	READ_LIST(r, img->nformats, img->formats, "format", rd_string);
 	READ_LIST(r, img->nevents, img->events, "event", rd_event);
 	READ_LIST(r, img->nprotos, img->protos, "function", rd_proto);
-	for (uint32_t i = 0; !r->c.bad && img->protos && i < img->nprotos; i++)
+	for (i = 0; !r->c.bad && img->protos && i < img->nprotos; i++)
 		img->protos[i].index = i;
 	if (!r->c.bad && r->c.pos != r->c.end) {
 		ktap_snprintf(msg, sizeof(msg), "%lu trailing bytes",

@@ -20,8 +20,15 @@
 #include <linux/timekeeping.h>
 #include <linux/delay.h>
 #include <linux/timex.h>
-#include <asm/unaligned.h>
 #include <generated/utsrelease.h>
+#include "ktap_features.h"
+/* Spelled out twice: a macro holding <linux/unaligned.h> would have `linux`
+ * expanded (gcc predefines it as 1 in the gnu dialects). */
+#if KTAP_HAVE_LINUX_UNALIGNED_H
+#include <linux/unaligned.h>
+#else
+#include <asm/unaligned.h>
+#endif
 #include "ktapvm_mod.h"
 
 #define KTAPVM_MAX_IMAGE	(16U << 20)
@@ -162,7 +169,7 @@ static long ioc_info(struct ktapvm_sess *s, void __user *arg)
 	info.abi_version = KTAP_ABI_VERSION;
 	info.target_id = KTAP_TARGET_ID;
 	strscpy(info.release, UTS_RELEASE, sizeof(info.release));
-	info.anchor = (u64)(unsigned long)&_printk;
+	info.anchor = (u64)(unsigned long)&KTAP_ANCHOR_SYMBOL;
 	return copy_to_user(arg, &info, sizeof(info)) ? -EFAULT : 0;
 }
 
@@ -445,7 +452,9 @@ static const struct file_operations ktapvm_fops = {
 	.poll = ktapvm_poll,
 	.unlocked_ioctl = ktapvm_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
+#if KTAP_HAVE_NO_LLSEEK
 	.llseek = no_llseek,
+#endif
 };
 
 static struct miscdevice ktapvm_dev = {

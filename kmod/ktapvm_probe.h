@@ -17,6 +17,7 @@
 #include <linux/uidgid.h>
 #include <linux/stacktrace.h>
 #include "ktapvm_mod.h"
+#include "ktap_features.h"
 
 /* What every probe has; a provider's probe embeds it first and adds its own
  * state (container_of). */

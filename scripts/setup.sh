@@ -9,12 +9,21 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 DEBS=(
   build-essential bc bison flex libssl-dev libelf-dev cpio kmod xz-utils
   linux-source-6.1
-  gcc-arm-linux-gnueabihf gcc-mips-linux-gnu gcc-powerpc-linux-gnu
-  libc6-dev-armhf-cross libc6-dev-mips-cross libc6-dev-powerpc-cross
-  qemu-system-arm qemu-system-mips qemu-system-ppc qemu-system-x86
   clang llvm libclang-rt-14-dev
   openssh-client adb dropbear-bin busybox-static
 )
+# Each target's cross compiler, static libc and QEMU: the [packages] table of
+# targets/*/target.toml, so that a new target needs no edit here.
+mapfile -t target_debs < <(python3 - "$here/targets" <<'PY'
+import sys, tomllib
+from pathlib import Path
+for toml in sorted(Path(sys.argv[1]).glob("*/target.toml")):
+    packages = tomllib.loads(toml.read_text())["packages"]
+    print("\n".join(packages[k] for k in ("gcc", "libc", "qemu")))
+PY
+)
+[ ${#target_debs[@]} -gt 0 ] || { echo "ktap setup: no packages read from targets/" >&2; exit 1; }
+DEBS+=("${target_debs[@]}")
 
 missing=()
 for p in "${DEBS[@]}"; do

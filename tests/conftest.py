@@ -126,6 +126,46 @@ def build_dir(name: str) -> Path:
     return build.directory
 
 
+# The kernels other than the default 6.1 that the default run (CI) boots: one
+# little-endian and one big-endian board per version
+# (tests/board/test_kernel_versions.py). arm and mips are the cheapest builds
+# (about 3-4 and 4-7 minutes cold on 2 cores; x86_64 takes 12 or more, and
+# powerpc cannot run 5.10: kernels.UNSUPPORTED). --kernel-matrix runs every
+# target with every kernel version instead.
+KERNEL_SMOKE = [("arm", "5.10"), ("mips", "5.10"), ("arm", "6.12"), ("mips", "6.12")]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--kernel-matrix", action="store_true", default=False,
+                     help="run the kernel-version board tests on every (target x kernel "
+                          "version) combination, the whole board suite included, instead "
+                          "of the smoke combinations in KERNEL_SMOKE")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "kernel_matrix: runs only under --kernel-matrix "
+                            "(the whole board suite on every kernel version)")
+
+
+def kernel_combinations(config) -> list[tuple[str, str]]:
+    """(target, kernel version) pairs the kernel-version tests run: every
+    target with every version other than the default (whose board suite is
+    tests/board/test_board_suite.py) under --kernel-matrix, else KERNEL_SMOKE."""
+    if config.getoption("--kernel-matrix"):
+        # kernel.UNSUPPORTED pairs are refused with their reason
+        # (tests/host/test_kernel_choice.py), not booted.
+        return [(t, k) for k in kernel.KERNEL_VERSIONS if k != kernel.DEFAULT_KERNEL
+                for t in TARGETS if (t, k) not in kernel.UNSUPPORTED]
+    return list(KERNEL_SMOKE)
+
+
+def pytest_generate_tests(metafunc):
+    """A test taking `target_kernel` runs once per kernel_combinations() pair."""
+    if "target_kernel" in metafunc.fixturenames:
+        pairs = kernel_combinations(metafunc.config)
+        metafunc.parametrize("target_kernel", pairs, ids=[f"{t}-{k}" for t, k in pairs])
+
+
 TIERS = ("host", "native", "board")
 
 
@@ -144,6 +184,13 @@ def pytest_collection_modifyitems(config, items):
                 raise pytest.UsageError(f"{item.nodeid} is marked {other} but lives in "
                                         f"tests/{tier}")
         item.add_marker(getattr(pytest.mark, tier))
+    # Tests marked kernel_matrix (the whole suite on another kernel) belong to
+    # --kernel-matrix runs only: deselected, so no skip is counted otherwise.
+    if not config.getoption("--kernel-matrix"):
+        matrix = [item for item in items if item.get_closest_marker("kernel_matrix")]
+        if matrix:
+            config.hook.pytest_deselected(items=matrix)
+            items[:] = [item for item in items if not item.get_closest_marker("kernel_matrix")]
 
 
 @pytest.fixture

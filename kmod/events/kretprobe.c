@@ -11,7 +11,7 @@ struct kretprobe_probe {
 
 static int krp_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
-	struct kretprobe *rp = get_kretprobe(ri);
+	struct kretprobe *rp = ktap_kretprobe_of(ri);
 	struct kretprobe_probe *k;
 	struct ktapvm_sess *s;
 	unsigned long flags;

@@ -28,6 +28,18 @@ struct profile_probe {
 	struct profile_timer __percpu *pt;
 };
 
+/* hrtimer_setup() (6.13+) replaces hrtimer_init() plus setting .function. */
+static void ktap_hrtimer_setup(struct hrtimer *t, enum hrtimer_restart (*fn)(struct hrtimer *),
+			       enum hrtimer_mode mode)
+{
+#if KTAP_HAVE_HRTIMER_SETUP
+	hrtimer_setup(t, fn, CLOCK_MONOTONIC, mode);
+#else
+	hrtimer_init(t, CLOCK_MONOTONIC, mode);
+	t->function = fn;
+#endif
+}
+
 static enum hrtimer_restart timer_fire(struct timer_probe *tp, struct hrtimer *t)
 {
 	struct ktapvm_sess *s = tp->p.s;
@@ -61,8 +73,7 @@ static int tick_attach(struct ktapvm_probe *p, char *err, size_t errlen)
 {
 	struct tick_probe *tk = container_of(p, struct tick_probe, tp.p);
 
-	hrtimer_init(&tk->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL);
-	tk->timer.function = tick_fn;
+	ktap_hrtimer_setup(&tk->timer, tick_fn, HRTIMER_MODE_REL);
 	hrtimer_start(&tk->timer, tk->tp.period, HRTIMER_MODE_REL);
 	return 0;
 }
@@ -103,8 +114,7 @@ static int profile_attach(struct ktapvm_probe *p, char *err, size_t errlen)
 	for_each_possible_cpu(cpu) {
 		struct profile_timer *pt = per_cpu_ptr(pp->pt, cpu);
 
-		hrtimer_init(&pt->t, CLOCK_MONOTONIC, HRTIMER_MODE_REL_PINNED);
-		pt->t.function = profile_fn;
+		ktap_hrtimer_setup(&pt->t, profile_fn, HRTIMER_MODE_REL_PINNED);
 		pt->pp = pp;
 	}
 	on_each_cpu(profile_start_here, pp, 1);

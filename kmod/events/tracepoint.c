@@ -91,6 +91,11 @@ static void tp_overflow(struct perf_event *pe, struct perf_sample_data *data,
 	unsigned long flags;
 	u32 size, i;
 
+#if KTAP_HAVE_PERF_SAMPLE_FLAGS
+	/* since 6.1 data->raw is set only with this flag; it is garbage without */
+	if (!(data->sample_flags & PERF_SAMPLE_RAW))
+		return;
+#endif
 	if (!data->raw)
 		return;
 	rec = data->raw->frag.data;

@@ -79,6 +79,12 @@ static const char *tracefs(void)
 	if (mount_tracefs(root) == 0)
 		return root;
 #endif
+	/* Kernels before 4.1 have no /sys/kernel/tracing: tracefs shows only
+	 * inside debugfs, which a minimal init may not have mounted either. */
+#ifndef KTAPRUN_FORMAT_ONLY
+	if (!is_dir("/sys/kernel/debug/tracing"))
+		mount_debugfs("/sys/kernel/debug");
+#endif
 	if (is_dir("/sys/kernel/debug/tracing/events"))
 		root = "/sys/kernel/debug/tracing";
 	return root;

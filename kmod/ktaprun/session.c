@@ -50,7 +50,112 @@ static void default_module(const char *argv0, char *buf, size_t size)
 		snprintf(buf, size, "ktapvm.ko");
 }
 
-static int module_error(const char *path, int err)
+/* The kernel logs why it refused a module ("version magic '...' should be
+ * '...'", "disagrees about version of symbol ..."); errno alone says only
+ * "Exec format error". The log is opened before the load and read after it,
+ * so only this load's lines are shown. */
+static int kmsg_open_at_end(void)
+{
+	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd >= 0)
+		lseek(fd, 0, SEEK_END);
+	return fd;
+}
+
+static void kmsg_show_module_lines(int fd)
+{
+	char rec[1024];
+	ssize_t n;
+	int shown = 0;
+
+	if (fd < 0)
+		return;
+	/* one record per read(); EAGAIN when none are left */
+	while (shown < 8 && (n = read(fd, rec, sizeof(rec) - 1)) > 0) {
+		char *msg, *end;
+
+		rec[n] = 0;
+		msg = strchr(rec, ';');
+		if (!msg || !strstr(msg, KTAP_MODULE_NAME))
+			continue;
+		end = strchr(++msg, '\n');
+		if (end)
+			*end = 0;
+		fprintf(stderr, "ktaprun: kernel: %s\n", msg);
+		shown++;
+	}
+}
+
+/* The vermagic= string of the module file, or "" (as much as fits in buf). */
+static void file_vermagic(const char *path, char *buf, size_t size)
+{
+	static const char key[] = "vermagic=";
+	char chunk[65536 + sizeof(key)];
+	size_t keep = 0;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	buf[0] = 0;
+	if (fd < 0)
+		return;
+	/* chunks overlap by the key's length so a match across two reads is found */
+	while ((n = read(fd, chunk + keep, sizeof(chunk) - keep - 1)) > 0) {
+		size_t len = keep + (size_t)n;
+		char *hit = memmem(chunk, len, key, sizeof(key) - 1);
+
+		if (hit) {
+			size_t off = (size_t)(hit - chunk) + sizeof(key) - 1, i = 0;
+
+			if (!memchr(chunk + off, 0, len - off) && hit != chunk) {
+				/* the value runs past this chunk: move it to the front, read on */
+				keep = len - (size_t)(hit - chunk);
+				memmove(chunk, hit, keep);
+				continue;
+			}
+			while (off + i < len && chunk[off + i] && i + 1 < size) {
+				buf[i] = chunk[off + i];
+				i++;
+			}
+			buf[i] = 0;
+			break;
+		}
+		keep = len < sizeof(key) ? len : sizeof(key) - 1;
+		memmove(chunk, chunk + len - keep, keep);
+	}
+	close(fd);
+	/* trailing blanks are part of vermagic, not of the release */
+	for (size_t i = strlen(buf); i > 0 && buf[i - 1] == ' '; i--)
+		buf[i - 1] = 0;
+}
+
+/* A module for another kernel: name both releases and what to rebuild against. */
+static void wrong_kernel_hint(const char *path)
+{
+	char magic[256];
+	struct utsname u;
+	size_t rel_len;
+
+	file_vermagic(path, magic, sizeof(magic));
+	if (uname(&u) < 0 || !magic[0]) {
+		fprintf(stderr, "ktaprun: %s: not a module for this kernel; build it for "
+			"`uname -r`\n", path);
+		return;
+	}
+	rel_len = strcspn(magic, " ");
+	if (rel_len != strlen(u.release) || strncmp(magic, u.release, rel_len))
+		fprintf(stderr, "ktaprun: %s was built for kernel %.*s (vermagic '%s'), this "
+			"kernel is %s: build it against the headers of %s (Debian: "
+			"linux-headers-%s)\n", path, (int)rel_len, magic, magic, u.release,
+			u.release, u.release);
+	else
+		fprintf(stderr, "ktaprun: %s was built for kernel %s but with another "
+			"configuration (vermagic '%s', see the kernel's line above): build it "
+			"against this kernel's own headers, not a same-named tree\n",
+			path, u.release, magic);
+}
+
+static int module_error(const char *path, int err, int kmsg)
 {
 	switch (err) {
 	case EPERM: case EACCES:
@@ -60,22 +165,29 @@ static int module_error(const char *path, int err)
 		fprintf(stderr, "ktaprun: module %s is busy (being loaded or unloaded); "
 			"try again\n", KTAP_MODULE_NAME);
 		break;
-	case ENOEXEC: case EINVAL:
-		fprintf(stderr, "ktaprun: %s: not a module for this kernel (%s); "
-			"build it for `uname -r`\n", path, strerror(err));
+	case ENOEXEC: case EINVAL: case ENOENT:
+		/* ENOENT: a symbol the module needs is missing ("Unknown symbol") */
+		fprintf(stderr, "ktaprun: loading %s failed: %s\n", path, strerror(err));
+		kmsg_show_module_lines(kmsg);
+		wrong_kernel_hint(path);
 		break;
 	default:
 		fprintf(stderr, "ktaprun: loading %s: %s\n", path, strerror(err));
+		kmsg_show_module_lines(kmsg);
 	}
 	return -1;
 }
+
+/* Whether this ktaprun loaded the module (rather than finding it loaded), so
+ * a module found to be for another kernel is unloaded again by its loader. */
+static int loaded_here, wrong_release;
 
 /* finit_module(2): the boards have no kmod tools. EEXIST is fine: another
  * ktaprun loaded it meanwhile. */
 static int load_module(const struct options *o, const char *argv0)
 {
 	char path[PATH_MAX];
-	int fd, ret;
+	int fd, ret, kmsg, err;
 
 	if (o->module)
 		snprintf(path, sizeof(path), "%s", o->module);
@@ -87,11 +199,17 @@ static int load_module(const struct options *o, const char *argv0)
 			"(use -m PATH)\n", KTAP_DEVICE, path, strerror(errno));
 		return -1;
 	}
+	kmsg = kmsg_open_at_end();
 	ret = (int)syscall(SYS_finit_module, fd, "", 0);
+	err = errno;
 	close(fd);
-	if (ret < 0 && errno != EEXIST)
-		return module_error(path, errno);
-	return 0;
+	if (ret == 0)
+		loaded_here = 1;
+	if (ret < 0 && err != EEXIST)
+		module_error(path, err, kmsg);
+	if (kmsg >= 0)
+		close(kmsg);
+	return ret < 0 && err != EEXIST ? -1 : 0;
 }
 
 static int open_device(const struct options *o, const char *argv0)
@@ -149,8 +267,13 @@ static int preflight(int fd)
 		return -1;
 	}
 	if (uname(&u) == 0 && strcmp(u.release, info.release)) {
-		fprintf(stderr, "ktaprun: %s was built for kernel %s, this kernel is %s\n",
-			KTAP_MODULE_NAME, info.release, u.release);
+		/* modversions let the kernel accept it (same symbol CRCs), but
+		 * structure layouts may still differ: refuse, and take it out again */
+		fprintf(stderr, "ktaprun: %s was built for kernel %s, this kernel is %s: "
+			"build it against the headers of %s (Debian: linux-headers-%s)%s\n",
+			KTAP_MODULE_NAME, info.release, u.release, u.release, u.release,
+			loaded_here ? "; unloaded it again" : "");
+		wrong_release = loaded_here;
 		return -1;
 	}
 	if (info.target_id != KTAP_TARGET_ID) {
@@ -363,6 +486,8 @@ int run_session(const struct options *o, const struct ktap_image *img,
 		return KTAP_EXIT_LOAD_ERROR;
 	if (preflight(fd) < 0 || load_and_start(fd, o, img, data, size) < 0) {
 		close(fd);
+		if (wrong_release)	/* the device is closed: the module can go */
+			syscall(SYS_delete_module, KTAP_MODULE_NAME, O_NONBLOCK);
 		return KTAP_EXIT_LOAD_ERROR;
 	}
 	f.syms = symtab_load(o->kallsyms ? o->kallsyms : "/proc/kallsyms");

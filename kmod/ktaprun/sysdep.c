@@ -18,6 +18,11 @@ int mount_tracefs(const char *dir)
 	return mount("tracefs", dir, "tracefs", 0, NULL);
 }
 
+int mount_debugfs(const char *dir)
+{
+	return mount("debugfs", dir, "debugfs", 0, NULL);
+}
+
 int make_char_node(const char *path, const char *sysfs_dev)
 {
 	unsigned maj, min;

@@ -7,6 +7,7 @@
 
 int is_dir(const char *path);
 int mount_tracefs(const char *dir);
+int mount_debugfs(const char *dir);
 /* Creates a char device node at path from a sysfs "MAJ:MIN" dev file. */
 int make_char_node(const char *path, const char *sysfs_dev);
 

@@ -36,6 +36,6 @@ def _board_test_action(targets):
 
 
 def board_test_alias(env, targets):
-    """`scons [target=ARCH] board-test`: the board suite on one target or all four."""
+    """`scons [target=ARCH] board-test`: the board suite on one target or on all of them."""
     return env.AlwaysBuild(env.Alias("board-test", [], env.Action(
         _board_test_action(targets), f"board suite on {', '.join(targets)}")))

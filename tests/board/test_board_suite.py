@@ -5,9 +5,13 @@ import shutil
 
 import pytest
 
-from conftest import TARGETS, board_run_once
+from conftest import board_run_once
+from ktap.core.targets import target_names
 from ktap.core.tools import MissingTool
 from ktapdev import boardtest
+
+
+TARGETS = target_names()        # every targets/*/target.toml
 
 
 CASES = boardtest.load_cases()

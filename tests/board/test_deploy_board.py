@@ -20,6 +20,7 @@ import pytest
 
 from ktap.boards import sessions as boardrun
 from ktap.build import ktaprun as runner
+from ktap.core.targets import target_names
 from ktap.deploy.serial import SerialTransport
 from ktap.deploy.ssh import SshTransport
 from ktapdev.liveboard import LiveBoard, wait_agent
@@ -27,7 +28,7 @@ from ktapdev.liveboard import LiveBoard, wait_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 KTAP = [sys.executable, "-m", "ktap.cli"]
-TARGETS = ["x86_64", "arm", "mips", "powerpc"]
+TARGETS = target_names()        # every targets/*/target.toml
 COUNT = ('var n = 0\ntrace probe:ksys_write { n += 1 }\n'
          'trace_end { printf("writes=%d\\n", n) }\n')
 

@@ -14,12 +14,13 @@ import pytest
 from conftest import compile_to, cross_build
 from ktap.boards.kernels import ensure_kernel
 from ktap.build import kmod
+from ktap.core.targets import target_names
 from ktap.core.tools import MissingTool
 from ktap.refvm.records import decode_records
 from ktapdev import harness
 
 
-BOARD_TARGETS = ["x86_64", "arm", "mips", "powerpc"]
+BOARD_TARGETS = target_names()        # every targets/*/target.toml
 
 
 # -- boards -------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TARGETS, board_run_once
+from conftest import board_run_once
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.boards.batch import run_commands
@@ -28,7 +28,7 @@ from ktap.boards.frames import CommandResult
 from ktap.boards.sessions import GUEST_DIR, GUEST_MODULE, GUEST_RUNNER, board_bundle, kernel_trouble
 from ktap.build.bundle import session_argv
 from ktap.core.diagnostics import Source
-from ktap.core.targets import get_target
+from ktap.core.targets import get_target, target_names
 from ktap.core.tools import MissingTool
 from ktapdev.safety_cases import (c1_long_loop_body, c1_plain_loop, c2_jump_backward_out_of_bounds,
                                   c2_jump_into_instruction, c2_jump_out_of_bounds,
@@ -36,6 +36,9 @@ from ktapdev.safety_cases import (c1_long_loop_body, c1_plain_loop, c2_jump_back
                                   c4_newtable_loop_in_handler, c4_string_loop, c5_self_tail_call,
                                   c5_tail_call_loop, c6_constant_index, c6_constant_key_index,
                                   c7_upvalue_get, c7_upvalue_names_missing_global, c7_upvalue_set)
+
+
+TARGETS = target_names()        # every targets/*/target.toml
 
 
 COUNT = '''

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEBUG_TROUBLE, TARGETS, board_run_once, leak_reports
+from conftest import DEBUG_TROUBLE, board_run_once, leak_reports
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.boards import kernels as kernel
@@ -32,6 +32,10 @@ from ktap.build import kmod
 from ktap.build import ktaprun as runner
 from ktap.build.bundle import session_argv
 from ktap.core.diagnostics import Source
+from ktap.core.targets import target_names
+
+
+TARGETS = target_names()        # every targets/*/target.toml
 
 
 STRESS_SECONDS = 5

@@ -7,13 +7,15 @@ import re
 
 import pytest
 
-from conftest import TARGETS
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc.verifier import verify
 from ktap.boards.sessions import kernel_trouble
 from ktap.core.diagnostics import KtapError
-from ktap.core.targets import get_target
+from ktap.core.targets import get_target, target_names
 from ktapdev import boardtest
+
+
+TARGETS = target_names()        # every targets/*/target.toml
 
 
 CASES = boardtest.load_cases()

@@ -5,11 +5,14 @@ import zlib
 
 import pytest
 
-from conftest import ROOT, TARGETS, compile_text
+from conftest import ROOT, compile_text
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.core.diagnostics import ImageError
-from ktap.core.targets import get_target
+from ktap.core.targets import get_target, target_names
+
+
+TARGETS = target_names()        # every targets/*/target.toml
 
 
 SAMPLES = sorted((ROOT / "samples").glob("*.kp"))

@@ -9,12 +9,16 @@ import zlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, TARGETS
+from conftest import ROOT
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc.verifier import verify
 from ktap.core.diagnostics import KtapError, Source
+from ktap.core.targets import target_names
 from ktap.refvm.sim import Session, parse_events
+
+
+TARGETS = target_names()        # every targets/*/target.toml
 
 
 SAMPLES = [p.read_text() for p in sorted((ROOT / "samples").glob("*.kp"))]

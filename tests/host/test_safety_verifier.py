@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import TARGETS
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc.verifier import verify
 from ktap.core.diagnostics import KtapError
-from ktap.core.targets import get_target
+from ktap.core.targets import get_target, target_names
 from ktapdev.safety_cases import ALL_RAW, REFUSED
+
+
+TARGETS = target_names()        # every targets/*/target.toml
 
 
 @pytest.mark.parametrize("builder", ALL_RAW, ids=lambda f: f.__name__)

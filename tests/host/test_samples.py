@@ -4,9 +4,13 @@ import io
 
 import pytest
 
-from conftest import ROOT, TARGETS
+from conftest import ROOT
 from ktap import api
+from ktap.core.targets import target_names
 from ktap.refvm.sim import EventsFile, parse_events, run_sim
+
+
+TARGETS = target_names()        # every targets/*/target.toml
 
 
 S = ROOT / "samples"

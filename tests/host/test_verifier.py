@@ -3,14 +3,18 @@ written raw (tests/kbc.py), not by the compiler."""
 
 import pytest
 
-from conftest import ROOT, TARGETS, compile_text
+from conftest import ROOT, compile_text
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc.verifier import REASONS, verify
 from ktap.core.diagnostics import VerifyError
+from ktap.core.targets import target_names
 from ktap.events import kinds
 from ktap.frontend import program
 from ktapdev.rawkbc import RET, handler_image, image, ins, proto
+
+
+TARGETS = target_names()        # every targets/*/target.toml
 
 
 S, F, H = program.SETUP, program.FUNCTION, program.HANDLER

@@ -2,8 +2,12 @@
 
 import pytest
 
-from conftest import TARGETS, sim
+from conftest import sim
 from ktap.core.diagnostics import RuntimeErr
+from ktap.core.targets import target_names
+
+
+TARGETS = target_names()        # every targets/*/target.toml
 
 
 def out(text, events="", **kw):

@@ -157,6 +157,9 @@ def test_qemu_command_for_the_documented_boards():
         ["qemu-system-ppc", "-M", "ppce500"]
     assert qemu_command(get_target("x86_64"), Path("z"), Path("i"))[:3] == \
         ["qemu-system-x86_64", "-M", "pc"]
+    arm64 = qemu_command(get_target("arm64"), Path("z"), Path("i"))
+    assert arm64[:5] == ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57"]
+    assert "console=ttyAMA0" in arm64[arm64.index("-append") + 1]
 
 
 def test_interactive_and_deterministic_variants():
@@ -175,6 +178,9 @@ def test_missing_qemu_names_the_debian_package(monkeypatch):
     assert "qemu-system-x86_64 not found" in str(e.value)
     with pytest.raises(tools.MissingTool) as e:
         require_qemu(get_target("arm"))
+    assert e.value.package == "qemu-system-arm"
+    with pytest.raises(tools.MissingTool) as e:
+        require_qemu(get_target("arm64"))    # qemu-system-aarch64 comes with qemu-system-arm
     assert e.value.package == "qemu-system-arm"
 
 

@@ -92,6 +92,18 @@ def test_preflight_refuses_before_anything_is_pushed_or_loaded(tmp_path):
     assert "6.1.0-test" in e.cause and "5.10.0-vendor" in e.cause and "--kdir" in e.hint
 
 
+def test_preflight_refuses_a_board_of_another_machine(tmp_path):
+    b = fake_bundle(tmp_path)
+    arm64 = Bundle("arm64", b.runner, b.module, b.images, b.module_release)
+    e = pytest.raises(deploy.DeployError, deploy.preflight,
+                      tr.RemoteInfo("6.1.0-test", "armv7l", 0, True), arm64).value
+    assert e.cause == "the target is armv7l, the bundle is for arm64" and "-t ARCH" in e.hint
+    deploy.preflight(tr.RemoteInfo("6.1.0-test", "aarch64", 0, True), arm64)
+    e = pytest.raises(deploy.DeployError, deploy.preflight,
+                      tr.RemoteInfo("6.1.0-test", "aarch64", 0, True), b).value
+    assert e.cause == "the target is aarch64, the bundle is for x86_64"
+
+
 def test_no_space_is_reported(tmp_path):
     t = FakeTransport(full=True)
     with pytest.raises(tr.TransportError) as e:

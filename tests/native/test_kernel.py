@@ -57,6 +57,9 @@ def test_board_fragments_carry_the_measured_pitfall_fixes():
     ppc = kernel.wanted_options(get_target("powerpc"))
     assert ppc["CONFIG_PHYS_64BIT"] == ppc["CONFIG_MATH_EMULATION"] == "y"
     assert kernel.wanted_options(get_target("x86_64"))["CONFIG_64BIT"] == "y"
+    arm64 = kernel.wanted_options(get_target("arm64"))
+    # the console on virt's PL011, the agent line on a virtio console
+    assert arm64["CONFIG_SERIAL_AMBA_PL011_CONSOLE"] == arm64["CONFIG_VIRTIO_CONSOLE"] == "y"
 
 
 def _target_with_fragment(tmp_path, text, name="arm"):

@@ -17,6 +17,7 @@ from conftest import compile_to, cross_build
 from ktap.backends.kbc import bytecode as bc
 from ktap.build import ktaprun as runner
 from ktap.core import tools
+from ktap.core.targets import target_names
 from ktap.refvm.output import Formatter
 from ktap.refvm.records import decode_records
 from ktap.refvm.sim import parse_events
@@ -24,7 +25,7 @@ from ktapdev import harness as cvm
 
 
 FORMAT_TARGETS = ["arm", "mips"]          # little and big endian records
-BOARD_TARGETS = ["x86_64", "arm", "mips", "powerpc"]
+BOARD_TARGETS = target_names()        # every targets/*/target.toml
 EV = "probe:vfs_write"
 needs_cc = pytest.mark.skipif(tools.find_cc() is None, reason="no host C compiler")
 

@@ -4,9 +4,12 @@ tests/board/test_stress.py runs the stress sessions."""
 
 from __future__ import annotations
 
-from conftest import DEBUG_TROUBLE, TARGETS, leak_reports
+from conftest import DEBUG_TROUBLE, leak_reports
 from ktap.boards import kernels as kernel
-from ktap.core.targets import get_target
+from ktap.core.targets import get_target, target_names
+
+
+TARGETS = target_names()        # every targets/*/target.toml
 
 
 # What the debug checkers print when they find something (any log level).
@@ -18,7 +21,8 @@ def test_debug_fragment_applies_per_target():
         for opt in ("CONFIG_PROVE_LOCKING", "CONFIG_DEBUG_ATOMIC_SLEEP", "CONFIG_DEBUG_KMEMLEAK",
                     "CONFIG_SOFTLOCKUP_DETECTOR", "CONFIG_DETECT_HUNG_TASK"):
             assert frag[t][opt] == "y", (t, opt)
-    assert {t for t in TARGETS if frag[t].get("CONFIG_KASAN") == "y"} == {"x86_64", "arm", "powerpc"}
+    assert {t for t in TARGETS if frag[t].get("CONFIG_KASAN") == "y"} == \
+        {"x86_64", "arm", "arm64", "powerpc"}
     assert {t for t in TARGETS if frag[t].get("CONFIG_HARDLOCKUP_DETECTOR") == "y"} == {"x86_64"}
     # the variant has its own cache entry; the default kernel's key is unchanged
     t = get_target("arm")

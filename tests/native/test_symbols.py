@@ -28,6 +28,7 @@ PINNED_TEXT = {
     "arm": ("arm-3c2b3e9aee5f0e8f", 16096),
     "mips": ("mips-50a9aadb45971992", 16275),
     "powerpc": ("powerpc-c44245eb6504ef85", 15426),
+    "arm64": ("arm64-370cae6fa5e2860b", 17501),
 }
 
 
@@ -190,6 +191,9 @@ REAL_REFUSALS = [
     ("arm", "patch_text", "kprobes-text"), ("arm", "ret_fast_syscall", "entry-text"),
     ("mips", "insn_has_delayslot", "nokprobe"), ("mips", "exit_elf_binfmt", "exit-section"),
     ("powerpc", "timer_interrupt", "nokprobe"), ("powerpc", "start_kernel", "init-section"),
+    ("arm64", "do_debug_exception", "nokprobe"), ("arm64", "el1h_64_sync_handler", "noinstr"),
+    ("arm64", "kprobe_breakpoint_handler", "kprobes-text"),
+    ("arm64", "exit_elf_binfmt", "exit-section"),
 ]
 
 
@@ -299,6 +303,25 @@ def test_mips_delay_slot_warning():
         assert before.warnings == []
     finally:
         reader.close()
+
+
+def test_arm64_exclusive_sequence_warning():
+    """user_disable_single_step clears a bit with an ldxr/bic/stxr loop."""
+    d = build_dir("arm64")
+    target, table = get_target("arm64"), readers.load_vmlinux(d / "vmlinux")
+    reader = codecheck.CodeReader(d / "vmlinux")
+    try:
+        sym = table.function("user_disable_single_step")
+        insns = codecheck.decode(target, reader.function_bytes(sym), sym.addr)
+        ldxr = next(i for i in insns if i.mnemonic == "ldxr")
+        inside = ldxr.address + 4 - sym.addr
+        check = codecheck.check_probe_point(table, reader, target, sym.name, inside)
+        assert check.ok and "exclusive load/store sequence (ldxr at" in check.warnings[0]
+        assert codecheck.check_probe_point(table, reader, target, sym.name, 0).warnings == []
+    finally:
+        reader.close()
+
+
 ARM_ASM = textwrap.dedent("""\
     .syntax unified
     .text

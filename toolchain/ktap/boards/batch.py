@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ktap.boards import qemu
+from ktap.boards import choice, qemu
 from ktap.boards.errors import BoardError, BoardTimeout, console_tail
 from ktap.boards.frames import CommandResult, FrameParser
 from ktap.boards.initramfs import build_initramfs
@@ -36,7 +36,8 @@ def run_commands(target: Target | str, commands: list[list[str]],
                  extra_files: dict[str, str | Path] | None = None,
                  timeout: float = DEFAULT_TIMEOUT, *, deterministic: bool = False,
                  console_loglevel: int | None = None, strict: bool = True,
-                 kernel_variant: str | None = None) -> BoardRun:
+                 kernel_variant: str | None = None,
+                 kernel: str = choice.DEFAULT_KERNEL) -> BoardRun:
     """Boots the target once and runs every command in order inside it.
 
     extra_files maps guest paths to host files added to the initramfs (e.g.
@@ -45,18 +46,21 @@ def run_commands(target: Target | str, commands: list[list[str]],
     timeout seconds, BoardError if QEMU stops early or (strict) if a frame
     was lost or corrupted. kernel_variant ("debug", "smp") boots that
     kernel variant with its CPU count (VARIANT_CPUS: 2 for "smp");
-    deterministic=True with more than one CPU raises BoardError on a QEMU
-    older than ICOUNT_SMP_MIN_QEMU.
+    kernel ("5.10", "6.1", "6.12", "debian", "debian-rt"; choice.py) picks
+    the kernel, with its own CPUs and memory; deterministic=True with more
+    than one CPU raises BoardError on a QEMU older than ICOUNT_SMP_MIN_QEMU.
     """
     target = get_target(target)
     binary = qemu.require_qemu(target)
+    build = qemu.boot_build(target, kernel_variant, kernel)
     if deterministic:
-        qemu.check_deterministic(binary, kernel_variant)
+        qemu.check_deterministic(binary, kernel_variant, build.cpus)
     with tempfile.TemporaryDirectory(prefix="ktap-board-") as tmp:
-        initrd = build_initramfs(target, extra_files, commands, Path(tmp) / "initrd.cpio.gz")
+        initrd = build_initramfs(target, extra_files, commands, Path(tmp) / "initrd.cpio.gz",
+                                 boot_modules=build.boot_modules)
         append = [] if console_loglevel is None else [f"ktap.loglevel={console_loglevel}"]
         cmd = qemu.boot_command(target, initrd, deterministic=deterministic, append=append,
-                                kernel_variant=kernel_variant)
+                                kernel_variant=kernel_variant, build=build)
         run = drive(target, cmd, commands, timeout)
     if strict and run.frame_errors:
         raise BoardError(f"{target.name}: console frames damaged: {'; '.join(run.frame_errors[:5])}",

@@ -122,6 +122,13 @@ class AptIndex:
             self._run("apt-get", "-q", "update", partial_ok=True)
             stamp.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
 
+    def updated_at(self) -> float | None:
+        """When the index was last refreshed (after update()), or None: what a
+        caller keys a lookup it keeps across runs by."""
+        self.update()
+        stamp = self.root / "updated"
+        return stamp.stat().st_mtime if stamp.exists() else None
+
     def versions(self, name: str) -> list[str]:
         """Versions of `name` the index knows, newest first."""
         self.update()

@@ -11,6 +11,9 @@ Cache layout (content-hash cache, core/cache.py)::
 Per run, a second gzip'd cpio archive (commands file + extra files) is
 appended to base.cpio.gz: the kernel unpacks concatenated archives in order,
 so the base is built once per target and never copied into a new archive.
+A kernel that needs drivers as modules (Debian's stock kernels: virtio,
+e1000) gets a third archive with them under /lib/ktap-boot and their load
+order in /etc/ktap/boot-modules, which init reads before it says HELLO.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from ktap.boards.errors import BoardError
 from ktap.boards.frames import COMMANDS_FILE, encode_commands
@@ -37,15 +41,10 @@ GUEST_PROGRAMS = {"init": "init.c", "ktapw": "ktapw.c"}
 # Bump when build_guest_programs() or base_archive_entries() change output.
 INITRAMFS_RECIPE_VERSION = 1
 BASE_IMAGE = "base.cpio.gz"
+# Where init finds the modules a stock kernel needs at boot (guest/init.c).
+BOOT_MODULES_DIR = "lib/ktap-boot"
+BOOT_MODULES_FILE = "etc/ktap/boot-modules"
 LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
-
-LIBC_PACKAGES = {
-    "arm-linux-gnueabihf-": "libc6-dev-armhf-cross",
-    "mips-linux-gnu-": "libc6-dev-mips-cross",
-    "powerpc-linux-gnu-": "libc6-dev-powerpc-cross",
-    "": "libc6-dev",
-}
-
 
 # ---------------------------------------------------------------- guest programs
 
@@ -80,7 +79,7 @@ def compile_static(target: Target, source: Path, output: Path) -> None:
     if r.returncode != 0:
         hint = ""
         if "cannot find -lc" in r.stderr or "crt1.o" in r.stderr:
-            pkg = LIBC_PACKAGES.get(target.cross_compile, "libc6-dev")
+            pkg = target.packages.libc
             hint = f"\n(static C library missing: install the Debian package '{pkg}')"
         raise BoardError(f"{gcc} failed on {source}:\n{r.stderr.strip()}{hint}")
 
@@ -178,21 +177,38 @@ def run_archive(commands: list[list[str]] | None,
     return gzip_bytes(newc_archive(file_entries(files)))
 
 
+def boot_module_files(boot_modules: Sequence[Path]) -> dict[str, tuple[bytes, int]]:
+    """The archive entries that make init load `boot_modules` (host .ko files,
+    in load order) before it says HELLO: the modules and their list."""
+    files: dict[str, tuple[bytes, int]] = {}
+    guest_paths = []
+    for i, module in enumerate(boot_modules):
+        guest = f"{BOOT_MODULES_DIR}/{i:02d}-{Path(module).name}"
+        files[guest] = (Path(module).read_bytes(), 0o644)
+        guest_paths.append("/" + guest)
+    if guest_paths:
+        files[BOOT_MODULES_FILE] = ("".join(p + "\n" for p in guest_paths).encode(), 0o644)
+    return files
+
+
 def build_initramfs(target: Target | str, extra_files: dict[str, str | Path] | None = None,
                     commands: list[list[str]] | None = None, output: Path | None = None,
-                    more: list[CpioEntry] = ()) -> Path:
+                    more: list[CpioEntry] = (), boot_modules: Sequence[Path] = ()) -> Path:
     """An initramfs for one run: the cached base plus extra files
     ({guest path: host path}), `more` entries as they are and, if given, the
-    commands init runs in batch mode."""
+    commands init runs in batch mode. boot_modules: host .ko files init loads,
+    in this order, before its first command (KernelBuild.boot_modules)."""
     target = get_target(target)
     base = base_initramfs(target)
-    if not extra_files and commands is None and not more:
+    if not extra_files and commands is None and not more and not boot_modules:
         return base
     if output is None:
         fd, name = tempfile.mkstemp(prefix=f"ktap-{target.name}-", suffix=".cpio.gz")
         os.close(fd)
         output = Path(name)
     data = base.read_bytes() + run_archive(commands, extra_files)
+    if boot_modules:
+        data += gzip_bytes(newc_archive(file_entries(boot_module_files(boot_modules))))
     if more:
         data += gzip_bytes(newc_archive(list(more)))
     output.write_bytes(data)

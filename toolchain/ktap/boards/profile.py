@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ktap.boards import kernels as kernel
 from ktap.boards.batch import run_commands
+from ktap.boards.choice import DEFAULT_KERNEL, boot_kernel
 from ktap.core.cache import cache_root
 from ktap.core.targets import Target, get_target
 from ktap.symbols import profiles
@@ -26,24 +26,31 @@ SYNC_COMMANDS = [
 ]
 
 
-def board_profile_dir(target: Target | str) -> Path:
-    """$KTAP_CACHE/profiles/<target>-<kernel key>: a new kernel gets a new profile."""
+def board_profile_dir(target: Target | str, kernel: str = DEFAULT_KERNEL) -> Path:
+    """$KTAP_CACHE/profiles/<kernel build dir's name>: a new kernel gets a new
+    profile (the default 6.1 kernel's names are what they always were)."""
     target = get_target(target)
-    build = Path(kernel.ensure_kernel(target.name))
+    build = boot_kernel(target, kernel).directory
     return cache_root() / "profiles" / build.name
 
 
-def board_profile(target: Target | str, timeout: float = 300) -> Profile:
+def board_profile(target: Target | str, timeout: float = 300,
+                  kernel: str = DEFAULT_KERNEL) -> Profile:
     """The cached profile of a QEMU board's kernel; recorded (one boot) on a miss."""
-    directory = board_profile_dir(target)
+    directory = board_profile_dir(target, kernel)
     if not (directory / "profile.json").exists():
-        sync_board(target, directory, timeout)
+        sync_board(target, directory, timeout, kernel)
     return profiles.load(directory)
 
 
-def sync_board(target: Target | str, out_dir: str | Path, timeout: float = 300) -> Path:
+def sync_board(target: Target | str, out_dir: str | Path, timeout: float = 300,
+               kernel: str = DEFAULT_KERNEL) -> Path:
     target = get_target(target)
-    build = Path(kernel.ensure_kernel(target.name))
-    run = run_commands(target, SYNC_COMMANDS, timeout=timeout)
-    collected = profiles.collect(target, run.results, build, f"board:{target.name}")
-    return profiles.write_profile(collected, Path(out_dir), {"kernel_build": build.name})
+    build = boot_kernel(target, kernel).directory
+    run = run_commands(target, SYNC_COMMANDS, timeout=timeout, kernel=kernel)
+    label = f"board:{target.name}" if kernel == DEFAULT_KERNEL else f"board:{target.name}:{kernel}"
+    collected = profiles.collect(target, run.results, build, label)
+    meta = {"kernel_build": build.name}
+    if kernel != DEFAULT_KERNEL:
+        meta["kernel"] = kernel
+    return profiles.write_profile(collected, Path(out_dir), meta)

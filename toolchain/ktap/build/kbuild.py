@@ -4,8 +4,10 @@ build_dir/<target>/<prefix>-<hash>/<name>.ko, where the hash covers the sources,
 the kernel dir and its .config and Module.symvers, and the cross compiler."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from ktap.core.cache import ContentKey, cached_dir
@@ -35,10 +37,35 @@ def _content(src: Path | str) -> bytes:
 
 def check_kdir(kdir: Path) -> Path:
     kdir = Path(kdir).resolve()
+    if not kdir.is_dir():
+        raise KmodError(f"kernel build dir {kdir} does not exist; hint: pass the kernel's "
+                        f"build dir (the O= dir, or /lib/modules/<release>/build)")
     for needed in (".config", "Module.symvers", "Makefile"):
         if not (kdir / needed).exists():
-            raise KmodError(f"{kdir} is not a kernel build dir for modules (no {needed})")
+            raise KmodError(f"{kdir} is not a kernel build dir for modules (no {needed}); "
+                            f"hint: pass a configured and built kernel tree (make "
+                            f"olddefconfig, then make modules or modules_prepare)")
     return kdir
+
+
+def compiler_override(target: Target, kdir: Path, gcc: str) -> list[str]:
+    """["CC=<target gcc>"] when the kernel's Makefile names a compiler this
+    host lacks, else []. Debian's linux-headers-5.10 name gcc-10, which
+    Debian 12 does not ship (in .kernelvariables, which their Makefile
+    reads); gcc-12 builds modules for those kernels (kbuild only warns that
+    the compiler differs from the kernel's)."""
+    text = "".join((kdir / f).read_text(errors="replace") for f in ("Makefile", ".kernelvariables")
+                   if (kdir / f).exists())
+    m = re.search(r"^\s*(?:export\s+)?CC\s*:?=.*?(?:\$\(CROSS_COMPILE\))?([^\s)]+)\s*$", text,
+                  re.MULTILINE)
+    if not m or "$" in m.group(1):
+        return []
+    named = target.cross_compile + m.group(1)
+    if shutil.which(named) or shutil.which(m.group(1)):
+        return []
+    print(f"ktap: warning: {kdir} names {named}, which is not installed; building with "
+          f"{gcc} instead", file=sys.stderr, flush=True)
+    return [f"CC={gcc}"]
 
 
 def module_warnings(ko: Path) -> list[str]:
@@ -74,7 +101,8 @@ def kbuild(target: Target, files: list[Path] | dict[str, Path | str], name: str,
             else:
                 dest.write_text(src)
         cmd = ["make", "-C", str(kdir), f"M={tmp}", f"ARCH={target.kernel_arch}",
-               f"CROSS_COMPILE={target.cross_compile}", "modules"]
+               f"CROSS_COMPILE={target.cross_compile}", *compiler_override(target, kdir, gcc),
+               "modules"]
         r = subprocess.run(cmd, capture_output=True, text=True)
         log = r.stdout + r.stderr
         (tmp / "build.log").write_text(" ".join(cmd) + "\n" + log)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ktap.build import features as kfeatures
 from ktap.build import render as gen
 from ktap.build.kbuild import DEFAULT_BUILD_DIR, kbuild
 from ktap.build.render import CORE_SOURCES
@@ -50,14 +51,21 @@ def kbuild_file(target: Target, sources: list[str]) -> str:
         *[f"CFLAGS_{o} := -O2" for o in hot], ""])
 
 
-def module_files(target: Target | str, build_dir: Path = DEFAULT_BUILD_DIR) -> dict[str, Path | str]:
-    """Everything kbuild needs for ktapvm.ko, by path inside the module dir."""
+def module_files(target: Target | str, build_dir: Path = DEFAULT_BUILD_DIR,
+                 kdir: Path | None = None) -> dict[str, Path | str]:
+    """Everything kbuild needs for ktapvm.ko, by path inside the module dir.
+    With `kdir`, that includes gen/ktap_features.h, what the kernel built
+    there offers (build/features.py); it raises FeatureError (a KmodError)
+    naming an option the kernel lacks, before any compiler runs."""
     target = get_target(target)
     headers = gen.gen_dir(target, build_dir / target.name)
     sources = module_sources()
     files: dict[str, Path | str] = {s: KMOD_DIR / s for s in sources}
     files.update({h.name: h for h in gen.headers()})
     files.update({f"{gen.GEN_DIR_NAME}/{h.name}": h for h in sorted(headers.iterdir())})
+    if kdir is not None:
+        files[f"{gen.GEN_DIR_NAME}/{kfeatures.HEADER_NAME}"] = kfeatures.header_text(
+            kfeatures.detect(kdir))
     files["Kbuild"] = kbuild_file(target, sources)
     return files
 
@@ -66,9 +74,10 @@ def build_module(target: Target | str, kdir: Path, build_dir: Path = DEFAULT_BUI
                  warnings_fatal: bool = False) -> Path:
     """ktapvm.ko for `target`, built with kbuild against the kernel build dir
     `kdir` (boards.kernels.ensure_kernel(target) gives the board kernel's):
-    build_dir/<target>/module-<hash>/ktapvm.ko, cached by content. Raises
-    KmodError with kbuild's output on failure (or, with warnings_fatal, when
-    the compiler printed a warning)."""
+    build_dir/<target>/module-<hash>/ktapvm.ko, cached by content (the
+    kernel's feature header included). Raises KmodError with kbuild's output
+    on failure (or, with warnings_fatal, when the compiler printed a
+    warning), and a one-line KmodError when the kernel lacks what ktapvm needs."""
     target = get_target(target)
-    return kbuild(target, module_files(target, build_dir), MODULE_NAME, kdir, build_dir,
+    return kbuild(target, module_files(target, build_dir, kdir), MODULE_NAME, kdir, build_dir,
                   prefix="module", warnings_fatal=warnings_fatal)

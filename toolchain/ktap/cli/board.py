@@ -9,9 +9,9 @@ import argparse
 import sys
 
 from ktap.backends.kbc import bytecode as bc
-from ktap.boards import kernels
+from ktap.boards import choice, kernels
 from ktap.boards.batch import DEFAULT_TIMEOUT, run_commands
-from ktap.boards.check import check_board
+from ktap.boards.check import CHECK_COMMANDS, check_board, evaluate_check
 from ktap.boards.errors import BoardError
 from ktap.boards.shell import interactive_shell
 from ktap.boards.sessions import Session, run_sessions
@@ -29,6 +29,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                               description="QEMU boards for the ktap targets.")
     p.add_argument("-t", "--target", required=True, choices=target_names(),
                    help="target architecture")
+    p.add_argument("--kernel", default=choice.DEFAULT_KERNEL, metavar="KERNEL",
+                   help="kernel the board boots: " + ", ".join(choice.KERNEL_CHOICES) +
+                   " (versions built from Debian's linux-source-*; debian and debian-rt are "
+                   "Debian's stock kernels; default %(default)s)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds before a hanging board is killed (default %(default)s)")
     sub = p.add_subparsers(dest="board_command", metavar="COMMAND", required=True)
@@ -76,8 +80,9 @@ def _errors_as_status(func):
     """Known failures print one clear message and exit 1 instead of a traceback."""
     def wrapper(args) -> int:
         try:
+            choice.check_kernel(args.kernel)
             return func(args)
-        except (BoardError, kernels.KernelError, MissingTool, TargetError) as e:
+        except (BoardError, kernels.KernelError, MissingTool, TargetError, KmodError) as e:
             print(f"ktap board: error: {e}", file=sys.stderr)
             return 1
     wrapper.__name__ = func.__name__
@@ -88,8 +93,13 @@ def _errors_as_status(func):
 @_errors_as_status
 def cmd_check(args) -> int:
     target = get_target(args.target)
-    check = check_board(target, timeout=args.timeout)
+    if args.kernel == choice.DEFAULT_KERNEL:
+        check = check_board(target, timeout=args.timeout)
+    else:   # check_board() boots the default kernel only
+        check = evaluate_check(target, run_commands(target, CHECK_COMMANDS, timeout=args.timeout,
+                                                    kernel=args.kernel))
     print(f"target:     {target.name} ({target.qemu['binary']} -M {target.qemu['machine']})")
+    print(f"kernel:     {args.kernel}")
     print(f"uname -a:   {check.uname}")
     print(f"byte order: {check.arch.get('byte_order')} (descriptor: {target.byte_order})")
     print(f"word size:  {check.arch.get('word_size')} bytes (descriptor: {target.word_size})")
@@ -110,7 +120,8 @@ def cmd_exec(args) -> int:
         print("ktap board exec: no command given (ktap board -t ARCH exec -- CMD ARGS)",
               file=sys.stderr)
         return 2
-    run = run_commands(args.target, [argv], _extra_files(args.add), timeout=args.timeout)
+    run = run_commands(args.target, [argv], _extra_files(args.add), timeout=args.timeout,
+                       kernel=args.kernel)
     result = run.results[0]
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.flush()
@@ -122,6 +133,10 @@ def cmd_exec(args) -> int:
 
 @_errors_as_status
 def cmd_shell(args) -> int:
+    if args.kernel != choice.DEFAULT_KERNEL:
+        # boards/shell.py boots only the default kernel so far.
+        raise kernels.KernelError(f"ktap board shell boots only the {choice.DEFAULT_KERNEL} "
+                                  f"kernel; use exec or run with --kernel {args.kernel}")
     print(f"ktap: booting {args.target}; type 'help', 'poweroff' to leave "
           f"(or Ctrl-A x to stop QEMU)", file=sys.stderr)
     return interactive_shell(args.target, _extra_files(args.add))
@@ -129,7 +144,7 @@ def cmd_shell(args) -> int:
 
 @_errors_as_status
 def cmd_kernel(args) -> int:
-    build = kernels.ensure_kernel_build(args.target)
+    build = choice.boot_kernel(args.target, args.kernel)
     print(build.directory)
     print(f"  image: {build.image}", file=sys.stderr)
     if build.seconds is not None:
@@ -141,9 +156,11 @@ def cmd_kernel(args) -> int:
 def cmd_run(args) -> int:
     target = get_target(args.target)
     try:
+        choice.check_kernel(args.kernel)
         args.script, workload = split_script_and_workload("ktap board run", list(args.rest))
         data = bc.dump(image_for_run(args, target.name))
-        run = run_sessions(target, [Session("run", data, workload)], timeout=args.timeout)
+        run = run_sessions(target, [Session("run", data, workload)], timeout=args.timeout,
+                           kernel=args.kernel)
     except KtapError as e:
         print(e.render(), file=sys.stderr)
         return e.exit_status

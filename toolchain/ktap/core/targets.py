@@ -24,6 +24,24 @@ class Abi:
 
 
 @dataclass(frozen=True)
+class Packages:
+    """The Debian packages behind a target's host tools, named when one is missing."""
+    gcc: str                 # provides <cross_compile>gcc
+    libc: str                # the static libc the guest programs and ktaprun link
+    qemu: str                # provides the [qemu] binary
+
+
+@dataclass(frozen=True)
+class AgentLine:
+    """The guest's second serial line, where `ktaprun --serve` listens."""
+    kind: str                # "uart": a second UART; "virtio": a virtio console
+    device: str              # its /dev node in the guest
+
+
+AGENT_KINDS = ("uart", "virtio")
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     id: int
@@ -32,6 +50,15 @@ class Target:
     byte_order: str          # "little" or "big"
     word_size: int           # 4 or 8
     abi: Abi
+    elf_machine: str         # e_machine of its vmlinux and modules, as pyelftools names it
+    packages: Packages
+    agent: AgentLine
+    # `uname -m` of a kernel of this target; empty: not checked (arm's varies:
+    # armv7l, armv8l, ...)
+    uname_machines: tuple[str, ...] = ()
+    # The ELF ABI marks code and data runs with local symbols ($a $t $x $d)
+    # that name nothing; symbol readers drop them, as nm does.
+    mapping_symbols: bool = False
     capstone: dict = field(default_factory=dict)
     qemu: dict = field(default_factory=dict)
     directory: Path = TARGETS_DIR
@@ -56,23 +83,38 @@ def _load(path: Path) -> Target:
         raise TargetError(f"{path}: byte_order must be 'little' or 'big'")
     if d.get("word_size") not in (4, 8):
         raise TargetError(f"{path}: word_size must be 4 or 8")
-    abi = d["abi"]
-    return Target(
-        name=d["name"], id=int(d["id"]), kernel_arch=d["kernel_arch"],
-        cross_compile=d.get("cross_compile", ""), byte_order=d["byte_order"],
-        word_size=int(d["word_size"]),
-        abi=Abi(args=tuple(abi["args"]), stack_args_offset=int(abi["stack_args_offset"]),
-                retval=abi["retval"], pc=abi["pc"], sp=abi["sp"]),
-        capstone=dict(d.get("capstone", {})), qemu=dict(d.get("qemu", {})),
-        directory=path.parent,
-    )
+    agent = d.get("agent", {})
+    if agent.get("kind") not in AGENT_KINDS:
+        raise TargetError(f"{path}: agent.kind must be one of {', '.join(AGENT_KINDS)}")
+    try:
+        abi, packages = d["abi"], d["packages"]
+        return Target(
+            name=d["name"], id=int(d["id"]), kernel_arch=d["kernel_arch"],
+            cross_compile=d.get("cross_compile", ""), byte_order=d["byte_order"],
+            word_size=int(d["word_size"]),
+            abi=Abi(args=tuple(abi["args"]), stack_args_offset=int(abi["stack_args_offset"]),
+                    retval=abi["retval"], pc=abi["pc"], sp=abi["sp"]),
+            elf_machine=d["elf_machine"],
+            packages=Packages(gcc=packages["gcc"], libc=packages["libc"], qemu=packages["qemu"]),
+            agent=AgentLine(kind=agent["kind"], device=agent["device"]),
+            uname_machines=tuple(d.get("uname_machines", ())),
+            mapping_symbols=bool(d.get("mapping_symbols", False)),
+            capstone=dict(d.get("capstone", {})), qemu=dict(d.get("qemu", {})),
+            directory=path.parent,
+        )
+    except KeyError as e:
+        raise TargetError(f"{path}: missing {e.args[0]!r}") from None
 
 
 @cache
 def all_targets() -> dict[str, Target]:
-    found = {}
+    found: dict[str, Target] = {}
     for p in sorted(TARGETS_DIR.glob("*/target.toml")):
         t = _load(p)
+        # the id is what a KBC header names its target by
+        clash = next((o for o in found.values() if o.id == t.id), None)
+        if clash is not None:
+            raise TargetError(f"{p}: id {t.id} is already {clash.name}'s")
         found[t.name] = t
     return found
 
@@ -94,5 +136,13 @@ def get_target(name: "str | Target") -> Target:
 def target_by_id(tid: int) -> Target | None:
     for t in all_targets().values():
         if t.id == tid:
+            return t
+    return None
+
+
+def target_by_elf_machine(machine: str) -> Target | None:
+    """The target whose kernels carry this ELF e_machine ("EM_AARCH64")."""
+    for t in all_targets().values():
+        if t.elf_machine == machine:
             return t
     return None

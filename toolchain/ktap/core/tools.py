@@ -7,14 +7,6 @@ import subprocess
 
 from ktap.core.targets import Target
 
-CROSS_GCC_PACKAGES = {
-    "arm-linux-gnueabihf-gcc": "gcc-arm-linux-gnueabihf",
-    "mips-linux-gnu-gcc": "gcc-mips-linux-gnu",
-    "powerpc-linux-gnu-gcc": "gcc-powerpc-linux-gnu",
-    "x86_64-linux-gnu-gcc": "gcc-x86-64-linux-gnu",
-    "gcc": "gcc",
-}
-
 
 class MissingTool(Exception):
     """A host tool is absent; the message names the Debian package to install."""
@@ -39,7 +31,7 @@ def cross_gcc(target: Target) -> str:
 
 def require_cross_gcc(target: Target) -> str:
     gcc = cross_gcc(target)
-    return require_tool(gcc, CROSS_GCC_PACKAGES.get(gcc, f"gcc-{target.cross_compile.rstrip('-')}"))
+    return require_tool(gcc, target.packages.gcc)
 
 
 def find_cc() -> str | None:

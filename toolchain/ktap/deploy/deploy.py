@@ -113,8 +113,9 @@ def preflight(info: RemoteInfo, bundle: Bundle) -> None:
     if info.kprobes is False:
         raise DeployError("the target's kernel has no kprobes (CONFIG_KPROBES is off)",
                           "rebuild the target kernel with CONFIG_KPROBES=y and CONFIG_KRETPROBES=y")
-    if info.machine and bundle.target == "x86_64" and info.machine != "x86_64":
-        raise DeployError(f"the target is {info.machine}, the bundle is for x86_64",
+    machines = get_target(bundle.target).uname_machines
+    if info.machine and machines and info.machine not in machines:
+        raise DeployError(f"the target is {info.machine}, the bundle is for {bundle.target}",
                           "choose the target with -t ARCH")
 
 

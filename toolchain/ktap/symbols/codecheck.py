@@ -7,6 +7,7 @@ hung CPU on the board.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -18,6 +19,11 @@ from ktap.symbols.table import Symbol, SymbolError, SymbolTable
 
 if TYPE_CHECKING:
     import capstone
+
+# AArch64 exclusive loads and stores (ldxr, ldaxp, stlxrb, ...): the bounds of an
+# atomic sequence, which arm64 kprobes refuse to probe inside.
+_A64_LOAD_EX = re.compile(r"^lda?x[rp][bh]?$")
+_A64_STORE_EX = re.compile(r"^stl?x[rp][bh]?$")
 
 
 @dataclass
@@ -141,6 +147,8 @@ def _isa_warnings(check: ProbeCheck, target: Target, insns: list, index: int,
             f"(register_kprobe fails with EINVAL); probe the branch instead")
     if arch == "CS_ARCH_ARM":
         _arm_warnings(check, insns, index, thumb)
+    if arch == "CS_ARCH_ARM64":
+        _arm64_warnings(check, insns, index)
 
 
 @cache
@@ -176,3 +184,24 @@ def _arm_warnings(check: ProbeCheck, insns: list, index: int, thumb: bool) -> No
             f"{check.symbol}+{check.offset:#x} is inside an ldrex/strex sequence (ldrex at "
             f"{last_ldrex.address:#x}): the probe's exception clears the exclusive monitor, "
             f"so the strex can fail forever")
+
+
+def _arm64_warnings(check: ProbeCheck, insns: list, index: int) -> None:
+    # The kernel's own test (arch/arm64/kernel/probes/decode-insn.c): an
+    # exclusive access cannot be single-stepped out of line, and a probe after
+    # an exclusive load and before its store would clear the monitor.
+    insn = insns[index]
+    if _A64_LOAD_EX.match(insn.mnemonic) or _A64_STORE_EX.match(insn.mnemonic):
+        check.warnings.append(
+            f"{check.symbol}+{check.offset:#x} is an exclusive access '{insn.mnemonic}': "
+            f"arm64 kprobes cannot single-step it (register_kprobe fails with EINVAL)")
+        return
+    for prev in reversed(insns[:index]):
+        if _A64_STORE_EX.match(prev.mnemonic):
+            return
+        if _A64_LOAD_EX.match(prev.mnemonic):
+            check.warnings.append(
+                f"{check.symbol}+{check.offset:#x} is inside an exclusive load/store "
+                f"sequence ({prev.mnemonic} at {prev.address:#x}): arm64 kprobes refuse "
+                f"it (register_kprobe fails with EINVAL)")
+            return

@@ -12,13 +12,12 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ktap.core.targets import target_by_elf_machine
 from ktap.symbols.cache import cached_table
 from ktap.symbols.table import NOKPROBE_PREFIX, TEXT_KINDS, Symbol, SymbolError, SymbolTable
 
 if TYPE_CHECKING:
     from elftools.elf.elffile import ELFFile
-
-ELF_MACHINES = {"EM_X86_64": "x86_64", "EM_ARM": "arm", "EM_MIPS": "mips", "EM_PPC": "powerpc"}
 
 # System.map/kallsyms have no symbol types beyond the nm letter; a text-area
 # label such as _stext looks like a function there, so marker-like names are
@@ -77,10 +76,13 @@ def _elf_rows(elf: ELFFile, module: str) -> tuple[list[Symbol], set[str]]:
         raise SymbolError("no .symtab (a stripped file?): use an unstripped vmlinux or System.map")
     strtab = elf.get_section(symtab["sh_link"]).data()
     sections = [(s.name, s["sh_flags"], s["sh_type"] == "SHT_NOBITS") for s in elf.iter_sections()]
-    arm = elf["e_machine"] == "EM_ARM"
+    target = target_by_elf_machine(elf["e_machine"])
+    mapping = target is not None and target.mapping_symbols
+    arm = elf["e_machine"] == "EM_ARM"                  # the Thumb bit is ARM's ELF ABI alone
     out, nokprobe = [], set()
     for st_name, value, size, info, shndx in _iter_raw_symbols(elf, symtab):
-        sym = _elf_symbol(strtab, sections, st_name, value, size, info, shndx, arm, module)
+        sym = _elf_symbol(strtab, sections, st_name, value, size, info, shndx, arm, mapping,
+                          module)
         if sym is None:
             continue
         if sym.name.startswith(NOKPROBE_PREFIX):
@@ -101,13 +103,13 @@ def _iter_raw_symbols(elf: ELFFile, symtab):
 
 
 def _elf_symbol(strtab: bytes, sections: list, st_name: int, value: int, size: int,
-                info: int, shndx: int, arm: bool, module: str) -> Symbol | None:
+                info: int, shndx: int, arm: bool, mapping: bool, module: str) -> Symbol | None:
     stype, bind = info & 0xF, info >> 4
     # Undefined, section and file symbols name nothing we can probe or print.
     if shndx == 0 or stype in (3, 4) or st_name == 0:
         return None
     name = strtab[st_name:strtab.index(b"\0", st_name)].decode(errors="replace")
-    if arm and name[:1] == "$":                          # ARM mapping symbols $a $t $d
+    if mapping and name[:1] == "$":                      # mapping symbols: $a $t $x $d
         return None
     sec = sections[shndx] if shndx < len(sections) else None
     func = stype == 2                                    # STT_FUNC
@@ -130,6 +132,12 @@ def open_elf(path: Path):
         raise SymbolError(f"{path}: not a readable ELF file: {e}") from None
 
 
+def _machine_name(e_machine: str) -> str:
+    """The ktap target whose kernels carry this e_machine, else pyelftools' name."""
+    target = target_by_elf_machine(e_machine)
+    return target.name if target else e_machine
+
+
 def _elf_table(path: Path) -> SymbolTable:
     f, elf = open_elf(path)
     with f:
@@ -141,7 +149,7 @@ def _elf_table(path: Path) -> SymbolTable:
         except SymbolError as e:
             raise SymbolError(f"{path}: {e.message}") from None
         return SymbolTable(rows, source="module" if module else "vmlinux", path=str(path),
-                           machine=ELF_MACHINES.get(elf["e_machine"], elf["e_machine"]),
+                           machine=_machine_name(elf["e_machine"]),
                            byte_order="little" if elf.little_endian else "big",
                            word_size=elf.elfclass // 8, nokprobe=nokprobe)
 
