@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Command 2: the whole test suite. Installs what is missing, then runs the host
-# tests and the QEMU board tests for all four targets. Extra arguments go to pytest.
+# tests and the QEMU board tests for every target. Extra arguments go to pytest.
 #
-# The default run boots the default 6.1 kernel on every target, plus one smoke
-# boot per other kernel version on a little- and a big-endian board
-# (KERNEL_SMOKE in tests/conftest.py). --matrix runs the kernel-version board
-# tests, the whole board suite included, on every (target x kernel version).
+# The default run boots the default 6.1 kernel on every target, one smoke boot
+# per other kernel version (KERNEL_SMOKE in tests/conftest.py: 5.10 on mips,
+# 6.12 on arm), Debian's stock armmp and rt-armmp kernels on arm, and the debug
+# and smp kernel variants on VARIANT_SMOKE's boards. --matrix runs everything
+# on every combination: each target with each kernel version and variant, the
+# whole board suite included, and every stock kernel (docs/kernels.md).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 args=()

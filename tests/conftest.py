@@ -13,7 +13,7 @@ from ktap.boards.qemu import require_qemu
 from ktap.build import ktaprun as runner
 from ktap.core import tools
 from ktap.core.diagnostics import Source
-from ktap.core.targets import get_target
+from ktap.core.targets import get_target, target_names
 from ktap.core.tools import MissingTool
 from ktap.refvm.sim import EventsFile, parse_events, run_sim
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ["x86_64", "arm", "mips", "powerpc"]
+TARGETS = target_names()        # every targets/*/target.toml
 
 
 def compile_text(text: str, target: str = "x86_64", **limits):
@@ -132,7 +132,14 @@ def build_dir(name: str) -> Path:
 # (about 3-4 and 4-7 minutes cold on 2 cores; x86_64 takes 12 or more, and
 # powerpc cannot run 5.10: kernels.UNSUPPORTED). --kernel-matrix runs every
 # target with every kernel version instead.
-KERNEL_SMOKE = [("arm", "5.10"), ("mips", "5.10"), ("arm", "6.12"), ("mips", "6.12")]
+# One board per version keeps cold CI inside its budget; between them the two
+# cover both byte orders (mips big-endian, arm little-endian).
+KERNEL_SMOKE = [("mips", "5.10"), ("arm", "6.12")]
+# The kernel variants the default run boots, per variant: the debug kernel
+# (KASAN, lockdep, kmemleak) on one little-endian and one big-endian board,
+# the two-CPU kernel on arm. Every variant build costs 4-12 minutes of cold CI
+# on 2 cores; --kernel-matrix boots every target's variants.
+VARIANT_SMOKE = {"debug": ("arm", "mips"), "smp": ("arm",)}
 
 
 def pytest_addoption(parser):
@@ -145,6 +152,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "kernel_matrix: runs only under --kernel-matrix "
                             "(the whole board suite on every kernel version)")
+    config.addinivalue_line("markers", "kernel_variant(name): the test boots that kernel "
+                            "variant; without --kernel-matrix only on VARIANT_SMOKE's targets")
 
 
 def kernel_combinations(config) -> list[tuple[str, str]]:
@@ -184,13 +193,33 @@ def pytest_collection_modifyitems(config, items):
                 raise pytest.UsageError(f"{item.nodeid} is marked {other} but lives in "
                                         f"tests/{tier}")
         item.add_marker(getattr(pytest.mark, tier))
-    # Tests marked kernel_matrix (the whole suite on another kernel) belong to
-    # --kernel-matrix runs only: deselected, so no skip is counted otherwise.
+    # Tests marked kernel_matrix (the whole suite on another kernel), and
+    # variant boots outside VARIANT_SMOKE, belong to --kernel-matrix runs only:
+    # deselected, so no skip is counted otherwise.
     if not config.getoption("--kernel-matrix"):
-        matrix = [item for item in items if item.get_closest_marker("kernel_matrix")]
+        matrix = [item for item in items if matrix_only(item)]
         if matrix:
             config.hook.pytest_deselected(items=matrix)
-            items[:] = [item for item in items if not item.get_closest_marker("kernel_matrix")]
+            items[:] = [item for item in items if not matrix_only(item)]
+
+
+def item_target(item) -> str | None:
+    """The target a parametrized test runs on: the first parameter naming one."""
+    callspec = getattr(item, "callspec", None)
+    for value in (callspec.params.values() if callspec else ()):
+        if isinstance(value, str) and value in TARGETS:
+            return value
+    return None
+
+
+def matrix_only(item) -> bool:
+    if item.get_closest_marker("kernel_matrix"):
+        return True
+    variant = item.get_closest_marker("kernel_variant")
+    if variant is None:
+        return False
+    target = item_target(item)
+    return target is not None and target not in VARIANT_SMOKE[variant.args[0]]
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from ktap.core.targets import get_target
 
 
 SMP_TARGETS = ("x86_64", "arm")
+# Boots the smp kernel: outside --kernel-matrix, only on conftest.VARIANT_SMOKE["smp"].
+pytestmark = pytest.mark.kernel_variant("smp")
 SPIN_MS = 500
 SMP_COMMANDS = [
     ["ktapw", "cat", "/sys/devices/system/cpu/online"],

@@ -18,6 +18,8 @@ from ktap.core.diagnostics import Source
 
 
 SMP_TARGETS = ["x86_64", "arm"]
+# Boots the smp kernel: outside --kernel-matrix, only on conftest.VARIANT_SMOKE["smp"].
+pytestmark = pytest.mark.kernel_variant("smp")
 WRITES = 20000          # per writer; two writers run at once
 
 # Each writer makes WRITES one-byte writes; nothing else on the board writes

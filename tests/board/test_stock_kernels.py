@@ -10,7 +10,8 @@ both strings named, and a boot module that fails is named on the console.
 With --kernel-matrix (conftest.py) every pair in stock.STOCK runs, and the
 tests marked kernel_matrix too: KASLR across two boots, a module for another
 ABI or for the RT kernel, probes inside the ftrace patch site, the whole
-board suite (but STOCK_DIFFERENCES) and the hot-event stress on PREEMPT_RT.
+board suite (but STOCK_DIFFERENCES). The hot-event stress on PREEMPT_RT
+(arm, debian-rt) runs in both.
 Measured: the default run takes 72 s from an empty ktap cache (55 MB of
 packages), the matrix about 9 minutes with the packages cached.
 """
@@ -411,8 +412,8 @@ def rt_stress_run():
     return _once(("rt-stress",), run)
 
 
+# The PREEMPT_RT stress runs by default: it is the only RT kernel in the run.
 @pytest.mark.board
-@pytest.mark.kernel_matrix
 @pytest.mark.parametrize("name", list(STRESS_SCRIPTS))
 def test_rt_hot_event_session_stops_cleanly(name):
     results, _ = rt_stress_run()
@@ -424,7 +425,6 @@ def test_rt_hot_event_session_stops_cleanly(name):
 
 
 @pytest.mark.board
-@pytest.mark.kernel_matrix
 def test_rt_kernel_reports_nothing_after_stress():
     """Debian's rt-armmp config has DEBUG_ATOMIC_SLEEP and lockdep off, so
     "sleeping function called from invalid context" and lockdep reports cannot

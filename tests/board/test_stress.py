@@ -36,6 +36,8 @@ from ktap.core.targets import target_names
 
 
 TARGETS = target_names()        # every targets/*/target.toml
+# Boots the debug kernel: outside --kernel-matrix, only on conftest.VARIANT_SMOKE["debug"].
+pytestmark = pytest.mark.kernel_variant("debug")
 
 
 STRESS_SECONDS = 5

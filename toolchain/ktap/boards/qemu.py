@@ -28,7 +28,8 @@ ICOUNT_SMP_MIN_QEMU = (8, 1)
 GUEST_IP_ARG = "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off"
 
 
-def require_qemu(target: Target) -> str:
+def require_qemu(target: Target | str) -> str:
+    target = get_target(target)
     binary = target.qemu["binary"]
     return require_tool(binary, target.packages.qemu)
 
