@@ -32,9 +32,9 @@ from ktapdev import harness
 
 TARGETS = target_names()
 WRITES = 100
-COUNT = f"""var n = 0
-trace probe:vfs_write /execname == "ktapw"/ {{ n += 1 }}
-trace_end {{ print(n) }}
+COUNT = """var n = 0
+trace probe:vfs_write /execname == "ktapw"/ { n += 1 }
+trace_end { print(n) }
 """
 RETPROBE = """var n = 0
 var bad = 0

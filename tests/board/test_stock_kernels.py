@@ -38,6 +38,7 @@ from ktap.core import tools
 from ktap.core.diagnostics import Source
 from ktap.core.targets import all_targets, get_target
 from ktapdev import boardtest
+from test_kernel_versions import SMOKE as VERSION_SMOKE
 from test_stress import SCRIPTS as STRESS_SCRIPTS
 from test_stress import SUMMARY as STRESS_SUMMARY
 from test_stress import load as stress_load
@@ -46,18 +47,10 @@ from test_stress import load as stress_load
 # the cross build with the amd64 kbuild tools and the boot modules.
 STOCK_SMOKE = [("arm", "debian")]
 
-# name -> (script, workload, exact stdout)
+# name -> (script, workload, exact stdout): the kernel-version smoke's kprobe
+# and kretprobe, and a tracepoint histogram.
 SMOKE = {
-    "kprobe-count": ('''
-var n = 0
-trace probe:vfs_write /execname == "ktapw"/ { n += 1 }
-trace_end { print(n) }
-''', ["ktapw", "write", "100"], "100\n"),
-    "kretprobe-retval": ('''
-var r = {}
-trace probe:vfs_write%return /execname == "ktapw"/ { r[retval] += 1 }
-trace_end { print(r[1], len(r)) }
-''', ["ktapw", "write", "40"], "40 1\n"),
+    **{name: VERSION_SMOKE[name] for name in ("kprobe-count", "kretprobe-retval")},
     "tracepoint-hist": ('''
 var sizes = {}
 trace syscalls:sys_enter_write /execname == "ktapw"/ { sizes[args.count] += 1 }
