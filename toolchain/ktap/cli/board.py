@@ -133,13 +133,9 @@ def cmd_exec(args) -> int:
 
 @_errors_as_status
 def cmd_shell(args) -> int:
-    if args.kernel != choice.DEFAULT_KERNEL:
-        # boards/shell.py boots only the default kernel so far.
-        raise kernels.KernelError(f"ktap board shell boots only the {choice.DEFAULT_KERNEL} "
-                                  f"kernel; use exec or run with --kernel {args.kernel}")
-    print(f"ktap: booting {args.target}; type 'help', 'poweroff' to leave "
+    print(f"ktap: booting {args.target} ({args.kernel}); type 'help', 'poweroff' to leave "
           f"(or Ctrl-A x to stop QEMU)", file=sys.stderr)
-    return interactive_shell(args.target, _extra_files(args.add))
+    return interactive_shell(args.target, _extra_files(args.add), kernel=args.kernel)
 
 
 @_errors_as_status
