@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """ktapvm.ko benchmark: added guest instructions per write(2); ktapvm.ko and ktaprun sizes.
 
-    .venv/bin/python bench/module.py [-t ARCH ...] [-n WRITES]
+    .venv/bin/python bench/module.py [-t ARCH ...] [--kernel KERNEL] [-n WRITES]
+
+--kernel boots another kernel (docs/kernels.md); Debian's SMP stock kernels
+boot on one CPU here, since QEMU 7.2's -icount hangs with two.
 
 One deterministic boot per target (QEMU -icount shift=0,sleep=off: a guest
 nanosecond is one guest instruction). Inside it, kmod/tests/ktap_smoke.c times
@@ -37,7 +40,7 @@ from ktap.build import kmod, ktaprun as runner  # noqa: E402
 from ktap.backends.kbc import bytecode as bc  # noqa: E402
 from ktap.core.diagnostics import Source  # noqa: E402
 from ktap.core.targets import get_target, target_names  # noqa: E402
-from ktap.boards.kernels import ensure_kernel  # noqa: E402
+from ktap.boards.choice import DEFAULT_KERNEL, KERNEL_CHOICES, boot_kernel  # noqa: E402
 from ktap.build.kbuild import kbuild  # noqa: E402
 from ktapdev import harness  # noqa: E402
 
@@ -61,9 +64,9 @@ def module_size(ko: Path) -> tuple[int, int]:
     return ko.stat().st_size, alloc
 
 
-def build_native(target: str) -> Path:
+def build_native(target: str, kdir: Path) -> Path:
     return kbuild(get_target(target), sorted(f for f in NATIVE_DIR.iterdir() if f.is_file()),
-                       "ktap_native", ensure_kernel(target))
+                  "ktap_native", kdir)
 
 
 def session_output(result, image: bc.Image, target: str) -> str:
@@ -80,11 +83,12 @@ def ns_of(result) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def measure(target: str, n: int) -> dict:
+def measure(target: str, n: int, kernel: str = DEFAULT_KERNEL) -> dict:
     """{(probe kind, "empty"|"count"|"native empty"|"native count"): added
     instructions per write, "noise": ..., "size"/"alloc": of ktapvm.ko}"""
-    ko = kmod.build_module(target, ensure_kernel(target))
-    native = build_native(target)
+    kdir = boot_kernel(target, kernel).directory
+    ko = kmod.build_module(target, kdir)
+    native = build_native(target, kdir)
     smoke = harness.build_smoke_client(target)
     write = ["/bin/ktapw", "write", str(n)]
     timed = [SMOKE, "-b", "-w", "300", "--", *write]
@@ -110,7 +114,7 @@ def measure(target: str, n: int) -> dict:
         commands["rmmod"] = [["/bin/ktapw", "rmmod", kmod.MODULE_NAME]]
         flat = [c for cs in commands.values() for c in cs]
         run = run_commands(target, flat, extra_files=files, timeout=900,
-                           deterministic=True, console_loglevel=7)
+                           deterministic=True, console_loglevel=7, kernel=kernel, cpus=1)
     results = iter(run.results)
     ns = {}
     for name, cs in commands.items():
@@ -143,14 +147,15 @@ def measure(target: str, n: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-t", "--target", action="append", choices=target_names())
+    ap.add_argument("--kernel", default=DEFAULT_KERNEL, choices=KERNEL_CHOICES)
     ap.add_argument("-n", "--writes", type=int, default=20000)
     args = ap.parse_args()
-    print("added guest instructions per write(2)")
+    print(f"added guest instructions per write(2), kernel {args.kernel}")
     print(f"{'target':8} {'probe':10} {'ktapvm empty':>12} {'ktapvm count':>12} {'native empty':>12} "
           f"{'native count':>12} {'count ratio':>11} {'noise':>6} {'ktapvm.ko':>10} {'loaded':>9} "
           f"{'ktaprun':>9}")
     for name in args.target or target_names():
-        m = measure(name, args.writes)
+        m = measure(name, args.writes, args.kernel)
         for kind in PROBES:
             count, native = m[(kind, "count")], m[(kind, "native count")]
             print(f"{name:8} {kind:10} {m[(kind, 'empty')]:>12.0f} {count:>12.0f} "

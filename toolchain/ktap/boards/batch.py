@@ -4,6 +4,7 @@ each one's output and exit status as frames on the serial console
 (frames.py), then the host stops QEMU."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import select
 import tempfile
@@ -37,7 +38,7 @@ def run_commands(target: Target | str, commands: list[list[str]],
                  timeout: float = DEFAULT_TIMEOUT, *, deterministic: bool = False,
                  console_loglevel: int | None = None, strict: bool = True,
                  kernel_variant: str | None = None,
-                 kernel: str = choice.DEFAULT_KERNEL) -> BoardRun:
+                 kernel: str = choice.DEFAULT_KERNEL, cpus: int | None = None) -> BoardRun:
     """Boots the target once and runs every command in order inside it.
 
     extra_files maps guest paths to host files added to the initramfs (e.g.
@@ -49,10 +50,14 @@ def run_commands(target: Target | str, commands: list[list[str]],
     kernel ("5.10", "6.1", "6.12", "debian", "debian-rt"; choice.py) picks
     the kernel, with its own CPUs and memory; deterministic=True with more
     than one CPU raises BoardError on a QEMU older than ICOUNT_SMP_MIN_QEMU.
+    cpus overrides the kernel's CPU count: a deterministic benchmark boots
+    Debian's SMP kernels on one CPU.
     """
     target = get_target(target)
     binary = qemu.require_qemu(target)
     build = qemu.boot_build(target, kernel_variant, kernel)
+    if cpus is not None:
+        build = dataclasses.replace(build, cpus=cpus)
     if deterministic:
         qemu.check_deterministic(binary, kernel_variant, build.cpus)
     with tempfile.TemporaryDirectory(prefix="ktap-board-") as tmp:
