@@ -1,4 +1,4 @@
-"""The "smp" kernel variant: two-CPU x86_64 and arm boards (targets/smp.config).
+"""The "smp" kernel variant: two-CPU x86_64, arm and arm64 boards (targets/smp.config).
 
 Tests marked `board` boot QEMU once per target for this whole module (the
 `smp_run` fixture runs every guest command the tests look at in that boot).
@@ -19,7 +19,7 @@ from ktap.boards.qemu import VARIANT_CPUS
 from ktap.core.targets import get_target
 
 
-SMP_TARGETS = ("x86_64", "arm")
+SMP_TARGETS = ("x86_64", "arm", "arm64")
 # Boots the smp kernel: outside --kernel-matrix, only on conftest.VARIANT_SMOKE["smp"].
 pytestmark = pytest.mark.kernel_variant("smp")
 SPIN_MS = 500

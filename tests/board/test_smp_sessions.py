@@ -1,5 +1,5 @@
-"""ktap sessions on the two-CPU boards (the "smp" kernel variant of x86_64 and
-arm, targets/smp.config): probes fire on both CPUs at once, `<<<` feeds each
+"""ktap sessions on the two-CPU boards (the "smp" kernel variant of x86_64,
+arm and arm64, targets/smp.config): probes fire on both CPUs at once, `<<<` feeds each
 CPU's own aggregate shard, and every read must see the shards merged, with
 nothing lost to the concurrency. One boot per target runs every session.
 """
@@ -17,7 +17,7 @@ from ktap.boards import sessions as boardrun
 from ktap.core.diagnostics import Source
 
 
-SMP_TARGETS = ["x86_64", "arm"]
+SMP_TARGETS = ["x86_64", "arm", "arm64"]
 # Boots the smp kernel: outside --kernel-matrix, only on conftest.VARIANT_SMOKE["smp"].
 pytestmark = pytest.mark.kernel_variant("smp")
 WRITES = 20000          # per writer; two writers run at once

@@ -18,9 +18,9 @@ from ktap.boards.qemu import (VARIANT_CPUS, check_deterministic, qemu_command, q
 from ktap.core.targets import get_target
 
 
-SMP_TARGETS = ("x86_64", "arm")
+SMP_TARGETS = ("x86_64", "arm", "arm64")
 NO_SMP_TARGETS = ("mips", "powerpc")
-REFUSAL = "the smp variant exists for x86_64 and arm"
+REFUSAL = "the smp variant exists for x86_64, arm and arm64"
 
 
 @pytest.mark.parametrize("name", NO_SMP_TARGETS)

@@ -44,8 +44,8 @@ COMMON_FRAGMENT = TARGETS_DIR / "common.config"
 VARIANT_FRAGMENTS = {"debug": TARGETS_DIR / "debug.config", "smp": TARGETS_DIR / "smp.config"}
 # Variants that exist only for some targets; a variant not listed here exists
 # for every target. QEMU's malta and ppce500 boards would need their own SMP
-# bring-up work, so "smp" is x86_64 and arm only.
-VARIANT_TARGETS = {"smp": ("x86_64", "arm")}
+# bring-up work, so "smp" is x86_64, arm and arm64 only.
+VARIANT_TARGETS = {"smp": ("x86_64", "arm", "arm64")}
 # What one kernel version needs beyond (or instead of) the fragments above,
 # merged after the board's fragment and before a variant's.
 VERSION_FRAGMENTS = TARGETS_DIR / "kernels"
@@ -114,8 +114,8 @@ def check_variant_target(target: Target, variant: str) -> None:
     """Refuses a variant that does not exist for this target (VARIANT_TARGETS)."""
     only = VARIANT_TARGETS.get(variant)
     if only is not None and target.name not in only:
-        raise KernelError(f"the {variant} variant exists for {' and '.join(only)}, "
-                          f"not for {target.name}")
+        names = f"{', '.join(only[:-1])} and {only[-1]}" if len(only) > 1 else only[0]
+        raise KernelError(f"the {variant} variant exists for {names}, not for {target.name}")
 
 
 def variant_fragment(target: Target, variant: str) -> str:
