@@ -54,6 +54,28 @@ def test_stock_kernel_takes_no_variant():
         choice.boot_kernel("x86_64", "debian", "smp")
 
 
+def test_rt_variant_is_refused_where_mainline_has_no_preempt_rt():
+    """PREEMPT_RT is in mainline from 6.12, on x86 and arm64: the rt variant
+    is refused before any tool runs for another version or target."""
+    with pytest.raises(KernelError, match=r"rt variant exists for kernel 6\.12, not for 6\.1; "
+                                          r"hint: add --kernel 6\.12"):
+        kernels.ensure_kernel_build("arm64", variant="rt")
+    with pytest.raises(KernelError, match="rt variant exists for x86_64 and arm64, not for arm"):
+        kernels.ensure_kernel_build("arm", variant="rt", kernel="6.12")
+
+
+def test_rt_variant_is_two_cpus_with_preempt_rt_and_its_checkers():
+    wanted = kernels.wanted_options(get_target("x86_64"), "rt", "6.12")
+    for option in ("PREEMPT_RT", "SMP", "PROVE_LOCKING", "DEBUG_ATOMIC_SLEEP", "X86_MPPARSE"):
+        assert wanted[f"CONFIG_{option}"] == "y", option
+    assert wanted["CONFIG_PREEMPT_NONE"] == "n"
+    assert "CONFIG_KASAN" not in wanted
+    assert qemu.variant_cpus("rt") == 2
+    t = get_target("arm64")
+    assert kernels.config_key(t, "v", "cc", "rt", "6.12") != \
+        kernels.config_key(t, "v", "cc", "smp", "6.12")
+
+
 def test_version_fragments_have_a_reason_above_every_option():
     for path in sorted((ROOT / "targets" / "kernels").glob("*.config")):
         lines = path.read_text().splitlines()

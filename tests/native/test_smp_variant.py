@@ -37,7 +37,7 @@ def test_smp_variant_is_refused_for_mips_and_powerpc(name):
 
 
 def test_unknown_variant_still_lists_the_known_ones():
-    with pytest.raises(kernel.KernelError, match="known: debug, smp"):
+    with pytest.raises(kernel.KernelError, match="known: debug, rt, smp"):
         kernel.variant_fragment(get_target("arm"), "nosuch")
 
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -260,19 +261,27 @@ def test_module_code_checks(module_ko):
         reader.close()
 
 
-def first_boundaries(target, table, reader, name):
+@contextmanager
+def board_code(arch: str):
+    """(target, symbol table, code reader) of the cached board vmlinux."""
+    d = build_dir(arch)
+    reader = codecheck.CodeReader(d / "vmlinux")
+    try:
+        yield get_target(arch), readers.load_vmlinux(d / "vmlinux"), reader
+    finally:
+        reader.close()
+
+
+def decoded(target, table, reader, name: str):
     sym = table.function(name)
-    insns = codecheck.decode(target, reader.function_bytes(sym), sym.addr)
-    return [i.address - sym.addr for i in insns]
+    return sym, codecheck.decode(target, reader.function_bytes(sym), sym.addr)
 
 
 @pytest.mark.parametrize("arch", target_names())
 def test_boundaries_on_real_functions(arch):
-    d = build_dir(arch)
-    target, table = get_target(arch), readers.load_vmlinux(d / "vmlinux")
-    reader = codecheck.CodeReader(d / "vmlinux")
-    try:
-        starts = first_boundaries(target, table, reader, "vfs_read")
+    with board_code(arch) as (target, table, reader):
+        sym, insns = decoded(target, table, reader, "vfs_read")
+        starts = [i.address - sym.addr for i in insns]
         assert starts[0] == 0 and len(starts) > 10
         good = starts[1]
         bad = 1 if starts[1] > 1 else starts[2] - 1
@@ -280,20 +289,13 @@ def test_boundaries_on_real_functions(arch):
         assert ok.ok and ok.instruction and not ok.warnings
         ko = codecheck.check_probe_point(table, reader, target, "vfs_read", bad)
         assert not ko.ok and "not an instruction boundary" in ko.errors[0]
-        size = table.function("vfs_read").size
         assert "past the end" in codecheck.check_probe_point(table, reader, target, "vfs_read",
-                                                             size).errors[0]
-    finally:
-        reader.close()
+                                                             sym.size).errors[0]
 
 
 def test_mips_delay_slot_warning():
-    d = build_dir("mips")
-    target, table = get_target("mips"), readers.load_vmlinux(d / "vmlinux")
-    reader = codecheck.CodeReader(d / "vmlinux")
-    try:
-        sym = table.function("vfs_read")
-        insns = codecheck.decode(target, reader.function_bytes(sym), sym.addr)
+    with board_code("mips") as (target, table, reader):
+        sym, insns = decoded(target, table, reader, "vfs_read")
         branch = next(i for i in insns if codecheck._mips_branch(i))
         slot = branch.address + 4 - sym.addr
         check = codecheck.check_probe_point(table, reader, target, "vfs_read", slot)
@@ -301,25 +303,17 @@ def test_mips_delay_slot_warning():
         before = codecheck.check_probe_point(table, reader, target, "vfs_read",
                                              branch.address - sym.addr)
         assert before.warnings == []
-    finally:
-        reader.close()
 
 
 def test_arm64_exclusive_sequence_warning():
     """user_disable_single_step clears a bit with an ldxr/bic/stxr loop."""
-    d = build_dir("arm64")
-    target, table = get_target("arm64"), readers.load_vmlinux(d / "vmlinux")
-    reader = codecheck.CodeReader(d / "vmlinux")
-    try:
-        sym = table.function("user_disable_single_step")
-        insns = codecheck.decode(target, reader.function_bytes(sym), sym.addr)
+    with board_code("arm64") as (target, table, reader):
+        sym, insns = decoded(target, table, reader, "user_disable_single_step")
         ldxr = next(i for i in insns if i.mnemonic == "ldxr")
         inside = ldxr.address + 4 - sym.addr
         check = codecheck.check_probe_point(table, reader, target, sym.name, inside)
         assert check.ok and "exclusive load/store sequence (ldxr at" in check.warnings[0]
         assert codecheck.check_probe_point(table, reader, target, sym.name, 0).warnings == []
-    finally:
-        reader.close()
 
 
 ARM_ASM = textwrap.dedent("""\

@@ -40,12 +40,23 @@ from ktap.core.targets import TARGETS_DIR, Target, get_target
 RECIPE_VERSION = 1
 
 COMMON_FRAGMENT = TARGETS_DIR / "common.config"
-# Kernel variants: a fragment merged after the board's own (see variant_fragment()).
-VARIANT_FRAGMENTS = {"debug": TARGETS_DIR / "debug.config", "smp": TARGETS_DIR / "smp.config"}
+# Kernel variants: fragments merged, in this order, after the board's own
+# (see variant_fragment()). The PREEMPT_RT kernel is a two-CPU one with RT
+# and its checkers on top.
+VARIANT_FRAGMENTS = {"debug": (TARGETS_DIR / "debug.config",),
+                     "smp": (TARGETS_DIR / "smp.config",),
+                     "rt": (TARGETS_DIR / "smp.config", TARGETS_DIR / "rt.config")}
 # Variants that exist only for some targets; a variant not listed here exists
 # for every target. QEMU's malta and ppce500 boards would need their own SMP
-# bring-up work, so "smp" is x86_64, arm and arm64 only.
-VARIANT_TARGETS = {"smp": ("x86_64", "arm", "arm64")}
+# bring-up work, so "smp" is x86_64, arm and arm64 only. PREEMPT_RT needs
+# ARCH_SUPPORTS_RT, which 6.12 selects on x86 and arm64 (and riscv), not on
+# arm, mips or powerpc.
+VARIANT_TARGETS = {"smp": ("x86_64", "arm", "arm64"), "rt": ("x86_64", "arm64")}
+# Variants that exist only for some kernel versions: PREEMPT_RT is in mainline
+# from 6.12; 5.10 and 6.1 have the option but no architecture selects
+# ARCH_SUPPORTS_RT without the out-of-tree RT patch set, which Debian's
+# linux-source-<version> does not apply.
+VARIANT_KERNELS = {"rt": ("6.12",)}
 # What one kernel version needs beyond (or instead of) the fragments above,
 # merged after the board's fragment and before a variant's.
 VERSION_FRAGMENTS = TARGETS_DIR / "kernels"
@@ -118,14 +129,22 @@ def check_variant_target(target: Target, variant: str) -> None:
         raise KernelError(f"the {variant} variant exists for {names}, not for {target.name}")
 
 
+def check_variant_kernel(variant: str, kernel: str) -> None:
+    """Refuses a variant that does not exist for this kernel version (VARIANT_KERNELS)."""
+    only = VARIANT_KERNELS.get(variant)
+    if only is not None and kernel not in only:
+        raise KernelError(f"the {variant} variant exists for kernel {' and '.join(only)}, not "
+                          f"for {kernel}; hint: add --kernel {only[-1]}")
+
+
 def variant_fragment(target: Target, variant: str) -> str:
-    """The lines of a variant's fragment that apply to `target`."""
-    path = VARIANT_FRAGMENTS.get(variant)
-    if path is None:
+    """The lines of a variant's fragments that apply to `target`, in merge order."""
+    paths = VARIANT_FRAGMENTS.get(variant)
+    if paths is None:
         raise KernelError(f"unknown kernel variant {variant!r} "
                           f"(known: {', '.join(sorted(VARIANT_FRAGMENTS))})")
     check_variant_target(target, variant)
-    return fragment_for(target, path.read_text())
+    return "".join(fragment_for(target, path.read_text()) for path in paths)
 
 
 def version_fragment(target: Target, kernel: str = DEFAULT_KERNEL) -> str:
@@ -260,7 +279,8 @@ def ensure_kernel(target: Target | str, progress: bool = True, variant: str | No
     built from Debian's linux-source-<version>. `variant` ("debug", "smp")
     adds that variant's fragment (VARIANT_FRAGMENTS). Both are part of the
     cache key, so each has its own build dir. A variant that does not exist
-    for the target (VARIANT_TARGETS) or an unknown version raises KernelError."""
+    for the target (VARIANT_TARGETS) or the version (VARIANT_KERNELS), or an
+    unknown version, raises KernelError."""
     return ensure_kernel_build(target, progress, variant=variant, kernel=kernel).directory
 
 
@@ -271,6 +291,7 @@ def ensure_kernel_build(target: Target | str, progress: bool = True,
     check_supported(target, kernel)
     if variant:
         variant_fragment(target, variant)
+        check_variant_kernel(variant, kernel)
     hit = cached_kernel(target, variant, kernel)
     if hit:
         return hit
@@ -348,7 +369,7 @@ def fragment_names(target: Target, variant: str | None, kernel: str) -> list[str
     if version_fragment(target, kernel):
         names.append(str(VERSION_FRAGMENTS / f"{kernel}.config"))
     if variant:
-        names.append(str(VARIANT_FRAGMENTS[variant]))
+        names += [str(path) for path in VARIANT_FRAGMENTS[variant]]
     return names
 
 

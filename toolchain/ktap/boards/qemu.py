@@ -16,7 +16,9 @@ from ktap.core.tools import require_tool
 
 # CPUs of a board booted with a kernel variant (run_commands(...,
 # kernel_variant=...)); a variant not listed boots one CPU.
-VARIANT_CPUS = {"smp": 2}
+# The PREEMPT_RT kernel gets two CPUs too: on one CPU a preempted probe
+# handler never meets a concurrent one, which is where RT's sleeping locks bite.
+VARIANT_CPUS = {"smp": 2, "rt": 2}
 # QEMU before this version livelocks an SMP guest under -icount: its
 # round-robin loop gives the first vCPU the whole budget up to the next timer,
 # and a vCPU that busy-waits for the other one (x86 do_boot_cpu, arm
