@@ -3,10 +3,11 @@
 fragments (plus targets/kernels/<version>.config), and ktapvm built against
 each one through its generated feature header (build/features.py).
 
-By default the (target, kernel) pairs are conftest.KERNEL_SMOKE: each pair
-boots once and runs a kprobe count, a kretprobe and two tracepoint scripts
-with exact counts, then unloads the module. With --kernel-matrix every target
-boots every version and the whole board suite (board-tests/*.toml) runs too.
+By default the (target, kernel, variant) triples are conftest.KERNEL_SMOKE:
+each boots once and runs a kprobe count, a kretprobe and two tracepoint
+scripts with exact counts, then unloads the module. With --kernel-matrix
+every target boots every plain version and the whole board suite
+(board-tests/*.toml) runs too.
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ EXPECTED_FEATURES = {
 }
 EXPECTED_STD = {"5.10": "gnu89", "6.12": "gnu11"}
 
-_SMOKE_RUNS: dict[tuple[str, str], boardrun.SuiteRun] = {}
+_SMOKE_RUNS: dict[tuple[str, str, str | None], boardrun.SuiteRun] = {}
 _SUITE_RUNS: dict[tuple[str, str], tuple] = {}
 
 
@@ -70,23 +71,23 @@ def _require(target: str) -> None:
         pytest.skip(f"{get_target(target).qemu['binary']} is not installed (scripts/setup.sh)")
 
 
-def smoke_run(target: str, kernel: str) -> boardrun.SuiteRun:
-    """One boot of `target` with `kernel` running every SMOKE script."""
+def smoke_run(target: str, kernel: str, variant: str | None) -> boardrun.SuiteRun:
+    """One boot of `target` with `kernel` (its `variant`) running every SMOKE script."""
     _require(target)
-    if (target, kernel) not in _SMOKE_RUNS:
+    if (target, kernel, variant) not in _SMOKE_RUNS:
         sessions = [boardrun.Session(name, bc.dump(api.compile_source(
                         Source(f"{name}.kp", text), target)), workload)
                     for name, (text, workload, _) in SMOKE.items()]
-        _SMOKE_RUNS[target, kernel] = boardrun.run_sessions(target, sessions, timeout=600,
-                                                            kernel=kernel)
-    return _SMOKE_RUNS[target, kernel]
+        _SMOKE_RUNS[target, kernel, variant] = boardrun.run_sessions(
+            target, sessions, timeout=600, kernel=kernel, kernel_variant=variant)
+    return _SMOKE_RUNS[target, kernel, variant]
 
 
 @pytest.mark.board
 def test_kernel_build_is_that_version(target_kernel):
-    target, kernel = target_kernel
+    target, kernel, variant = target_kernel
     _require(target)
-    build = boot_kernel(target, kernel, progress=False)
+    build = boot_kernel(target, kernel, variant, progress=False)
     assert build.kernel == kernel
     assert build.image.exists() and build.system_map.exists() and build.config.exists()
     assert f"-{kernel}-" in build.directory.name      # its own cache entry, never 6.1's
@@ -105,16 +106,16 @@ def test_kernel_build_is_that_version(target_kernel):
 @pytest.mark.board
 @pytest.mark.parametrize("name", list(SMOKE))
 def test_smoke_session_counts_exactly(target_kernel, name):
-    target, kernel = target_kernel
-    run = smoke_run(target, kernel)
+    target, kernel, variant = target_kernel
+    run = smoke_run(target, kernel, variant)
     result = next(s for s in run.sessions if s.name == name)
     assert (result.status, result.stdout) == (0, SMOKE[name][2]), result
 
 
 @pytest.mark.board
 def test_smoke_board_is_the_kernel_asked_for_and_healthy(target_kernel):
-    target, kernel = target_kernel
-    run = smoke_run(target, kernel)
+    target, kernel, variant = target_kernel
+    run = smoke_run(target, kernel, variant)
     # The kernel's banner names its release; a wrong image would boot 6.1.
     assert f"Linux version {kernel}." in run.console, run.console[-2000:]
     assert run.trouble == [], run.trouble
@@ -125,7 +126,7 @@ def test_smoke_board_is_the_kernel_asked_for_and_healthy(target_kernel):
 @pytest.mark.kernel_matrix
 def test_board_suite_on_kernel(target_kernel):
     """--kernel-matrix only: every board-tests case on this (target, kernel)."""
-    target, kernel = target_kernel
+    target, kernel, _ = target_kernel     # the matrix's kernels are plain (no variant)
     _require(target)
     if (target, kernel) not in _SUITE_RUNS:
         _SUITE_RUNS[target, kernel] = run_suite(target, kernel)

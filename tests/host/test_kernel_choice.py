@@ -247,6 +247,19 @@ def test_kernel_trouble_is_capital_bug_not_the_x86_timer_check():
     assert kernel_trouble(console) == ["BUG: unable to handle page fault for address: 0000"]
 
 
+def test_kernel_trouble_is_a_checkers_report_not_its_boot_banner():
+    banner = ("rcu: \tRCU lockdep checking is enabled.\n"
+              "... MAX_LOCKDEP_KEYS:        8192\n"
+              "kmemleak: Kernel memory leak detector initialized (mem pool available: 39000)\n"
+              "kasan: KernelAddressSanitizer initialized (generic)\n")
+    assert kernel_trouble(banner) == []
+    reports = ["WARNING: possible circular locking dependency detected",
+               "kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)",
+               "BUG: KASAN: slab-out-of-bounds in ktap_run+0x10/0x40",
+               "UBSAN: shift-out-of-bounds in kmod/ktap_interp.c:120:9"]
+    assert kernel_trouble(banner + "\n".join(reports)) == reports
+
+
 def test_an_unsupported_pair_is_refused_with_its_reason():
     with pytest.raises(KernelError) as e:
         kernels.ensure_kernel_build("powerpc", kernel="5.10")

@@ -19,10 +19,14 @@ GUEST_RUNNER = Bundle.path(GUEST_DIR, RUNNER_NAME)
 # What a healthy kernel never prints; any of these fails a board run. BUG:
 # is matched in capitals only: x86's "..MP-BIOS bug: 8254 timer not connected
 # to IO-APIC" is the timer check losing a race on a loaded host, not a bug.
+# The checkers' reports are matched, not their names: a kernel with lockdep,
+# kmemleak or KASAN names them in its boot banner. Their reports start with
+# BUG: or WARNING: (KASAN, lockdep) or say "suspected memory leaks" (kmemleak).
 KERNEL_TROUBLE = re.compile(r"\bOops\b|(?-i:BUG:)|WARNING:|Call Trace|Kernel panic|general protection|"
                             r"Unable to handle kernel|unhandled|soft lockup|hung_task|"
-                            r"INFO: task .* blocked|kmemleak|KASAN|UBSAN|lockdep",
-                            re.IGNORECASE)
+                            r"INFO: task .* blocked|suspected memory leaks|UBSAN:|"
+                            r"possible (circular|recursive) locking|inconsistent lock state|"
+                            r"suspicious RCU usage", re.IGNORECASE)
 
 
 @dataclass
