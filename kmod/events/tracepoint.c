@@ -195,18 +195,24 @@ static int tracepoint_attach(struct ktapvm_probe *p, char *err, size_t errlen)
 	tp->pe = kcalloc(nr_cpu_ids, sizeof(*tp->pe), GFP_KERNEL);
 	if (!tp->pe)
 		return -ENOMEM;
-	cpus_read_lock();
+	/* Not under cpus_read_lock(): registering the tracepoint's perf probe
+	 * takes it again (static calls on x86, jump labels), and a percpu rwsem
+	 * read twice deadlocks once a CPU-hotplug writer waits in between
+	 * (lockdep reported it on x86_64's PREEMPT_RT kernel). A CPU that goes
+	 * offline meanwhile is skipped; one that comes online later gets no
+	 * counter, as with the lock. */
 	for_each_online_cpu(cpu) {
 		struct perf_event *pe;
 
 		pe = perf_event_create_kernel_counter(&attr, cpu, NULL, tp_overflow, tp);
 		if (IS_ERR(pe)) {
+			if (!cpu_online(cpu))
+				continue;
 			ret = PTR_ERR(pe);
 			break;
 		}
 		tp->pe[cpu] = pe;
 	}
-	cpus_read_unlock();
 	if (ret) {
 		tracepoint_detach(p);
 		snprintf(err, errlen, "tracepoint %s (id %u): cannot attach (%s, %d)",
