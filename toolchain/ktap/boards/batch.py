@@ -45,8 +45,8 @@ def run_commands(target: Target | str, commands: list[list[str]],
     {"/lib/ktapvm.ko": build/ktapvm.ko, "/bin/ktaprun": ...}); executables
     keep their x bit. Raises BoardTimeout if the board does not finish within
     timeout seconds, BoardError if QEMU stops early or (strict) if a frame
-    was lost or corrupted. kernel_variant ("debug", "smp") boots that
-    kernel variant with its CPU count (VARIANT_CPUS: 2 for "smp");
+    was lost or corrupted. kernel_variant ("debug", "smp", "rt") boots that
+    kernel variant with its CPU count (VARIANT_CPUS: 2 for "smp" and "rt");
     kernel ("5.10", "6.1", "6.12", "debian", "debian-rt"; choice.py) picks
     the kernel, with its own CPUs and memory; deterministic=True with more
     than one CPU raises BoardError on a QEMU older than ICOUNT_SMP_MIN_QEMU.

@@ -37,8 +37,8 @@ def is_stock(kernel: str) -> bool:
 def boot_kernel(target: Target | str, kernel: str = DEFAULT_KERNEL, variant: str | None = None,
                 progress: bool = True) -> KernelBuild:
     """The kernel `target`'s board boots for `kernel` (KERNEL_CHOICES), built
-    or fetched on a cache miss. `variant` ("debug", "smp") exists only for the
-    kernels ktap builds."""
+    or fetched on a cache miss. `variant` ("debug", "smp", "rt") exists only
+    for the kernels ktap builds."""
     target = get_target(target)
     if is_stock(kernel):
         if variant:

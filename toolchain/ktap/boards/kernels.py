@@ -5,7 +5,7 @@ Cache layout (``$KTAP_CACHE``, default ``~/.cache/ktap``)::
 
     src/linux-source-<v>_<debian version>/    the extracted source, shared by all targets
     kernels/<target>-<key>/                   out-of-tree build dir (make O=...), kept whole
-    kernels/<target>-<variant>-<key>/         the same for a variant ("debug", "smp")
+    kernels/<target>-<variant>-<key>/         the same for a variant ("debug", "smp", "rt")
     kernels/<target>-<version>[-<variant>]-<key>/  the same for a version other than 6.1
         .config                               tinyconfig + targets/common.config + targets/<arch>/config
                                               (+ targets/kernels/<version>.config + variant)
@@ -276,8 +276,8 @@ def ensure_kernel(target: Target | str, progress: bool = True, variant: str | No
     """Build directory of the target's kernel, building it on a cache miss.
 
     `kernel` is the version ("5.10", "6.1", "6.12"; KERNEL_VERSIONS), each
-    built from Debian's linux-source-<version>. `variant` ("debug", "smp")
-    adds that variant's fragment (VARIANT_FRAGMENTS). Both are part of the
+    built from Debian's linux-source-<version>. `variant` ("debug", "smp",
+    "rt") adds that variant's fragments (VARIANT_FRAGMENTS). Both are part of the
     cache key, so each has its own build dir. A variant that does not exist
     for the target (VARIANT_TARGETS) or the version (VARIANT_KERNELS), or an
     unknown version, raises KernelError."""

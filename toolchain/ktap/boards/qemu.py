@@ -88,7 +88,9 @@ def boot_build(target: Target, kernel_variant: str | None = None,
     """The kernel the board boots (choice.boot_kernel), built or taken from
     the cache. kernel: "5.10", "6.1", "6.12", "debian", "debian-rt".
     kernel_variant="debug" boots the debug kernel (targets/debug.config),
-    "smp" the two-CPU kernel of x86_64, arm and arm64 (targets/smp.config)."""
+    "smp" the two-CPU kernel of x86_64, arm and arm64 (targets/smp.config),
+    "rt" the two-CPU PREEMPT_RT 6.12 kernel of x86_64 and arm64
+    (targets/rt.config)."""
     return choice.boot_kernel(target, kernel, kernel_variant or None)
 
 
