@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ktap.backends.kbc import bytecode as bc
+from ktap.backends.ebpf import codegen as ebpf_codegen
 from ktap.backends.kbc.codegen import generate
 from ktap.ir.compiler import compile_program
 from ktap.core.diagnostics import KtapError, SemanticError, Source
@@ -39,18 +40,26 @@ class KernelInfo:
         return bool(self.vmlinux or self.system_map or self.profile)
 
 
+BACKENDS = ("ktapvm", "ebpf")
+
+
 def compile_source(src: Source, target_name: str, limits: dict[str, int] | None = None,
-                   kernel: KernelInfo | None = None, warn=None) -> bc.Image:
+                   kernel: KernelInfo | None = None, warn=None,
+                   backend: str = "ktapvm") -> bc.Image:
     """Parses, analyses, compiles and verifies. Raises KtapError on any problem.
     With `kernel`, probes are checked against that kernel and globs expanded;
-    `warn(text)` receives its warnings and notices."""
+    `warn(text)` receives its warnings and notices. backend "ebpf" adds the
+    handlers as eBPF programs (docs/ebpf.md)."""
     target = get_target(target_name)
     base = Limits(**(limits or {}))
     script = parse(src)
     program = analyze(script, src, base, set(limits or {}))
-    image = generate(compile_program(script, program, src), target)
+    ir_program = compile_program(script, program, src)
+    image = generate(ir_program, target)
     if kernel:
         image.events = resolve_probes(image, script, src, kernel, warn)
+    if backend == "ebpf":
+        ebpf_codegen.generate(ir_program, image, src)
     verify(image, src)
     return image
 
@@ -73,8 +82,8 @@ def resolve_probes(image: bc.Image, script, src: Source, kernel: KernelInfo, war
 
 def compile_file(path: str, target_name: str, out: str | None = None,
                  limits: dict[str, int] | None = None, kernel: KernelInfo | None = None,
-                 warn=None) -> bc.Image:
-    image = compile_source(read_source(path), target_name, limits, kernel, warn)
+                 warn=None, backend: str = "ktapvm") -> bc.Image:
+    image = compile_source(read_source(path), target_name, limits, kernel, warn, backend)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_bytes(bc.dump(image))

@@ -19,7 +19,7 @@ from ktap.core.paths import BOARD_TESTS_DIR
 SUITE_DIR = BOARD_TESTS_DIR
 SAMPLES_DIR = SUITE_DIR.parent / "samples"
 CASE_KEYS = {"name", "script", "sample", "bad_image", "workload", "expect", "expect_regex",
-             "expect_range", "status", "stderr_regex", "limits", "skip"}
+             "expect_range", "status", "stderr_regex", "limits", "skip", "ebpf_error"}
 
 
 class CaseError(Exception):
@@ -40,6 +40,8 @@ class Case:
     stderr_regex: str | None = None
     limits: dict = field(default_factory=dict)
     skip: dict = field(default_factory=dict)          # target -> one-line reason
+    # the compile error (a regex) the ebpf backend gives a case it cannot run
+    ebpf_error: str | None = None
 
     def skip_reason(self, target: str) -> str | None:
         return self.skip.get(target)
@@ -71,7 +73,7 @@ def load_cases(directory: Path = SUITE_DIR) -> list[Case]:
                 expect=raw.get("expect"), expect_regex=raw.get("expect_regex"),
                 expect_range=raw.get("expect_range"), status=int(raw.get("status", 0)),
                 stderr_regex=raw.get("stderr_regex"), limits=dict(raw.get("limits", {})),
-                skip=dict(raw.get("skip", {}))))
+                skip=dict(raw.get("skip", {})), ebpf_error=raw.get("ebpf_error")))
     return cases
 
 
@@ -82,12 +84,12 @@ def bad_image_builders(directory: Path = SUITE_DIR):
     return module.BUILDERS
 
 
-def build_image(case: Case, target: str, builders) -> bytes:
+def build_image(case: Case, target: str, builders, backend: str = "ktapvm") -> bytes:
     if case.bad_image is not None:
         return builders[case.bad_image](get_target(target))
     src = Source(f"{case.name}.kp", case.script)
     try:
-        return bc.dump(api.compile_source(src, target, case.limits or None))
+        return bc.dump(api.compile_source(src, target, case.limits or None, backend=backend))
     except KtapError as e:
         raise CaseError(f"case {case.name} does not compile for {target}:\n{e.render()}") from None
 
@@ -120,16 +122,27 @@ class Outcome:
     detail: str = ""
 
 
-def run_target(target: str, cases: list[Case], timeout: float = 900.0) -> tuple[list[Outcome], SuiteRun | None]:
+def ebpf_reason(case: Case) -> str | None:
+    """Why the case does not run on the ebpf backend, or None."""
+    if case.bad_image is not None:
+        return "a hand-made KBC image for ktapvm's verifier"
+    if case.ebpf_error is not None:
+        return f"compile error on the ebpf backend: /{case.ebpf_error}/"
+    return None
+
+
+def run_target(target: str, cases: list[Case], timeout: float = 900.0,
+               backend: str = "ktapvm") -> tuple[list[Outcome], SuiteRun | None]:
     builders = bad_image_builders()
     outcomes: dict[str, Outcome] = {}
     sessions, order = [], []
     for case in cases:
-        reason = case.skip_reason(target)
+        reason = case.skip_reason(target) or (ebpf_reason(case) if backend == "ebpf" else None)
         if reason:
             outcomes[case.name] = Outcome(case.name, "skipped", reason)
             continue
-        sessions.append(Session(case.name, build_image(case, target, builders), case.workload))
+        sessions.append(Session(case.name, build_image(case, target, builders, backend),
+                                case.workload))
         order.append(case)
     run = run_sessions(target, sessions, timeout=timeout) if sessions else None
     if run is not None:

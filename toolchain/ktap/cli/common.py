@@ -50,11 +50,18 @@ def image_for_run(args, target: str, kernel: api.KernelInfo | None = None):
     """The image a run command sends: a .kbc as given, else the script compiled."""
     if args.script and args.script.endswith(".kbc") and args.program is None:
         return api.load_image(args.script)
-    return api.compile_source(source(args), target, limits(args.limit), kernel, warn)
+    return api.compile_source(source(args), target, limits(args.limit), kernel, warn,
+                              backend(args))
 
 
-def add_script_args(p: argparse.ArgumentParser, target_default: str | None = "x86_64") -> None:
+def add_script_args(p: argparse.ArgumentParser, target_default: str | None = "x86_64",
+                    with_backend: bool = True) -> None:
     p.add_argument("script", nargs="?", help="script file (.kp)")
+    if with_backend:
+        p.add_argument("--backend", choices=api.BACKENDS, default="ktapvm",
+                       help="ktapvm: handlers run in the ktapvm.ko module (default); ebpf: "
+                       "handlers become eBPF programs that ktaprun loads without any module "
+                       "(docs/ebpf.md)")
     p.add_argument("-e", dest="program", metavar="PROGRAM", help="script text on the command line")
     p.add_argument("-t", "--target", default=target_default, choices=target_names(),
                    help=f"target architecture (default: {target_default})")
@@ -64,6 +71,10 @@ def add_script_args(p: argparse.ArgumentParser, target_default: str | None = "x8
     k.add_argument("--vmlinux", metavar="FILE", help="the target's vmlinux (symbols, code checks)")
     k.add_argument("--system-map", metavar="FILE", help="the target's System.map")
     k.add_argument("--profile", metavar="DIR", help="a target profile from 'ktap target sync'")
+
+
+def backend(args) -> str:
+    return getattr(args, "backend", None) or "ktapvm"
 
 
 def kernel_info(args) -> api.KernelInfo:

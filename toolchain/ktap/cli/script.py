@@ -9,7 +9,7 @@ from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc.disasm import disassemble
 from ktap.backends.kbc.verifier import verify
-from ktap.cli.common import add_script_args, kernel_info, limits, source, warn
+from ktap.cli.common import add_script_args, backend, kernel_info, limits, source, warn
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import get_target, target_names
 from ktap.refvm.sim import EventsFile, parse_events, run_sim
@@ -17,7 +17,8 @@ from ktap.refvm.sim import EventsFile, parse_events, run_sim
 
 def cmd_compile(args) -> int:
     src = source(args)
-    image = api.compile_source(src, args.target, limits(args.limit), kernel_info(args), warn)
+    image = api.compile_source(src, args.target, limits(args.limit), kernel_info(args), warn,
+                               backend(args))
     out = args.output or (Path(args.script).with_suffix(".kbc").name if args.script else "a.kbc")
     Path(out).write_bytes(bc.dump(image))
     if args.verbose:
@@ -27,8 +28,9 @@ def cmd_compile(args) -> int:
 
 def cmd_check(args) -> int:
     src = source(args)
-    api.compile_source(src, args.target, limits(args.limit), kernel_info(args), warn)
-    print(f"{src.name}: ok ({args.target})")
+    api.compile_source(src, args.target, limits(args.limit), kernel_info(args), warn,
+                       backend(args))
+    print(f"{src.name}: ok ({args.target}, {backend(args)})")
     return 0
 
 
@@ -83,7 +85,7 @@ def register(sub) -> None:
     add_script_args(p)
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("disasm", help="list a KBC image (any byte order)")
+    p = sub.add_parser("disasm", help="list a KBC image (any byte order; eBPF programs too)")
     p.add_argument("image", help="KBC image")
     p.add_argument("--verify", action="store_true", help="also run the verifier on it")
     p.set_defaults(func=cmd_disasm)
@@ -92,7 +94,7 @@ def register(sub) -> None:
                        description="Runs the setup code, feeds the events of --events FILE "
                        "to the matching probes, then runs trace_end. The output is what a "
                        "board prints. The events file format is in docs/language.md.")
-    add_script_args(p)
+    add_script_args(p, with_backend=False)
     p.add_argument("--events", metavar="FILE", help="events to feed (JSON lines)")
     p.set_defaults(func=cmd_sim)
 

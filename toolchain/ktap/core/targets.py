@@ -21,6 +21,10 @@ class Abi:
     retval: str
     pc: str
     sp: str
+    # The argument and return registers as byte offsets in struct pt_regs, the
+    # context an eBPF kprobe program reads (the backend bakes them in).
+    pt_regs_args: tuple[int, ...] = ()
+    pt_regs_retval: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,9 @@ def _load(path: Path) -> Target:
             cross_compile=d.get("cross_compile", ""), byte_order=d["byte_order"],
             word_size=int(d["word_size"]),
             abi=Abi(args=tuple(abi["args"]), stack_args_offset=int(abi["stack_args_offset"]),
-                    retval=abi["retval"], pc=abi["pc"], sp=abi["sp"]),
+                    retval=abi["retval"], pc=abi["pc"], sp=abi["sp"],
+                    pt_regs_args=tuple(int(o) for o in abi["pt_regs_args"]),
+                    pt_regs_retval=int(abi["pt_regs_retval"])),
             elf_machine=d["elf_machine"],
             packages=Packages(gcc=packages["gcc"], libc=packages["libc"], qemu=packages["qemu"]),
             agent=AgentLine(kind=agent["kind"], device=agent["device"]),

@@ -5,12 +5,13 @@ and word size come only from the Target object: this module never chooses one.
 Layout (docs/bytecode.md has the full picture):
 
     header   magic "\\x1bKBC", version, target id, byte order, word size,
-             instruction size, number size, 2 reserved bytes      (single bytes)
+             instruction size, number size, backend, 1 reserved byte  (single bytes)
              check_int  i64 = 0x1122334455667788
              check_word word = 0x4B544150 ("KTAP")
              body_size word, body_crc32 u32
     body     source name, limits, globals, table descriptors, formats,
-             events, functions
+             events, functions, and for the ebpf backend its section
+             (backends/ebpf/image.py, docs/ebpf.md)
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from ktap.backends.ebpf import image as ebpf_image
 from ktap.core.diagnostics import ImageError
 from ktap.core.targets import Target, target_by_id
 from ktap.frontend.program import Limits, TableDesc
@@ -69,6 +71,11 @@ class Image:
     formats: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     protos: list[Proto] = field(default_factory=list)
+    ebpf: ebpf_image.Section | None = None     # the ebpf backend's maps and programs
+
+    @property
+    def backend(self) -> str:
+        return "ktapvm" if self.ebpf is None else "ebpf"
 
 
 # -- writer ---------------------------------------------------------------
@@ -111,10 +118,10 @@ class Writer:
         self.raw(data)
 
     # mirrors Reader.header
-    def header(self, body: bytes, body_fields: list[tuple[int, int]]) -> None:
+    def header(self, body: bytes, body_fields: list[tuple[int, int]], backend: int = 0) -> None:
         self.raw(MAGIC)
         for b in (VERSION, self.t.id, BYTE_ORDERS[self.t.byte_order], self.t.word_size,
-                  INSN_SIZE, NUMBER_SIZE, 0, 0):
+                  INSN_SIZE, NUMBER_SIZE, backend, 0):
             self.u8(b)
         self.i64(CHECK_INT)
         self.word(CHECK_WORD)
@@ -193,13 +200,15 @@ class Writer:
         self.word(len(img.protos))
         for p in img.protos:
             self.proto(p)
+        if img.ebpf is not None:
+            ebpf_image.write_section(self, img.ebpf)
 
 
 def dump_with_fields(img: Image) -> tuple[bytes, list[tuple[int, int]]]:
     body = Writer(img.target)
     body.body(img)
     out = Writer(img.target)
-    out.header(bytes(body.buf), body.fields)
+    out.header(bytes(body.buf), body.fields, ebpf_image.BACKENDS[img.backend])
     return bytes(out.buf), out.fields
 
 
@@ -219,6 +228,7 @@ class Reader:
         self.name = name
         self.t: Target | None = None
         self.p = "<"
+        self.backend = 0
 
     def fail(self, msg: str) -> ImageError:
         return ImageError(f"bad image: {msg}", filename=self.name)
@@ -262,9 +272,12 @@ class Reader:
     def header(self, expect: Target | None) -> None:
         if self.raw(4) != MAGIC:
             raise self.fail("not a KBC image (bad magic)")
-        version, tid, order, wsize, isize, nsize, _, _ = self.raw(8)
+        version, tid, order, wsize, isize, nsize, backend, _ = self.raw(8)
         if version != VERSION:
             raise self.fail(f"format version {version}, this loader reads version {VERSION}")
+        if backend not in ebpf_image.BACKEND_NAMES:
+            raise self.fail(f"unknown backend code {backend}")
+        self.backend = backend
         if order not in BYTE_ORDERS.values():
             raise self.fail(f"unknown byte order code {order}")
         if wsize not in (4, 8) or isize != INSN_SIZE or nsize != NUMBER_SIZE:
@@ -347,6 +360,8 @@ class Reader:
         img.formats = [self.string() for _ in range(self.count("format"))]
         img.events = [self.event() for _ in range(self.count("event"))]
         img.protos = [self.proto() for _ in range(self.count("function"))]
+        if self.backend == ebpf_image.BACKENDS["ebpf"]:
+            img.ebpf = ebpf_image.read_section(self)
         if self.pos != len(self.data):
             raise self.fail(f"{len(self.data) - self.pos} trailing bytes")
         return img

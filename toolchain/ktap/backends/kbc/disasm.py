@@ -1,6 +1,7 @@
 """Disassembly listings of KBC images, driven by the opcode table."""
 from __future__ import annotations
 
+from ktap.backends.ebpf.disasm import section_text
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc import opcodes
 from ktap.events.kinds import EV_END, EVENT_KIND_NAMES
@@ -84,4 +85,6 @@ def disassemble(img: bc.Image) -> str:
             ops = [_operand(img, p, k, v, pc, op.words) for k, v in zip(kinds, vals) if k not in "-"]
             out.append(f"  {pc:4d}  [{line:3d}]  {op.name:<10} {' '.join(ops)}".rstrip())
             pc += op.words
+    if img.ebpf is not None:
+        out += section_text(img.ebpf, [e.spec for e in img.events])
     return "\n".join(out) + "\n"

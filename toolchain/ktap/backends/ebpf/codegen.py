@@ -1,0 +1,85 @@
+"""The eBPF backend's entry: given the IR and the KBC image the KBC backend
+made from it (setup code and trace_end run from that, in ktaprun), add one
+eBPF program per probe event and the maps they share."""
+from __future__ import annotations
+
+import dataclasses
+
+from ktap.backends.ebpf import image as im
+from ktap.backends.ebpf.frame import session_maps
+from ktap.backends.ebpf.lower import PROG_TYPE, Lowering
+from ktap.backends.ebpf.types import Inference, setup_facts
+from ktap.backends.kbc import bytecode as bc
+from ktap.core.diagnostics import Source
+from ktap.ir import nodes as ir
+
+SCRATCH_SLACK = 64
+
+
+def fuse_global_adds(fn: ir.IRFunction) -> ir.IRFunction:
+    """`g += x` compiles to GETUPV r, g ... ADD r, r, x; SETUPV r, g. On several
+    CPUs that read-modify-write loses counts, so it becomes one atomic GADD g, x."""
+    body = list(fn.body)
+    out: list = []
+    i = 0
+    while i < len(body):
+        item = body[i]
+        fused = _fusable(body, i)
+        if fused is not None:
+            j, value = fused
+            out.extend(body[i + 1:j])
+            out.append(ir.Instr("GADD", (item.args[1], value), body[j].loc))
+            i = j + 2
+            continue
+        out.append(item)
+        i += 1
+    return dataclasses.replace(fn, body=out)
+
+
+def _fusable(body: list, i: int) -> tuple[int, ir.Reg] | None:
+    item = body[i]
+    if not isinstance(item, ir.Instr) or item.op != "GETUPV":
+        return None
+    r, g = item.args
+    for j in range(i + 1, len(body) - 1):
+        x = body[j]
+        if isinstance(x, ir.LabelDef):
+            return None
+        if x.op == "ADD" and x.args[0] == r and x.args[1] == r:
+            after = body[j + 1]
+            if (isinstance(after, ir.Instr) and after.op == "SETUPV"
+                    and after.args == (r, g) and x.args[2] != r):
+                return j, x.args[2]
+            return None
+        if r in x.args or g in x.args:
+            return None
+    return None
+
+
+def generate(prog: ir.IRProgram, image: bc.Image, src: Source) -> None:
+    """Adds the eBPF section to `image` (its events may have been expanded by
+    symbol resolution; each keeps its handler's function index)."""
+    facts = setup_facts(prog)
+    handlers = sorted({ev.handler for ev in image.events if ev.kind in PROG_TYPE})
+    bodies = {i: fuse_global_adds(prog.functions[i]) for i in handlers}
+    for fn_index in handlers:           # first pass: which tables hold what
+        Inference(bodies[fn_index], facts, src).run()
+    inferred = {i: Inference(bodies[i], facts, src).run() for i in handlers}
+    uses_probenames = any(item.args[1].name == "probename"
+                          for fn in bodies.values() for item in fn.body
+                          if isinstance(item, ir.Instr) and item.op == "LOADVAR")
+    globals_index = {g: i for i, g in enumerate(image.globals)}
+    maps = session_maps(facts, globals_index, image.tables, image.limits.table_entries,
+                        uses_probenames)
+    programs, record_max = [], 0
+    for ev_index, ev in enumerate(image.events):
+        if ev.kind not in PROG_TYPE:
+            continue
+        low = Lowering(bodies[ev.handler], ev.handler, ev.kind, ev.fields,
+                       inferred[ev.handler], facts, maps, image.formats, image.target, src)
+        low.globals, low.tables = image.globals, image.tables
+        programs.append(low.program(ev_index))
+        record_max = max(record_max, low.record_max)
+    maps.get("scratch").value_size = record_max + SCRATCH_SLACK
+    image.ebpf = im.Section(maps.maps, programs)
+

@@ -1,0 +1,306 @@
+"""Static types for the eBPF backend. ktap values are dynamically typed; eBPF
+registers and maps are not. This pass gives every IR register, before every
+instruction of a handler, the set of value kinds it may hold, and every table
+a handler touches its key and value kind. What cannot be typed is a
+compile-time error at the script's line and column that suggests ktapvm."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ktap.core.diagnostics import Loc, SemanticError, Source
+from ktap.ir import nodes as ir
+
+NIL, BOOL, NUM, STR = "nil", "boolean", "number", "string"
+COMM_BYTES = 16
+PROBENAME_BYTES = 64
+
+
+class Unsupported(SemanticError):
+    """Something a handler does that the eBPF backend cannot express."""
+
+
+def unsupported(src: Source, loc: Loc, what: str) -> Unsupported:
+    return Unsupported(f"{what} is not supported in probe handlers by the ebpf backend "
+                       "(use --backend ktapvm)", src, loc)
+
+
+@dataclass(frozen=True)
+class T:
+    kinds: frozenset
+    strsize: int = 0            # buffer bytes (NUL included, multiple of 8) when STR is possible
+    table: str | None = None    # a table global's name
+
+    def only(self, kind: str) -> bool:
+        return self.kinds == frozenset((kind,))
+
+    def may(self, kind: str) -> bool:
+        return kind in self.kinds
+
+    def union(self, other: "T") -> "T":
+        if self.table != other.table:
+            return T(self.kinds | other.kinds | {"table?"}, max(self.strsize, other.strsize))
+        return T(self.kinds | other.kinds, max(self.strsize, other.strsize), self.table)
+
+    def describe(self) -> str:
+        return " or ".join(sorted(k for k in self.kinds if k != "table?")) or "table"
+
+
+def t(*kinds: str, size: int = 0) -> T:
+    return T(frozenset(kinds), size)
+
+
+def round8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def str_t(nbytes: int) -> T:
+    return t(STR, size=round8(nbytes))
+
+
+State = tuple  # one T | None per register
+
+
+@dataclass
+class TableUse:
+    """How handlers use one table (held by a global)."""
+    name: str
+    key_kinds: set = field(default_factory=set)
+    key_size: int = 8
+    value_kinds: set = field(default_factory=set)
+    value_size: int = 8
+    loc: Loc | None = None
+
+
+@dataclass
+class Facts:
+    """What the setup code leaves behind, as far as the compiler can tell."""
+    table_globals: dict[str, int]           # global -> table descriptor index
+    global_kinds: dict[str, str]            # other globals -> NUM or BOOL
+    string_bytes: int                       # buffer for a string of the session's string_size
+    tables: dict[str, TableUse] = field(default_factory=dict)
+
+
+def setup_facts(prog: ir.IRProgram) -> Facts:
+    """Which globals hold tables and which hold numbers after the setup code.
+    Only straight-line constant assignments are understood; the rest is left
+    out, and a handler that reads such a global gets a compile error."""
+    setup = prog.functions[0]
+    regs: dict[int, tuple[str, object]] = {}
+    tables: dict[str, int] = {}
+    kinds: dict[str, str] = {}
+    for item in setup.body:
+        if isinstance(item, ir.LabelDef):
+            regs.clear()
+            continue
+        a = item.args
+        if item.op == "NEWTABLE":
+            regs[a[0].n] = ("table", a[1].index)
+        elif item.op in ("LOADI", "LOADI64"):
+            regs[a[0].n] = (NUM, None)
+        elif item.op == "LOADBOOL":
+            regs[a[0].n] = (BOOL, None)
+        elif item.op in ("ADD", "SUB", "MUL", "UNM"):
+            regs[a[0].n] = (NUM, None)
+        elif item.op == "SETUPV":
+            what, desc = regs.get(a[0].n, (None, None))
+            tables.pop(a[1].name, None)
+            kinds.pop(a[1].name, None)
+            if what == "table":
+                tables[a[1].name] = desc
+            elif what is not None:
+                kinds[a[1].name] = what
+        elif item.op not in ("SETTABLE", "SETTABLEK") and a and isinstance(a[0], ir.Reg):
+            regs.pop(a[0].n, None)
+    return Facts(tables, kinds, round8(prog.limits.string_size + 1))
+
+
+def merge(a: State | None, b: State) -> State:
+    if a is None:
+        return b
+    return tuple(None if x is None or y is None else x.union(y) for x, y in zip(a, b))
+
+
+VAR_TYPES = {"pid": t(NUM), "tid": t(NUM), "uid": t(NUM), "cpu": t(NUM),
+             "retval": t(NUM), "execname": str_t(COMM_BYTES),
+             "probename": str_t(PROBENAME_BYTES)}
+NUM_RESULT = {"ADD", "SUB", "MUL", "DIV", "MOD", "UNM"}
+BOOL_RESULT = {"NOT", "EQ", "NE", "LT", "LE"}
+NIL_BUILTINS = {"print", "exit"}
+STRING_BUILTINS = {"kernel_string", "user_string"}
+
+
+class Inference:
+    """Forward pass over one handler. Jumps may only go forward, so by the time
+    a label is reached every edge into it has been seen."""
+
+    def __init__(self, fn: ir.IRFunction, facts: Facts, src: Source):
+        self.fn = fn
+        self.facts = facts
+        self.src = src
+        self.before: list[State | None] = []      # per body item
+        self.reg_strsize = [0] * max(fn.nregs, 1)
+        self.pending: dict[int, State] = {}
+
+    def run(self) -> "Inference":
+        state: State | None = tuple([None] * max(self.fn.nregs, 1))
+        positions = {item.label.id: i for i, item in enumerate(self.fn.body)
+                     if isinstance(item, ir.LabelDef)}
+        for i, item in enumerate(self.fn.body):
+            if isinstance(item, ir.LabelDef):
+                state = merge(state, self.pending.pop(item.label.id)) \
+                    if item.label.id in self.pending else state
+                self.before.append(state)
+                continue
+            self.before.append(state)
+            if state is None:           # unreachable (after a JMP or RET)
+                continue
+            for label in (x for x in item.args if isinstance(x, ir.Label)):
+                if positions[label.id] < i:
+                    raise unsupported(self.src, item.loc, "a loop")
+                self.pending[label.id] = merge(self.pending.get(label.id), state)
+            state = None if item.op in ("JMP", "RET") else self.step(item, state)
+        return self
+
+    def set(self, state: State, r: ir.Reg, ty: T) -> State:
+        if ty.may(STR):
+            self.reg_strsize[r.n] = max(self.reg_strsize[r.n], ty.strsize)
+        return state[:r.n] + (ty,) + state[r.n + 1:]
+
+    def table(self, state: State, r: ir.Reg, loc: Loc) -> TableUse:
+        ty = state[r.n]
+        if ty is None or ty.table is None or ty.kinds:
+            raise SemanticError("the ebpf backend needs a table here that a global holds "
+                                "from the setup code on (use --backend ktapvm)", self.src, loc)
+        use = self.facts.tables.setdefault(ty.table, TableUse(ty.table, loc=loc))
+        return use
+
+    def key(self, use: TableUse, ty: T | None, loc: Loc) -> None:
+        if ty is not None and ty.table is None and NIL in ty.kinds and len(ty.kinds) == 2:
+            ty = T(ty.kinds - {NIL}, ty.strsize)     # nil: ktapvm's runtime error, at run time
+        if ty is None or not (ty.only(NUM) or ty.only(STR)):
+            kind = ty.describe() if ty else "undefined"
+            raise SemanticError(f"the ebpf backend needs the keys of table '{use.name}' to be "
+                                f"numbers or strings, this one may be {kind} "
+                                "(use --backend ktapvm)", self.src, loc)
+        use.key_kinds.add(NUM if ty.only(NUM) else STR)
+        if len(use.key_kinds) > 1:
+            raise SemanticError(f"the ebpf backend needs every key of table '{use.name}' to "
+                                "be of one type; it is used with numbers and strings "
+                                "(use --backend ktapvm)", self.src, loc)
+        if ty.only(STR):
+            use.key_size = max(use.key_size, ty.strsize)
+
+    def value(self, use: TableUse, kind: str, size: int, loc: Loc) -> None:
+        use.value_kinds.add(kind)
+        if len(use.value_kinds) > 1:
+            raise SemanticError(f"the ebpf backend needs every value of table '{use.name}' to "
+                                f"be of one kind; it holds {' and '.join(sorted(use.value_kinds))} "
+                                "(use --backend ktapvm)", self.src, loc)
+        use.value_size = max(use.value_size, size)
+
+    def read_type(self, use: TableUse) -> T:
+        kinds = use.value_kinds or {NUM}
+        if "aggregate" in kinds:
+            return t(NIL, "aggregate")
+        if STR in kinds:
+            return T(frozenset((STR, NIL)), use.value_size)
+        return t(NUM, NIL)
+
+    def step(self, item: ir.Instr, state: State) -> State:
+        op, a, loc = item.op, item.args, item.loc
+        if op == "MOVE":
+            return self.set(state, a[0], state[a[1].n] or t(NIL))
+        if op in ("LOADI", "LOADI64"):
+            return self.set(state, a[0], t(NUM))
+        if op == "LOADK":
+            v = a[1].value
+            return self.set(state, a[0], str_t(len(v.encode()) + 1) if isinstance(v, str)
+                            else t(NUM))
+        if op == "LOADNIL":
+            return self.set(state, a[0], t(NIL))
+        if op == "LOADBOOL":
+            return self.set(state, a[0], t(BOOL))
+        if op == "GETUPV":
+            name = a[1].name
+            if name in self.facts.table_globals:
+                return self.set(state, a[0], T(frozenset(), 0, name))
+            if name in self.facts.global_kinds:
+                return self.set(state, a[0], t(self.facts.global_kinds[name]))
+            raise SemanticError(f"the ebpf backend needs global '{name}' to start as a number, "
+                                "a boolean or a table in the setup code (use --backend ktapvm)",
+                                self.src, loc)
+        if op == "SETUPV":
+            self.global_store(a[1].name, state[a[0].n], loc)
+            return state
+        if op == "GADD":
+            self.global_store(a[0].name, t(NUM), loc)
+            return state
+        if op in ("GETTABLE", "GETTABLEK"):
+            use = self.table(state, a[1], loc)
+            self.key(use, state[a[2].n] if op == "GETTABLE" else self.const_type(a[2]), loc)
+            return self.set(state, a[0], self.read_type(use))
+        if op in ("SETTABLE", "SETTABLEK", "TADD", "TADDI", "AGGR"):
+            self.table_write(item, state)
+            return state
+        if op in NUM_RESULT:
+            return self.set(state, a[0], t(NUM))
+        if op in BOOL_RESULT:
+            return self.set(state, a[0], t(BOOL))
+        if op == "LOADVAR":
+            return self.set(state, a[0], VAR_TYPES[a[1].name])
+        if op in ("ARG", "FIELD"):
+            return self.set(state, a[0], t(NUM))
+        if op == "CALLB":
+            name = a[1].name
+            if name in NIL_BUILTINS:
+                return self.set(state, a[0], t(NIL))
+            if name in STRING_BUILTINS:
+                return self.set(state, a[0], T(frozenset((STR, NIL)), self.facts.string_bytes))
+            raise unsupported(self.src, loc, f"{name}()")
+        if op in ("PRINTF", "JMPF", "JMPT", "NOP"):
+            return state
+        raise unsupported(self.src, loc, self.describe_op(op))
+
+    @staticmethod
+    def describe_op(op: str) -> str:
+        return {"CONCAT": "string concatenation (..)", "LEN": "len()",
+                "CALL": "calling a script function", "TAILCALL": "calling a script function",
+                "NEXT": "pairs()", "FORPREP": "a for loop", "FORLOOP": "a for loop",
+                "NEWTABLE": "a table constructor", "DELETE": "delete()",
+                "CLEAR": "delete()"}.get(op, op)
+
+    @staticmethod
+    def const_type(k: ir.Const) -> T:
+        v = k.value
+        return str_t(len(v.encode()) + 1) if isinstance(v, str) else t(NUM)
+
+    def global_store(self, name: str, ty: T | None, loc: Loc) -> None:
+        kind = self.facts.global_kinds.get(name)
+        if name in self.facts.table_globals or kind is None or ty is None or not ty.only(kind):
+            raise SemanticError(f"the ebpf backend keeps global '{name}' as a "
+                                f"{kind or 'value the setup code gives it'}; a handler may only "
+                                f"store a {kind or 'number'} into it (use --backend ktapvm)",
+                                self.src, loc)
+
+    def table_write(self, item: ir.Instr, state: State) -> None:
+        op, a, loc = item.op, item.args, item.loc
+        use = self.table(state, a[0], loc)
+        self.key(use, self.const_type(a[1]) if op == "SETTABLEK" else state[a[1].n], loc)
+        if op in ("TADD", "TADDI"):
+            self.value(use, NUM, 8, loc)
+        elif op == "AGGR":
+            self.value(use, "aggregate", 0, loc)
+        else:
+            ty = state[a[2].n]
+            kinds = ty.kinds - {NIL} if ty else frozenset()
+            if kinds == {NUM}:
+                self.value(use, NUM, 8, loc)
+            elif kinds == {STR}:
+                self.value(use, STR, ty.strsize, loc)
+            elif ty is None or kinds:
+                raise SemanticError(f"the ebpf backend stores numbers or strings in tables; "
+                                    f"this value may be {ty.describe() if ty else 'undefined'} "
+                                    "(use --backend ktapvm)", self.src, loc)
+        for r in (x for x in a[1:] if isinstance(x, ir.Reg)):
+            if state[r.n] is None:
+                raise SemanticError("internal: register used before it is set", self.src, loc)
