@@ -46,6 +46,8 @@ static int usage(void)
 		"       ktapw dump [-n NAME] PATH...  files under PATH, each as a\n"
 		"                            '@@file PATH LEN' line, LEN bytes, newline\n"
 		"       ktapw killafter MS CMD...  run CMD, SIGKILL its process group after MS ms\n"
+		"       ktapw intafter MS CMD...   the same with SIGINT (Ctrl-C)\n"
+		"       ktapw bpf-objects    how many BPF programs and maps the kernel holds\n"
 		"       ktapw after MS CMD...      wait MS ms, then exec CMD\n"
 		"       ktapw both CMD1... :: CMD2...  run both at once, then print each one's\n"
 		"                            output after a '@@child N status=S' line\n"
@@ -227,6 +229,20 @@ static int do_features(void)
 	/* bpf(2) with an invalid command: EINVAL means the syscall exists. */
 	long r = syscall(SYS_bpf, -1, NULL, 0);
 	feature("bpf", r < 0 && errno != ENOSYS, "(bpf(2) is not ENOSYS)");
+	/* The eBPF JIT: off (or absent without CONFIG_BPF_JIT) means the kernel
+	 * interprets eBPF programs, which the benchmarks report apart. */
+	char jit[8] = "";
+	int jfd = open("/proc/sys/net/core/bpf_jit_enable", O_RDONLY);
+	if (jfd >= 0) {
+		ssize_t got = read(jfd, jit, sizeof(jit) - 1);
+		jit[got > 0 ? got : 0] = 0;
+		close(jfd);
+		jit[strcspn(jit, "\n")] = 0;
+	}
+	char jit_evidence[96];
+	snprintf(jit_evidence, sizeof jit_evidence, jfd >= 0 ? "(bpf_jit_enable = %s)" :
+		 "(no /proc/sys/net/core/bpf_jit_enable: CONFIG_BPF_JIT is off)%s", jit);
+	feature("bpf_jit", jfd >= 0 && jit[0] != '0' && jit[0] != 0, jit_evidence);
 	/* hrtimer_interrupt exists only with CONFIG_HIGH_RES_TIMERS; the current
 	 * resolution is shown too, since it stays at the tick until the kernel
 	 * trusts a clocksource for high resolution. */
@@ -438,9 +454,10 @@ static int wait_status(pid_t pid)
 }
 
 /* killafter MS CMD...: run CMD in its own process group, SIGKILL the group
- * after MS ms. Prints killed=1 status=137, or killed=0 status=N if CMD ended
- * first. Exit 0 when the kill happened. */
-static int do_killafter(long ms, char **argv)
+ * after MS ms (intafter: SIGINT, as Ctrl-C sends it). Prints killed=1
+ * status=137, or killed=0 status=N if CMD ended first. Exit 0 when the kill
+ * happened. */
+static int do_killafter(long ms, int sig, char **argv)
 {
 	pid_t pid = spawn(argv, -1);
 	int64_t end = mono_ns() + (int64_t)ms * 1000000;
@@ -456,8 +473,48 @@ static int do_killafter(long ms, char **argv)
 		}
 		poll(NULL, 0, 5);
 	}
-	kill(-pid, SIGKILL);
+	kill(-pid, sig);
 	printf("killed=1 status=%d\n", wait_status(pid));
+	return 0;
+}
+
+/* bpf-objects: "progs=N maps=M", the BPF programs and maps alive in the
+ * kernel, walked by id; what an eBPF session must leave at zero. The kernel
+ * frees them after an RCU grace period, so the count is retried briefly. */
+static int count_bpf_ids(int cmd)
+{
+	union { uint32_t start_id; uint64_t pad[4]; } attr;
+	uint32_t id = 0;
+	int n = 0;
+
+	for (;;) {
+		memset(&attr, 0, sizeof(attr));
+		attr.start_id = id;
+		if (syscall(__NR_bpf, cmd, &attr, sizeof(attr)) < 0)
+			return errno == ENOENT ? n : -1;
+		/* next_id follows start_id in union bpf_attr */
+		memcpy(&id, (char *)&attr + 4, sizeof(id));
+		n++;
+	}
+}
+
+static int do_bpf_objects(void)
+{
+	enum { PROG_GET_NEXT_ID = 11, MAP_GET_NEXT_ID = 12 };
+	int progs = -1, maps = -1;
+
+	for (int tries = 0; tries < 50; tries++) {
+		progs = count_bpf_ids(PROG_GET_NEXT_ID);
+		maps = count_bpf_ids(MAP_GET_NEXT_ID);
+		if (progs <= 0 && maps <= 0)
+			break;
+		poll(NULL, 0, 20);
+	}
+	if (progs < 0 || maps < 0) {
+		perror("ktapw: bpf");
+		return 1;
+	}
+	printf("progs=%d maps=%d\n", progs, maps);
 	return 0;
 }
 
@@ -621,7 +678,11 @@ int main(int argc, char **argv)
 	if (argc >= 3 && !strcmp(cmd, "dump"))
 		return do_dump(argc, argv);
 	if (argc >= 4 && !strcmp(cmd, "killafter") && parse_count(argv[2], &n))
-		return do_killafter(n, argv + 3);
+		return do_killafter(n, SIGKILL, argv + 3);
+	if (argc >= 4 && !strcmp(cmd, "intafter") && parse_count(argv[2], &n))
+		return do_killafter(n, SIGINT, argv + 3);
+	if (argc == 2 && !strcmp(cmd, "bpf-objects"))
+		return do_bpf_objects();
 	if (argc >= 4 && !strcmp(cmd, "after") && parse_count(argv[2], &n))
 		return do_after(n, argv + 3);
 	if (argc >= 5 && !strcmp(cmd, "both"))

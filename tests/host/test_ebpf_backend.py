@@ -169,3 +169,25 @@ def test_cli_compile_and_check_take_the_backend(tmp_path):
                        text=True, cwd=ROOT)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert re.search(r"w\.kp:1:25: error: a loop is not supported .* --backend ktapvm", r.stderr)
+
+
+MODULES = {"CONFIG_MODULES": "y", "CONFIG_KPROBES": "y", "CONFIG_BPF_SYSCALL": "y",
+           "CONFIG_BPF_EVENTS": "y"}
+
+
+@pytest.mark.parametrize("config,chosen,why", [
+    (MODULES, "ktapvm", "loads modules"),
+    (dict(MODULES, CONFIG_MODULES="n"), "ebpf", "CONFIG_MODULES is off"),
+    (dict(MODULES, CONFIG_MODULE_SIG_FORCE="y"), "ebpf", "CONFIG_MODULE_SIG_FORCE"),
+    (None, "ktapvm", "no kernel config"),
+])
+def test_auto_backend_reads_the_kernel_config(config, chosen, why):
+    backend, reason = api.choose_backend("auto", config, "the board")
+    assert backend == chosen and why in reason and reason.startswith("auto: ")
+    assert api.choose_backend("ebpf", config) == ("ebpf", "--backend ebpf")
+
+
+def test_auto_backend_names_the_options_when_neither_can_run():
+    config = dict(MODULES, CONFIG_MODULES="n", CONFIG_BPF_EVENTS="n")
+    with pytest.raises(KtapError, match="CONFIG_MODULES is off.*CONFIG_BPF_EVENTS off"):
+        api.choose_backend("auto", config, "the board")

@@ -41,6 +41,33 @@ class KernelInfo:
 
 
 BACKENDS = ("ktapvm", "ebpf")
+BACKEND_CHOICES = BACKENDS + ("auto",)
+
+
+def choose_backend(requested: str, config: dict[str, str] | None,
+                   where: str = "the target kernel") -> tuple[str, str]:
+    """The backend to compile for, and why. "auto" reads the kernel's config
+    (a target profile's, or a build tree's): ktapvm where the module can
+    load, eBPF where it cannot and the kernel has what eBPF needs."""
+    if requested != "auto":
+        return requested, f"--backend {requested}"
+    if not config:
+        return "ktapvm", (f"auto: no kernel config for {where} (--profile DIR gives one): "
+                          "ktapvm, the default")
+    on = lambda option: config.get(option, "n") in ("y", "m")     # noqa: E731
+    if not on("CONFIG_MODULES"):
+        blocker = "CONFIG_MODULES is off"
+    elif on("CONFIG_MODULE_SIG_FORCE"):
+        blocker = "CONFIG_MODULE_SIG_FORCE refuses the unsigned ktapvm.ko"
+    elif not on("CONFIG_KPROBES"):
+        blocker = "CONFIG_KPROBES is off"
+    else:
+        return "ktapvm", f"auto: {where} loads modules (CONFIG_MODULES, CONFIG_KPROBES)"
+    missing = [o for o in ("CONFIG_BPF_SYSCALL", "CONFIG_BPF_EVENTS") if not on(o)]
+    if missing:
+        raise KtapError(f"no backend can run on {where}: ktapvm cannot ({blocker}) and "
+                        f"neither can eBPF ({' and '.join(missing)} off)")
+    return "ebpf", f"auto: {blocker} on {where}; it has CONFIG_BPF_SYSCALL and CONFIG_BPF_EVENTS"
 
 
 def compile_source(src: Source, target_name: str, limits: dict[str, int] | None = None,

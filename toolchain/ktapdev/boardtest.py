@@ -120,6 +120,7 @@ class Outcome:
     case: str
     state: str                   # "passed", "failed", "skipped"
     detail: str = ""
+    stdout: str = ""
 
 
 def ebpf_reason(case: Case) -> str | None:
@@ -149,7 +150,7 @@ def run_target(target: str, cases: list[Case], timeout: float = 900.0,
         for case, result in zip(order, run.sessions):
             problems = check(case, result.status, result.stdout, result.stderr)
             outcomes[case.name] = Outcome(case.name, "failed" if problems else "passed",
-                                          "; ".join(problems))
+                                          "; ".join(problems), result.stdout)
     return [outcomes[c.name] for c in cases], run
 
 

@@ -79,7 +79,9 @@ def run_sessions(target: Target | str, sessions: list[Session], timeout: float =
                  unload: bool = True, kernel_variant: str | None = None,
                  kernel: str = DEFAULT_KERNEL) -> SuiteRun:
     """Boots the board once and runs every session in order with ktaprun, then
-    unloads the module. The module is loaded by the first ktaprun.
+    unloads the module. The module is loaded by the first ktaprun; when every
+    image is for the eBPF backend the bundle has no module and nothing is
+    unloaded (unload_status None).
     kernel ("5.10", "6.1", "6.12", "debian", "debian-rt") and kernel_variant
     ("smp", "debug") choose the kernel booted, with the module built for it."""
     target = get_target(target)
@@ -88,6 +90,7 @@ def run_sessions(target: Target | str, sessions: list[Session], timeout: float =
         bundle = board_bundle(target, images, Path(tmp), kernel_variant, kernel)
         commands = [bundle.command(GUEST_DIR, name, s.workload)
                     for name, s in zip(images, sessions)]
+        unload = unload and bundle.module is not None
         if unload:
             commands.append(["ktapw", "rmmod", "ktapvm"])
         run = run_commands(target, commands, extra_files=guest_files(bundle), timeout=timeout,

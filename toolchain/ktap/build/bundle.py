@@ -58,14 +58,14 @@ class BundleFile:
 class Bundle:
     target: str
     runner: Path
-    module: Path
+    module: Path | None                                  # None: eBPF images only, no module
     images: list[Path] = field(default_factory=list)    # named on the board as here
     module_release: str = ""                             # the kernel release in its vermagic
 
     def files(self) -> list[BundleFile]:
-        """The pieces in push order: runner, module, images."""
-        return ([BundleFile.of(RUNNER_NAME, self.runner, 0o755),
-                 BundleFile.of(MODULE_NAME, self.module, 0o644)] +
+        """The pieces in push order: runner, module (not for eBPF images), images."""
+        module = [] if self.module is None else [BundleFile.of(MODULE_NAME, self.module, 0o644)]
+        return ([BundleFile.of(RUNNER_NAME, self.runner, 0o755)] + module +
                 [BundleFile.of(image.name, image, 0o644) for image in self.images])
 
     @staticmethod
@@ -74,8 +74,9 @@ class Bundle:
 
     def command(self, directory: str, image: str, workload: Sequence[str] = ()) -> list[str]:
         """The ktaprun command that runs `image` with the bundle in `directory`."""
+        module = None if self.module is None else self.path(directory, MODULE_NAME)
         return session_argv(self.path(directory, RUNNER_NAME), self.path(directory, image),
-                            module=self.path(directory, MODULE_NAME), workload=workload)
+                            module=module, workload=workload)
 
 
 def module_vermagic(ko: Path) -> str:
@@ -97,15 +98,16 @@ def module_release(ko: Path) -> str:
     return module_vermagic(ko).split()[0]
 
 
-def make_bundle(target: Target | str, kdir: Path, images: dict[str, bytes] | None = None,
+def make_bundle(target: Target | str, kdir: Path | None, images: dict[str, bytes] | None = None,
                 workdir: Path | None = None, *, module: Path | None = None,
                 runner: Path | None = None) -> Bundle:
     """Builds (or takes from the caches) ktapvm.ko against the kernel build
     tree `kdir` and ktaprun for `target`, and writes `images` ({file name:
     image bytes}) into `workdir` (a new temporary directory when not given).
-    `module` and `runner` replace the builds."""
+    `module` and `runner` replace the builds. When every image is for the
+    eBPF backend, no module is built: ktaprun runs them without one."""
     target = get_target(target)
-    if module is None:
+    if module is None and (not images or any(not is_ebpf(d) for d in images.values())):
         module = kmod.build_module(target, kdir=kdir)
     if runner is None:
         runner = ktaprun.build_ktaprun(target)
@@ -116,4 +118,11 @@ def make_bundle(target: Target | str, kdir: Path, images: dict[str, bytes] | Non
         for name, data in images.items():
             (workdir / name).write_bytes(data)
             paths.append(workdir / name)
+    if module is None:
+        return Bundle(target.name, Path(runner), None, paths)
     return Bundle(target.name, Path(runner), Path(module), paths, module_release(module))
+
+
+def is_ebpf(image: bytes) -> bool:
+    """Whether a KBC image is for the eBPF backend (header byte 10, docs/bytecode.md)."""
+    return len(image) > 10 and image[:4] == b"\x1bKBC" and image[10] == 1

@@ -18,10 +18,11 @@ from ktap.boards.sessions import Session, run_sessions
 from ktap.build.bundle import BundleError
 from ktap.build.kbuild import KmodError
 from ktap.build.ktaprun import RunnerError
-from ktap.cli.common import image_for_run, split_script_and_workload
+from ktap.cli.common import add_backend_arg, image_for_run, split_script_and_workload
 from ktap.core.diagnostics import KtapError
 from ktap.core.tools import MissingTool
 from ktap.core.targets import TargetError, get_target, target_names
+from ktap.symbols.profiles import parse_config
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -51,11 +52,14 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="add a host file to the initramfs at GUEST path (repeatable)")
     s.set_defaults(func=cmd_shell)
 
-    r = sub.add_parser("run", help="run a script or image in a fresh board with ktapvm and ktaprun",
+    r = sub.add_parser("run", help="run a script or image in a fresh board with ktaprun",
                        description="Compiles the script for the board, builds (or takes from the "
-                       "cache) ktapvm.ko and ktaprun, boots, runs the session with CMD as the "
-                       "workload, prints the output and exits with the session's status.")
+                       "cache) ktaprun and, for the ktapvm backend, ktapvm.ko, boots, runs the "
+                       "session with CMD as the workload, prints the output and exits with the "
+                       "session's status. --backend auto decides from the board kernel's "
+                       "config.")
     r.add_argument("-e", dest="program", metavar="PROGRAM", help="script text on the command line")
+    add_backend_arg(r)
     r.add_argument("--limit", action="append", metavar="NAME=N", help="override a limit")
     r.add_argument("rest", nargs=argparse.REMAINDER, metavar="[SCRIPT|FILE.kbc] [-- CMD ARGS]",
                    help="the script or image, then the workload run in the board")
@@ -154,7 +158,10 @@ def cmd_run(args) -> int:
     try:
         choice.check_kernel(args.kernel)
         args.script, workload = split_script_and_workload("ktap board run", list(args.rest))
-        data = bc.dump(image_for_run(args, target.name))
+        build = choice.boot_kernel(target, args.kernel) if args.backend == "auto" else None
+        config = parse_config((build.directory / ".config").read_text()) if build else None
+        data = bc.dump(image_for_run(args, target.name, config=config,
+                                     where=f"the {target.name} board's {args.kernel} kernel"))
         run = run_sessions(target, [Session("run", data, workload)], timeout=args.timeout,
                            kernel=args.kernel)
     except KtapError as e:

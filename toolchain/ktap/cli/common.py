@@ -9,6 +9,7 @@ from ktap import api
 from ktap.core.diagnostics import Source, UsageError
 from ktap.core.targets import target_names
 from ktap.frontend import program
+from ktap.symbols import profiles
 
 
 def limits(pairs: list[str] | None) -> dict[str, int]:
@@ -46,22 +47,21 @@ def split_script_and_workload(prog: str, rest: list[str]) -> tuple[str | None, l
     return (before[0] if before else None), workload
 
 
-def image_for_run(args, target: str, kernel: api.KernelInfo | None = None):
-    """The image a run command sends: a .kbc as given, else the script compiled."""
+def image_for_run(args, target: str, kernel: api.KernelInfo | None = None,
+                  config: dict[str, str] | None = None, where: str = "the target kernel"):
+    """The image a run command sends: a .kbc as given, else the script compiled
+    (`config`: the kernel's, for --backend auto)."""
     if args.script and args.script.endswith(".kbc") and args.program is None:
         return api.load_image(args.script)
     return api.compile_source(source(args), target, limits(args.limit), kernel, warn,
-                              backend(args))
+                              backend(args, config, where))
 
 
 def add_script_args(p: argparse.ArgumentParser, target_default: str | None = "x86_64",
                     with_backend: bool = True) -> None:
     p.add_argument("script", nargs="?", help="script file (.kp)")
     if with_backend:
-        p.add_argument("--backend", choices=api.BACKENDS, default="ktapvm",
-                       help="ktapvm: handlers run in the ktapvm.ko module (default); ebpf: "
-                       "handlers become eBPF programs that ktaprun loads without any module "
-                       "(docs/ebpf.md)")
+        add_backend_arg(p)
     p.add_argument("-e", dest="program", metavar="PROGRAM", help="script text on the command line")
     p.add_argument("-t", "--target", default=target_default, choices=target_names(),
                    help=f"target architecture (default: {target_default})")
@@ -73,8 +73,26 @@ def add_script_args(p: argparse.ArgumentParser, target_default: str | None = "x8
     k.add_argument("--profile", metavar="DIR", help="a target profile from 'ktap target sync'")
 
 
-def backend(args) -> str:
-    return getattr(args, "backend", None) or "ktapvm"
+def add_backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=api.BACKEND_CHOICES, default="ktapvm",
+                   help="ktapvm: handlers run in the ktapvm.ko module (default); ebpf: "
+                   "handlers become eBPF programs that ktaprun loads without any module "
+                   "(docs/ebpf.md); auto: ktapvm where the kernel can load the module, "
+                   "else ebpf, decided from the kernel's config (--profile)")
+
+
+def backend(args, config: dict[str, str] | None = None, where: str = "the target kernel") -> str:
+    """The backend the command compiles for; `auto` is decided once, from
+    `config` or the --profile's, and said on stderr with its reason."""
+    requested = getattr(args, "backend", None) or "ktapvm"
+    if requested != "auto":
+        return requested
+    if getattr(args, "chosen_backend", None) is None:
+        if config is None and getattr(args, "profile", None):
+            config = profiles.load(args.profile).config
+        args.chosen_backend, why = api.choose_backend(requested, config, where)
+        print(f"ktap: backend {args.chosen_backend} ({why})", file=sys.stderr)
+    return args.chosen_backend
 
 
 def kernel_info(args) -> api.KernelInfo:

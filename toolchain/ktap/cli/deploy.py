@@ -8,12 +8,13 @@ from pathlib import Path
 
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
-from ktap.cli.common import image_for_run, split_script_and_workload
+from ktap.cli.common import add_backend_arg, image_for_run, split_script_and_workload
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import target_names
 from ktap.deploy import deploy
 from ktap.deploy.connect import open_transport
 from ktap.deploy.transport import TransportError
+from ktap.symbols.profiles import parse_config
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -46,17 +47,25 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="serial: the board stops the session after S s without the host")
     p.add_argument("-e", dest="program", metavar="PROGRAM", help="script text on the command line")
     p.add_argument("--limit", action="append", metavar="NAME=N", help="override a limit")
+    add_backend_arg(p)
     p.add_argument("-v", "--verbose", action="store_true", help="say what is pushed, and timings")
     p.add_argument("rest", nargs=argparse.REMAINDER, metavar="[SCRIPT|FILE.kbc] [-- CMD ARGS]")
     p.set_defaults(func=cmd_run)
     return p
 
 
+def kdir_config(kdir: str | None) -> dict[str, str] | None:
+    """The .config of --kdir, which --backend auto reads when there is no --profile."""
+    config = Path(kdir) / ".config" if kdir else None
+    return parse_config(config.read_text(errors="replace")) if config and config.exists() else None
+
+
 def cmd_run(args) -> int:
     args.script, workload = split_script_and_workload("ktap run", list(args.rest))
     log = (lambda m: print(m, file=sys.stderr)) if args.verbose else None
     try:
-        image = image_for_run(args, args.target, api.KernelInfo(profile=args.profile))
+        config = kdir_config(args.kdir) if args.backend == "auto" and not args.profile else None
+        image = image_for_run(args, args.target, api.KernelInfo(profile=args.profile), config)
         name = Path(args.script).stem + ".kbc" if args.script else "cmdline.kbc"
         bundle = deploy.deploy_bundle(args.target, bc.dump(image), name,
                                     kdir=Path(args.kdir) if args.kdir else None)

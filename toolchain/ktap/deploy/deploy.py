@@ -25,7 +25,7 @@ from typing import Callable
 
 from ktap.boards.kernels import ensure_kernel
 from ktap.build.bundle import Bundle, BundleError
-from ktap.build.bundle import make_bundle
+from ktap.build.bundle import is_ebpf, make_bundle
 from ktap.build.kbuild import KmodError
 from ktap.core.targets import Target, get_target
 from ktap.deploy.transport import RemoteInfo, Transport, TransportError
@@ -52,7 +52,9 @@ def deploy_bundle(target: Target | str, image: bytes, image_name: str = "script.
     """The bundle of one image for `target`, its module built against `kdir`
     (default: the QEMU board's kernel); build failures become DeployErrors."""
     target = get_target(target)
-    if kdir is not None:
+    if is_ebpf(image):
+        pass                   # ktaprun runs eBPF images without ktapvm.ko: no kernel tree
+    elif kdir is not None:
         kdir = Path(kdir)
         if kdir_has_kprobes(kdir) is False:
             raise DeployError(f"the kernel in {kdir} is built without CONFIG_KPROBES",
@@ -93,8 +95,27 @@ def sync_bundle(transport: Transport, bundle: Bundle, remote_dir: str = DEFAULT_
 
 # ---------------------------------------------------------------- preflight
 
+def check_machine(info: RemoteInfo, bundle: Bundle) -> None:
+    machines = get_target(bundle.target).uname_machines
+    if info.machine and machines and info.machine not in machines:
+        raise DeployError(f"the target is {info.machine}, the bundle is for {bundle.target}",
+                          "choose the target with -t ARCH")
+
+
+def preflight_ebpf(info: RemoteInfo, bundle: Bundle) -> None:
+    """An eBPF session needs root and the target's architecture, not a module."""
+    if info.uid not in (0, None):
+        raise DeployError(f"not root on the target (uid {info.uid}): loading eBPF programs "
+                          "needs root (CAP_SYS_ADMIN)",
+                          "log in as root (ssh root@HOST), or `adb root` on the device")
+    check_machine(info, bundle)
+
+
 def preflight(info: RemoteInfo, bundle: Bundle) -> None:
     """Stops before loading anything when the module cannot work there."""
+    if bundle.module is None:
+        preflight_ebpf(info, bundle)
+        return
     if info.release != bundle.module_release:
         raise DeployError(
             f"module ABI mismatch: ktapvm.ko is built for kernel {bundle.module_release}, "
@@ -113,10 +134,7 @@ def preflight(info: RemoteInfo, bundle: Bundle) -> None:
     if info.kprobes is False:
         raise DeployError("the target's kernel has no kprobes (CONFIG_KPROBES is off)",
                           "rebuild the target kernel with CONFIG_KPROBES=y and CONFIG_KRETPROBES=y")
-    machines = get_target(bundle.target).uname_machines
-    if info.machine and machines and info.machine not in machines:
-        raise DeployError(f"the target is {info.machine}, the bundle is for {bundle.target}",
-                          "choose the target with -t ARCH")
+    check_machine(info, bundle)
 
 
 # What ktaprun prints when the session cannot start, mapped to a hint.

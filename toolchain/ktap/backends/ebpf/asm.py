@@ -6,8 +6,12 @@ byte)."""
 from __future__ import annotations
 
 from ktap.backends.ebpf import image as im
-from ktap.backends.ebpf.insn import (B, DW, PSEUDO_MAP_FD, R1, R10, W, Insn, alu64, call,
-                                     is_jump, ja, jmp, ld_imm64, ldx, mov, movi, st, stx)
+from ktap.backends.ebpf.insn import (B, DW, LD, PSEUDO_MAP_FD, R1, R10, W, Insn, alu64, call,
+                                     exit_insn, is_jump, ja, jmp, ld_imm64, ldx, mov, movi, st,
+                                     stx)
+
+EXIT = exit_insn().code
+JA = ja().code
 from ktap.core.diagnostics import Loc
 
 
@@ -100,10 +104,48 @@ class Asm:
 
     # -- finishing --------------------------------------------------------
     def finish(self) -> None:
+        """Resolves the labels, then drops unreachable instructions: the
+        kernel's verifier refuses a program that has any."""
+        targets = {}
         for at, label in self.fixups:
             if label.pos is None:
                 raise AssertionError("eBPF label never placed")
-            self.insns[at].off = label.pos - (at + 1)
+            targets[at] = label.pos
+        keep = self._reachable(targets)
+        new_index, pos = {}, 0
+        for k in range(len(self.insns)):
+            new_index[k] = pos
+            pos += k in keep
+        new_index[len(self.insns)] = pos
+        for at, target in targets.items():
+            if at in keep:
+                self.insns[at].off = new_index[target] - (new_index[at] + 1)
+        self.insns = [i for k, i in enumerate(self.insns) if k in keep]
+        self.lines = [x for k, x in enumerate(self.lines) if k in keep]
+        self.relocs = [im.Reloc(new_index[r.insn], r.kind, r.arg) for r in self.relocs
+                       if r.insn in keep]
         for i in self.insns:
             if is_jump(i) and not -0x8000 <= i.off <= 0x7FFF:
                 raise OverflowError("eBPF jump out of range")
+
+    def _reachable(self, targets: dict[int, int]) -> set[int]:
+        seen: set[int] = set()
+        work = [0]
+        while work:
+            k = work.pop()
+            if k in seen or k >= len(self.insns):
+                continue
+            seen.add(k)
+            i = self.insns[k]
+            if i.code == LD | DW:           # the 64-bit load's second slot
+                seen.add(k + 1)
+                work.append(k + 2)
+            elif i.code == EXIT:
+                continue
+            elif is_jump(i):
+                work.append(targets[k])
+                if i.code != JA:
+                    work.append(k + 1)
+            else:
+                work.append(k + 1)
+        return seen
