@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ktapvm.ko benchmark: added guest instructions per write(2); ktapvm.ko and ktaprun sizes.
+"""ktapvm.ko and eBPF benchmark: added guest instructions per write(2); ktapvm.ko and ktaprun sizes.
 
     .venv/bin/python bench/module.py [-t ARCH ...] [--kernel KERNEL] [-n WRITES]
 
@@ -16,6 +16,10 @@ probe:vfs_write and the tracepoint syscalls:sys_enter_write. For each:
   count     ktapvm.ko, `var s = {} trace PROBE { s[execname] += 1 }`
   native    bench/native/ktap_native.c, a hand-written module doing the same
             (mode=empty: the bare probe; mode=count: a comm-keyed hash table)
+  ebpf      the same scripts compiled with --backend ebpf, run by ktaprun with
+            ktap_smoke -b as its workload (no module); with the JIT as the board
+            kernel has it (docs/ebpf.md), and the count program's size in eBPF
+            instructions
 Each probed run starts 300 ms (guest time) after the probe is registered,
 after arm's kprobe jump optimisation. Added cost per call = (probed - bare) / N;
 the ratio is ktapvm count / native count, both from the same boot. The
@@ -101,6 +105,17 @@ def measure(target: str, n: int, kernel: str = DEFAULT_KERNEL) -> dict:
                 commands[(kind, f"native {mode}")] = [
                     ["/bin/ktapw", "insmod", "/ktap_native.ko", f"mode={mode} on={on}"], timed,
                     ["/bin/ktapw", "rmmod", "ktap_native"]]
+        files["/ktaprun"] = runner.build_ktaprun(target)
+        for kind, (event, _, _) in PROBES.items():
+            for name, text in HANDLERS.items():
+                img = images[(kind, f"ebpf {name}")] = api.compile_source(
+                    Source(f"{name}.kp", text.format(event=event)), target, backend="ebpf")
+                path = Path(tmp) / f"{kind}-{name}-ebpf.kbc"
+                path.write_bytes(bc.dump(img))
+                files[f"/{kind}-{name}-ebpf.kbc"] = path
+                commands[(kind, f"ebpf {name}")] = [
+                    ["/ktaprun", f"/{kind}-{name}-ebpf.kbc", "--", SMOKE, "-b", "-w", "300", "--",
+                     *write]]
         commands["ktapvm"] = [["/bin/ktapw", "insmod", "/ktapvm.ko"]]
         for kind, (event, spec, _) in PROBES.items():
             for name, text in HANDLERS.items():
@@ -124,6 +139,12 @@ def measure(target: str, n: int, kernel: str = DEFAULT_KERNEL) -> dict:
                     raise SystemExit(f"{target}: {' '.join(c)} failed: {r.output}")
                 continue
             ns[name] = ns_of(r)
+            if name in images and name[1] == "ebpf count":
+                out = r.stdout.decode(errors="replace")
+                if f"ktapw={n}\n" not in out or r.status != 0:
+                    raise SystemExit(f"{target}: eBPF {name[0]} count printed {out!r}, status "
+                                     f"{r.status}, not 'ktapw={n}'")
+                continue
             # ktapvm's count handler must have counted every write, dropping none
             if name in images and name[1] == "count":
                 printed = session_output(r, images[name], target)
@@ -140,8 +161,9 @@ def measure(target: str, n: int, kernel: str = DEFAULT_KERNEL) -> dict:
     size, alloc = module_size(ko)
     added = {k: (v - bare) / n for k, v in ns.items() if not str(k).startswith("bare")}
     ktaprun = runner.stripped_size(runner.build_ktaprun(target))
+    insns = {kind: len(images[(kind, "ebpf count")].ebpf.programs[0].insns) for kind in PROBES}
     return {"noise": abs(ns["bare1"] - ns["bare2"]) / n, **added, "size": size, "alloc": alloc,
-            "ktaprun": ktaprun}
+            "ktaprun": ktaprun, "insns": insns}
 
 
 def main() -> int:
@@ -154,14 +176,25 @@ def main() -> int:
     print(f"{'target':8} {'probe':10} {'ktapvm empty':>12} {'ktapvm count':>12} {'native empty':>12} "
           f"{'native count':>12} {'count ratio':>11} {'noise':>6} {'ktapvm.ko':>10} {'loaded':>9} "
           f"{'ktaprun':>9}")
+    rows = []
     for name in args.target or target_names():
         m = measure(name, args.writes, args.kernel)
+        rows.append((name, m))
         for kind in PROBES:
             count, native = m[(kind, "count")], m[(kind, "native count")]
             print(f"{name:8} {kind:10} {m[(kind, 'empty')]:>12.0f} {count:>12.0f} "
                   f"{m[(kind, 'native empty')]:>12.0f} {native:>12.0f} {count / native:>10.2f}x "
                   f"{m['noise']:>6.1f} {m['size'] / 1024:>6.0f} KiB {m['alloc'] / 1024:>5.0f} KiB "
                   f"{m['ktaprun'] / 1024:>5.0f} KiB", flush=True)
+    print("\neBPF backend, same boots (ratios of the count script's added cost)")
+    print(f"{'target':8} {'probe':10} {'ebpf empty':>10} {'ebpf count':>10} {'/ native':>9} "
+          f"{'/ ktapvm':>9} {'insns':>6}")
+    for name, m in rows:
+        for kind in PROBES:
+            count = m[(kind, "ebpf count")]
+            print(f"{name:8} {kind:10} {m[(kind, 'ebpf empty')]:>10.0f} {count:>10.0f} "
+                  f"{count / m[(kind, 'native count')]:>8.2f}x "
+                  f"{count / m[(kind, 'count')]:>8.2f}x {m['insns'][kind]:>6}", flush=True)
     return 0
 
 

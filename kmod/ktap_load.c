@@ -2,7 +2,9 @@
  * header checks in the same order, every count bounded by MAX_COUNT and by
  * the bytes left, and no read past the end. The byte order and word size are
  * this build's target (ktap_target.h): an image for another layout is
- * refused by name. */
+ * refused by name. Header byte 10 names the backend; an ebpf image has one
+ * more section after the functions (docs/ebpf.md), read here the same way,
+ * which only ktaprun uses (the module refuses such images at LOAD). */
 #include "ktap_vm.h"
 #include "ktap_bytes.h"
 #include "ktap_crc32.h"
@@ -103,8 +105,8 @@ static const struct ktap_target_info *target_by_id(int id)
 	return NULL;
 }
 
-/* mirrors Reader.header (with expect = this target) */
-static int rd_header(struct reader *r)
+/* mirrors Reader.header (with expect = this target); stores the backend */
+static int rd_header(struct reader *r, struct ktap_image *img)
 {
 	const unsigned char *magic = take(r, 4), *h;
 	const struct ktap_target_info *t;
@@ -125,6 +127,11 @@ static int rd_header(struct reader *r)
 			      h[4], KTAP_VERSION);
 		return fail(r, msg);
 	}
+	if (h[10] >= KTAP_NUM_BACKENDS) {
+		ktap_snprintf(msg, sizeof(msg), "unknown backend code %u", h[10]);
+		return fail(r, msg);
+	}
+	img->backend = h[10];
 	if (h[6] > 1) {
 		ktap_snprintf(msg, sizeof(msg), "unknown byte order code %u", h[6]);
 		return fail(r, msg);
@@ -261,6 +268,80 @@ static void rd_proto(struct reader *r, struct ktap_proto *p)
 			fn((r), &(arr)[i_]);					\
 	} while (0)
 
+/* -- the ebpf section (docs/ebpf.md, backends/ebpf/image.py read_section) -- */
+static void rd_bpf_slot(struct reader *r, struct ktap_bpf_slot *s)
+{
+	s->global = rd_u32(r);
+	s->offset = rd_u32(r);
+	s->kind = rd_u8(r);
+}
+
+static void rd_bpf_map(struct reader *r, struct ktap_bpf_map *m)
+{
+	char msg[64];
+
+	rd_string(r, &m->name);
+	if (!r->c.bad && m->name.len > KTAP_BPF_MAX_NAME) {
+		ktap_snprintf(msg, sizeof(msg), "map name of %u bytes (at most %u)", m->name.len,
+			      KTAP_BPF_MAX_NAME);
+		fail(r, msg);
+	}
+	m->role = rd_u8(r);
+	m->type = rd_u32(r);
+	m->key_size = rd_u32(r);
+	m->value_size = rd_u32(r);
+	m->max_entries = rd_u32(r);
+	m->global = rd_u32(r);
+	m->key_kind = rd_u8(r);
+	m->value_kind = rd_u8(r);
+	READ_LIST(r, m->nslots, m->slots, "slot", rd_bpf_slot);
+}
+
+/* 8 bytes: u8 code, u8 registers (kept as the target packs them), s16 off, s32 imm */
+static void rd_bpf_insn(struct reader *r, struct ktap_bpf_insn *i)
+{
+	i->code = rd_u8(r);
+	i->regs = rd_u8(r);
+	i->off = (int16_t)rd_u16(r);
+	i->imm = (int32_t)rd_u32(r);
+}
+
+static void rd_bpf_reloc(struct reader *r, struct ktap_bpf_reloc *x)
+{
+	x->insn = rd_u32(r);
+	x->kind = rd_u8(r);
+	x->arg = rd_u32(r);
+}
+
+static void rd_bpf_prog(struct reader *r, struct ktap_bpf_prog *p)
+{
+	uint32_t i;
+	char msg[80];
+
+	p->event = rd_u32(r);
+	p->prog_type = rd_u32(r);
+	p->ninsns = rd_count(r, "eBPF instruction");
+	if (!r->c.bad && p->ninsns > KTAP_BPF_MAX_INSNS) {
+		ktap_snprintf(msg, sizeof(msg), "%u eBPF instructions in one program (at most %u)",
+			      p->ninsns, KTAP_BPF_MAX_INSNS);
+		fail(r, msg);
+	}
+	p->insns = alloc_array(r, p->ninsns, sizeof(*p->insns));
+	for (i = 0; i < p->ninsns && !r->c.bad; i++)
+		rd_bpf_insn(r, &p->insns[i]);
+	READ_LIST(r, p->nrelocs, p->relocs, "relocation", rd_bpf_reloc);
+	p->nlines = rd_count(r, "line");
+	p->lines = alloc_array(r, p->nlines, 2 * sizeof(*p->lines));
+	for (i = 0; i < 2 * p->nlines && !r->c.bad; i++)
+		p->lines[i] = rd_u32(r);
+}
+
+static void rd_bpf_section(struct reader *r, struct ktap_image *img)
+{
+	READ_LIST(r, img->nmaps, img->maps, "map", rd_bpf_map);
+	READ_LIST(r, img->nprogs, img->progs, "program", rd_bpf_prog);
+}
+
 static void rd_body(struct reader *r, struct ktap_image *img)
 {
 	char msg[64];
@@ -275,6 +356,8 @@ static void rd_body(struct reader *r, struct ktap_image *img)
 	READ_LIST(r, img->nprotos, img->protos, "function", rd_proto);
 	for (i = 0; !r->c.bad && img->protos && i < img->nprotos; i++)
 		img->protos[i].index = i;
+	if (img->backend == KTAP_BACKEND_EBPF)
+		rd_bpf_section(r, img);
 	if (!r->c.bad && r->c.pos != r->c.end) {
 		ktap_snprintf(msg, sizeof(msg), "%lu trailing bytes",
 			      (unsigned long)(r->c.end - r->c.pos));
@@ -296,6 +379,15 @@ void ktap_image_free(struct ktap_image *img)
 		ktap_free(img->protos[i].upvals);
 		ktap_free(img->protos[i].lines);
 	}
+	for (i = 0; img->maps && i < img->nmaps; i++)
+		ktap_free(img->maps[i].slots);
+	for (i = 0; img->progs && i < img->nprogs; i++) {
+		ktap_free(img->progs[i].insns);
+		ktap_free(img->progs[i].relocs);
+		ktap_free(img->progs[i].lines);
+	}
+	ktap_free(img->maps);
+	ktap_free(img->progs);
 	ktap_free(img->globals);
 	ktap_free(img->tables);
 	ktap_free(img->formats);
@@ -323,7 +415,7 @@ int ktap_load(const void *data, size_t size, struct ktap_image **out, char *err,
 	img->size = size;
 	r.c.p = img->data;
 	r.c.end = size;
-	if (rd_header(&r) == 0)
+	if (rd_header(&r, img) == 0)
 		rd_body(&r, img);
 	if (r.c.bad) {
 		/* lists are zero-filled, so half-read entries free cleanly */

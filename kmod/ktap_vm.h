@@ -60,9 +60,72 @@ struct ktap_proto {
 	uint32_t *lines;	/* (line, col) pairs */
 };
 
+/* -- the ebpf backend's section (docs/ebpf.md) ------------------------------
+ * Header byte 10 says which backend runs the handlers. An ebpf image keeps
+ * every function in KBC form (ktaprun runs the setup code and trace_end from
+ * it) and adds BPF maps and programs; the module refuses such images. */
+enum ktap_backend { KTAP_BACKEND_KTAPVM = 0, KTAP_BACKEND_EBPF = 1, KTAP_NUM_BACKENDS };
+
+/* Map roles, key/value kinds of table maps, kinds of global slots, and
+ * relocation kinds: the numbers of docs/ebpf.md (backends/ebpf/image.py). */
+enum ktap_bpf_role { KTAP_BPF_TABLE, KTAP_BPF_GLOBALS, KTAP_BPF_OUTPUT, KTAP_BPF_SCRATCH,
+		     KTAP_BPF_STATE, KTAP_BPF_PROBENAMES, KTAP_BPF_NUM_ROLES };
+enum { KTAP_BPF_KEY_NUM, KTAP_BPF_KEY_STR };
+enum { KTAP_BPF_VAL_NUM, KTAP_BPF_VAL_STR, KTAP_BPF_VAL_AGG };
+enum { KTAP_BPF_SLOT_NUM, KTAP_BPF_SLOT_BOOL };
+enum { KTAP_BPF_RELOC_MAP_FD, KTAP_BPF_RELOC_FIELD_POS, KTAP_BPF_RELOC_FIELD_NAMED,
+       KTAP_BPF_RELOC_ATTACH_INDEX };
+
+/* Bounds of the section beyond the loader's MAX_COUNT: the kernel's own
+ * instruction limit (BPF_COMPLEXITY_LIMIT_INSNS), and map names (they name a
+ * table's global, or a role). */
+#define KTAP_BPF_MAX_INSNS 1000000U
+#define KTAP_BPF_MAX_NAME 256U
+
+struct ktap_bpf_slot {		/* where a global lives in the globals map's value */
+	uint32_t global, offset;
+	uint8_t kind;
+};
+
+struct ktap_bpf_map {
+	struct ktap_kstr name;
+	uint8_t role;
+	uint32_t type, key_size, value_size, max_entries;	/* max_entries 0: possible CPUs */
+	uint32_t global;	/* role table: the global holding the table after setup */
+	uint8_t key_kind, value_kind;
+	uint32_t nslots;
+	struct ktap_bpf_slot *slots;
+};
+
+/* struct bpf_insn as the target's kernel lays it out: `regs` holds dst_reg in
+ * the low nibble on little-endian targets, the high nibble on big-endian
+ * ones, and off/imm are converted to host order, so on the target this array
+ * is exactly what BPF_PROG_LOAD takes. */
+struct ktap_bpf_insn {
+	uint8_t code, regs;
+	int16_t off;
+	int32_t imm;
+};
+
+struct ktap_bpf_reloc {
+	uint32_t insn;
+	uint8_t kind;
+	uint32_t arg;
+};
+
+struct ktap_bpf_prog {
+	uint32_t event;		/* index into img->events */
+	uint32_t prog_type;	/* BPF_PROG_TYPE_* */
+	uint32_t ninsns, nrelocs, nlines;
+	struct ktap_bpf_insn *insns;
+	struct ktap_bpf_reloc *relocs;
+	uint32_t *lines;	/* (line, col) pairs, one per instruction */
+};
+
 struct ktap_image {
 	unsigned char *data;	/* private copy of the image; kstrs point here */
 	size_t size;
+	uint8_t backend;	/* enum ktap_backend, header byte 10 */
 	struct ktap_kstr source;
 	int64_t limits[KTAP_NUM_LIMITS];
 	uint32_t nglobals, ntables, nformats, nevents, nprotos;
@@ -71,6 +134,10 @@ struct ktap_image {
 	struct ktap_kstr *formats;
 	struct ktap_ievent *events;
 	struct ktap_proto *protos;
+	/* the ebpf section (backend KTAP_BACKEND_EBPF only) */
+	uint32_t nmaps, nprogs;
+	struct ktap_bpf_map *maps;
+	struct ktap_bpf_prog *progs;
 };
 
 int ktap_load(const void *data, size_t size, struct ktap_image **out, char *err, size_t errlen);
@@ -179,5 +246,60 @@ void ktap_output_consumed(struct ktap_session *s);
 void ktap_add_drops(struct ktap_session *s, int reason, uint64_t n);
 /* Appends the final status record (exit code, error, drop counters). */
 void ktap_finish(struct ktap_session *s);
+
+#ifndef __KERNEL__
+/* -- syncing a session with BPF maps (ktap_sync.c, built into ktaprun only) --
+ * The ebpf backend runs the setup code and trace_end in this interpreter, in
+ * user space, and the handlers as BPF programs: ktaprun copies globals and
+ * tables into the maps after setup and back before trace_end, and stops the
+ * session as a handler's exit() or runtime error would. None of this may run
+ * while a handler runs. */
+
+/* "nil", "boolean", "number", ...: KTAP_T_* by name, for messages. */
+extern const char *const ktap_type_names[];
+
+/* A value as a map holds it. Strings point into the session's pool and stay
+ * valid until the session changes. */
+struct ktap_sync_val {
+	uint8_t t;			/* KTAP_T_NUM, _BOOL, _STR, _AGG (reads give any type) */
+	int64_t n;			/* number; boolean 0 or 1 */
+	const char *s;			/* string bytes, len of them */
+	uint32_t len;
+	int64_t count, sum, min, max;	/* aggregate, merged over the CPUs */
+	uint64_t *log2;			/* aggregate: KTAP_LOG2_BUCKETS counters, or NULL */
+	uint64_t *linear;		/* aggregate: ktap_table_nlinear() counters, or NULL */
+};
+
+/* (a) Global g's value (-1: no such global); setting takes a number, a
+ * boolean or nil (-1 for any other type). */
+int ktap_global_get(const struct ktap_session *s, uint32_t g, struct ktap_sync_val *v);
+int ktap_global_set(struct ktap_session *s, uint32_t g, const struct ktap_sync_val *v);
+/* (b) The table global g holds, or NULL; what a map needs to know of it. */
+struct ktap_table *ktap_global_table(const struct ktap_session *s, uint32_t g);
+uint32_t ktap_table_desc(const struct ktap_table *t);	/* image table descriptor */
+uint32_t ktap_table_nlinear(const struct ktap_table *t);	/* linear counters, 0: none */
+uint32_t ktap_table_count(const struct ktap_table *t);
+/* (c) Live entries in key insertion order: first, then next, until -1. For
+ * an aggregate value, the caller points val->log2/linear at its buffers (or
+ * NULL) before the call and gets the merged buckets there. */
+int32_t ktap_table_first(const struct ktap_table *t);
+int32_t ktap_table_next(const struct ktap_table *t, int32_t slot);
+void ktap_table_entry(const struct ktap_table *t, int32_t slot, struct ktap_sync_val *key,
+		      struct ktap_sync_val *val);
+/* (d) Empties t as if it were new (so entries inserted next take slots in
+ * insertion order), then inserts one entry at a time: a number or string key;
+ * a number, string or aggregate value (count, sum, min, max and the buckets
+ * go into CPU 0's shard, so every merged read gives exactly these numbers).
+ * 0, or -1 when the table or the string pool is full or a type is wrong. */
+void ktap_table_reset(struct ktap_session *s, struct ktap_table *t);
+int ktap_table_insert(struct ktap_session *s, struct ktap_table *t,
+		      const struct ktap_sync_val *key, const struct ktap_sync_val *val);
+/* (e) Stops the session as a handler would have: state KTAP_RUN_EXIT with
+ * exit_code, or KTAP_RUN_ERROR with the error's place and message. Then
+ * ktap_run_end() runs trace_end after exit() only, and ktap_finish() reports
+ * it, exactly as after the interpreter's own exit() or error. */
+void ktap_session_stop(struct ktap_session *s, int state, int64_t exit_code, uint32_t line,
+		       uint32_t col, uint32_t func, const char *msg, uint32_t len);
+#endif
 
 #endif

@@ -213,6 +213,14 @@ static long ioc_load(struct ktapvm_sess *s, void __user *arg)
 			set_err(err, KTAP_ERRLEN, "bad image");
 		goto out;
 	}
+	/* An ebpf image's handlers are BPF programs: ktaprun loads them with
+	 * bpf(2) and runs the rest in user space; nothing here could run it. */
+	if (img->backend != KTAP_BACKEND_KTAPVM) {
+		set_err(err, KTAP_ERRLEN, "image is for the ebpf backend: ktaprun runs it "
+			"without %s.ko", KTAP_MODULE_NAME);
+		ktap_image_free(img);
+		goto out;
+	}
 	rc = ktap_verify(img, err, KTAP_ERRLEN, &proto, &pc);
 	if (rc != KTAP_OK) {
 		char *msg = kstrdup(err, GFP_KERNEL);

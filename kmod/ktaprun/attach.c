@@ -14,11 +14,6 @@
 #include "ktaprun.h"
 #include "sysdep.h"
 
-struct names {
-	char **v;
-	size_t n, cap;
-};
-
 static void names_add(struct names *l, const char *s, size_t len)
 {
 	if (l->n == l->cap) {
@@ -48,7 +43,7 @@ static void names_sort_unique(struct names *l)
 	l->n = out;
 }
 
-static void names_free(struct names *l)
+void names_free(struct names *l)
 {
 	while (l->n)
 		free(l->v[--l->n]);
@@ -194,12 +189,6 @@ static void glob_functions(const char *pattern, struct names *out)
 }
 
 /* -- tracepoint formats ------------------------------------------------------------ */
-struct tp_format {
-	uint32_t id;
-	uint16_t n;
-	struct ktap_field f[128];	/* the module's limit (KTAPVM_MAX_TP_FIELDS) */
-	char name[128][64];
-};
 
 static long number_after(const char *line, const char *key)
 {
@@ -245,7 +234,7 @@ static void parse_field(const char *line, struct tp_format *fmt)
 	fmt->f[fmt->n++] = f;
 }
 
-static int read_format(const char *tp, struct tp_format *fmt, char *err, size_t errlen)
+int tp_read_format(const char *tp, struct tp_format *fmt, char *err, size_t errlen)
 {
 	char rel[300], *line;
 	const char *colon = strchr(tp, ':');
@@ -325,25 +314,32 @@ static int expand(const struct ktap_ievent *ev, const char *pattern, struct name
 	return -1;
 }
 
+int attach_match(const struct ktap_ievent *ev, struct names *out, char *err, size_t errlen)
+{
+	char *pattern = xstrndup(ev->name.s, ev->name.len);
+	int ret = expand(ev, pattern, out, err, errlen);
+
+	free(pattern);
+	return ret;
+}
+
 static int add_event(struct sb *t, uint32_t index, const struct ktap_ievent *ev, uint32_t *count,
 		     char *err, size_t errlen)
 {
 	struct names matched = { 0 };
 	struct tp_format *fmt = NULL;
-	char *pattern = xstrndup(ev->name.s, ev->name.len);
 	size_t i;
-	int ret = expand(ev, pattern, &matched, err, errlen);
+	int ret = attach_match(ev, &matched, err, errlen);
 
 	if (ev->kind == KTAP_EV_TRACEPOINT)
 		fmt = xmalloc(sizeof(*fmt));
 	for (i = 0; ret == 0 && i < matched.n; i++) {
-		if (fmt && read_format(matched.v[i], fmt, err, errlen) < 0)
+		if (fmt && tp_read_format(matched.v[i], fmt, err, errlen) < 0)
 			ret = -1;
 		else
 			put_entry(t, index, ev, matched.v[i], fmt, count);
 	}
 	free(fmt);
-	free(pattern);
 	names_free(&matched);
 	return ret;
 }

@@ -124,6 +124,29 @@ struct attach_table {
 	uint32_t count;
 };
 
+/* Names the probes of one image event match on this kernel. */
+struct names {
+	char **v;
+	size_t n, cap;
+};
+
+void names_free(struct names *l);
+/* Globs expanded against tracefs or the kernel's functions (sorted, without
+ * duplicates, kprobe-blacklisted functions left out); a name without glob
+ * characters as written. -1 with a reason when a glob matches nothing. */
+int attach_match(const struct ktap_ievent *ev, struct names *out, char *err, size_t errlen);
+
+/* A tracepoint's id and the fields argN counts (common_* fields and arrays
+ * other than char[] left out), with their names. */
+struct tp_format {
+	uint32_t id;
+	uint16_t n;
+	struct ktap_field f[128];	/* the module's limit (KTAPVM_MAX_TP_FIELDS) */
+	char name[128][64];
+};
+
+int tp_read_format(const char *tp, struct tp_format *fmt, char *err, size_t errlen);
+
 /* Resolves every probe event of img against tracefs/kallsyms. On failure
  * writes a one-line reason into err and returns -1. */
 int attach_build(const struct ktap_image *img, struct attach_table *out, char *err, size_t errlen);
@@ -134,6 +157,7 @@ void attach_print(const struct attach_table *t, FILE *to);
 unsigned char *read_whole(const char *path, size_t *len);	/* NULL + errno */
 void *xmalloc(size_t n);
 void *xrealloc(void *p, size_t n);
+void *xcalloc(size_t n, size_t size);		/* zeroed */
 char *xstrndup(const char *s, size_t n);
 
 #endif

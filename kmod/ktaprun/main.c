@@ -1,4 +1,5 @@
-/* main.c - ktaprun: runs a KBC image on this board through ktapvm.ko.
+/* main.c - ktaprun: runs a KBC image on this board through ktapvm.ko, or,
+ * for the ebpf backend, as eBPF programs without the module (ebpf.c).
  *
  *   ktaprun [options] FILE.kbc [-- CMD ARGS...]
  *
@@ -18,7 +19,9 @@ static int usage(FILE *to, int status)
 	fprintf(to,
 		"usage: ktaprun [options] FILE.kbc [-- CMD ARGS...]\n"
 		"Runs a compiled ktap script (ktap compile -t %s) until CMD exits,\n"
-		"the script calls exit(), or SIGINT/SIGTERM.\n"
+		"the script calls exit(), or SIGINT/SIGTERM. Images of the ktapvm backend\n"
+		"run through %s (ktapvm.ko); images of the ebpf backend (ktap compile\n"
+		"--backend ebpf) run without the module, as eBPF programs (bpf(2)).\n"
 		"  -m, --module PATH     ktapvm.ko to load when %s is missing\n"
 		"                        (default: ktapvm.ko next to ktaprun)\n"
 		"  -r, --raw             write the raw output records to stdout\n"
@@ -34,7 +37,7 @@ static int usage(FILE *to, int status)
 		"  -H, --sha256 FILE...  print the SHA-256 and size of each FILE\n"
 		"  -V, --version         print the version and target\n"
 		"  -h, --help            this text\n",
-		KTAP_TARGET_NAME, KTAP_DEVICE);
+		KTAP_TARGET_NAME, KTAP_DEVICE, KTAP_DEVICE);
 	return status;
 }
 
@@ -201,6 +204,8 @@ int main(int argc, char **argv)
 		status = format_file(&o, img);
 	else if (o.resolve)
 		status = resolve(img, o.image);
+	else if (img->backend == KTAP_BACKEND_EBPF)
+		status = run_ebpf(&o, img);	/* no module: bpf(2) */
 	else
 		status = run_session(&o, img, data, size, argv[0]);
 	ktap_image_free(img);

@@ -321,67 +321,6 @@ static int load_and_start(int fd, const struct options *o, const struct ktap_ima
 	return ret < 0 ? ioc_failed(o->image, "START", errbuf) : 0;
 }
 
-/* -- signals and the workload ------------------------------------------------ */
-static volatile sig_atomic_t got_stop_signal, got_child;
-
-static void on_signal(int sig)
-{
-	if (sig == SIGCHLD)
-		got_child = 1;
-	else
-		got_stop_signal = 1;
-}
-
-/* Blocked except inside ppoll(), so a signal can never slip in between the
- * flag check and the wait. Returns the mask ppoll() waits with. */
-static sigset_t catch_signals(void)
-{
-	struct sigaction sa;
-	sigset_t block, old;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);	/* the terminal or connection went away */
-	sigaction(SIGCHLD, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);	/* EPIPE on stdout is a stop, see pump() */
-	sigemptyset(&block);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGHUP);
-	sigaddset(&block, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &block, &old);
-	return old;
-}
-
-static pid_t start_workload(char **cmd, const sigset_t *mask)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		signal(SIGINT, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGHUP, SIG_DFL);
-		signal(SIGCHLD, SIG_DFL);
-		signal(SIGPIPE, SIG_DFL);
-		sigprocmask(SIG_SETMASK, mask, NULL);
-		execvp(cmd[0], cmd);
-		fprintf(stderr, "ktaprun: cannot run %s: %s\n", cmd[0], strerror(errno));
-		_exit(127);
-	}
-	if (pid < 0)
-		fprintf(stderr, "ktaprun: fork: %s\n", strerror(errno));
-	return pid;
-}
-
-static int reaped(pid_t pid)
-{
-	int st;
-
-	return pid <= 0 || waitpid(pid, &st, WNOHANG) == pid;
-}
-
 /* -- reading records ----------------------------------------------------------- */
 struct reader {
 	int fd;
@@ -407,18 +346,6 @@ static ssize_t read_records(struct reader *r)
 			return -1;
 		}
 	}
-}
-
-/* stdout is gone when the reader of its pipe or socket closed it, or its
- * terminal hung up (ssh, adb or the serial agent lost the host): writing
- * failed with EPIPE/EIO, or poll() reports POLLERR/POLLHUP on it. */
-static int output_gone(void)
-{
-	struct pollfd out = { STDOUT_FILENO, 0, 0 };
-
-	if (ferror(stdout) && (errno == EPIPE || errno == EIO))
-		return 1;
-	return poll(&out, 1, 0) > 0 && (out.revents & (POLLERR | POLLHUP));
 }
 
 /* Polls until records arrive, or until the workload ended, a stop signal
@@ -447,28 +374,6 @@ static int pump(struct reader *r, struct stream *s, pid_t child, const sigset_t 
 			return (int)n;
 		stream_feed(s, r->buf, (size_t)n);
 	}
-}
-
-static void end_workload(pid_t child)
-{
-	int st;
-
-	if (child <= 0 || reaped(child))
-		return;
-	kill(child, SIGTERM);
-	waitpid(child, &st, 0);
-}
-
-/* A script without probes (only setup code and trace_end) can never see an
- * event, so without a workload its session ends right after the setup code. */
-static int has_probes(const struct ktap_image *img)
-{
-	uint32_t i;
-
-	for (i = 0; i < img->nevents; i++)
-		if (img->events[i].kind != KTAP_EV_END)
-			return 1;
-	return 0;
 }
 
 int run_session(const struct options *o, const struct ktap_image *img,

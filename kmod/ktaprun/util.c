@@ -29,6 +29,17 @@ void *xrealloc(void *p, size_t n)
 	return p;
 }
 
+void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (!p) {
+		fputs("ktaprun: out of memory\n", stderr);
+		exit(KTAP_EXIT_LOAD_ERROR);
+	}
+	return p;
+}
+
 char *xstrndup(const char *s, size_t n)
 {
 	char *d = xmalloc(n + 1);

@@ -191,3 +191,21 @@ def test_auto_backend_names_the_options_when_neither_can_run():
     config = dict(MODULES, CONFIG_MODULES="n", CONFIG_BPF_EVENTS="n")
     with pytest.raises(KtapError, match="CONFIG_MODULES is off.*CONFIG_BPF_EVENTS off"):
         api.choose_backend("auto", config, "the board")
+
+
+def test_setup_entries_shape_the_table_maps():
+    img = ebpf('var t = {}\nt["setup"] = "a long string value"\n'
+               'trace probe:vfs_write { print(t["k"]) }')
+    m = next(m for m in img.ebpf.maps if m.name == "t")
+    assert (m.key_kind, m.value_kind) == (im.KEY_STR, im.VAL_STR)
+    assert m.value_size >= 8 + len("a long string value") + 1
+    with pytest.raises(KtapError, match="every key of table 't' to be of one type") as e:
+        ebpf('var t = {}\nt["setup"] = 7\ntrace probe:vfs_write { t[arg1] += 1 }')
+    assert e.value.loc.line == 3
+
+
+def test_reader_bounds_map_names():
+    img = ebpf(COUNTER)
+    img.ebpf.maps[0].name = "m" * 257
+    with pytest.raises(KtapError, match="map name of 257 bytes"):
+        bc.load(bc.dump(img))

@@ -112,6 +112,12 @@ class Asm:
                 raise AssertionError("eBPF label never placed")
             targets[at] = label.pos
         keep = self._reachable(targets)
+        for at in sorted(targets):
+            # a goto to the next instruction that stays is a no-op
+            if at in keep and self.insns[at].code == JA and \
+                    next((k for k in range(at + 1, len(self.insns)) if k in keep),
+                         len(self.insns)) == targets[at]:
+                keep.discard(at)
         new_index, pos = {}, 0
         for k in range(len(self.insns)):
             new_index[k] = pos

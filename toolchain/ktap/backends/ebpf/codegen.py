@@ -71,15 +71,25 @@ def generate(prog: ir.IRProgram, image: bc.Image, src: Source) -> None:
     globals_index = {g: i for i, g in enumerate(image.globals)}
     maps = session_maps(facts, globals_index, image.tables, image.limits.table_entries,
                         uses_probenames)
-    programs, record_max = [], 0
-    for ev_index, ev in enumerate(image.events):
-        if ev.kind not in PROG_TYPE:
-            continue
-        low = Lowering(bodies[ev.handler], ev.handler, ev.kind, ev.fields,
-                       inferred[ev.handler], facts, maps, image.formats, image.target, src)
-        low.globals, low.tables = image.globals, image.tables
-        programs.append(low.program(ev_index))
-        record_max = max(record_max, low.record_max)
+    def lower_all(check_stopped: bool) -> list[Lowering]:
+        done = []
+        for ev_index, ev in enumerate(image.events):
+            if ev.kind in PROG_TYPE:
+                low = Lowering(bodies[ev.handler], ev.handler, ev.kind, ev.fields,
+                               inferred[ev.handler], facts, maps, image.formats, image.target,
+                               src)
+                low.globals, low.tables, low.check_stopped = image.globals, image.tables, \
+                    check_stopped
+                low.prog = low.program(ev_index)
+                done.append(low)
+        return done
+
+    # A session no handler can stop needs no "stopped?" test per event.
+    lowered = lower_all(True)
+    if not any(low.stops for low in lowered):
+        lowered = lower_all(False)
+    programs = [low.prog for low in lowered]
+    record_max = max([low.record_max for low in lowered] + [0])
     maps.get("scratch").value_size = record_max + SCRATCH_SLACK
     image.ebpf = im.Section(maps.maps, programs)
 

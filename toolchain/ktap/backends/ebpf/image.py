@@ -22,6 +22,8 @@ SLOT_NUM, SLOT_BOOL = 0, 1
 RELOC_MAP_FD, RELOC_FIELD_POS, RELOC_FIELD_NAMED, RELOC_ATTACH_INDEX = range(4)
 RELOC_NAMES = ("map fd", "field by position", "field by name", "attachment index")
 
+MAX_NAME = 256         # bytes of a map name (kmod/ktap_vm.h KTAP_BPF_MAX_NAME)
+
 # The state map's value: u64 stopped, u64 seq, u64 drops[4]
 STATE_STOPPED, STATE_SEQ, STATE_DROPS = 0, 8, 16
 STATE_SIZE = 16 + 8 * 4
@@ -106,6 +108,9 @@ def read_section(r) -> Section:
     sec = Section()
     for _ in range(r.count("map")):
         name, role = r.string(), r.u8()
+        if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME:
+            raise r.fail(f"map name of {len(name.encode('utf-8', 'surrogateescape'))} bytes "
+                         f"(at most {MAX_NAME})")
         mtype, ksize, vsize, entries, glob = (r.u32() for _ in range(5))
         m = Map(name, role, mtype, ksize, vsize, entries, glob, r.u8(), r.u8())
         m.slots = [Slot(r.u32(), r.u32(), r.u8()) for _ in range(r.count("slot"))]

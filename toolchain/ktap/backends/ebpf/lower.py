@@ -36,6 +36,8 @@ class Lowering(Records, TableOps):
         self.labels: dict[int, Label] = {}
         self.done = Label()
         self.record_max = 0
+        self.check_stopped = True
+        self.stops = False          # whether this handler can stop the session
 
     # -- the program --------------------------------------------------------
     def program(self, event_index: int) -> im.Program:
@@ -57,17 +59,32 @@ class Lowering(Records, TableOps):
         return self.labels.setdefault(label.id, Label())
 
     def prologue(self) -> None:
-        """Saves the context and returns at once when the session has stopped."""
+        """Saves the context and, when some handler of the session can stop it
+        (exit() or a runtime error), returns at once once it has stopped."""
         a = self.asm
         if self.first_loc is not None:
             a.loc = self.first_loc
         a.add(mov(R6, 1), st(DW, R10, KEY0, 0))
-        a.lookup(self.maps["state"], KEY0, self.done)
-        a.add(stx(DW, R10, STATE_PTR, R0), ldx(DW, R1, R0, im.STATE_STOPPED))
-        a.jump("jne", R1, self.done, imm=0)
-        if "globals" in self.maps.index:
+        if self.check_stopped:
+            a.lookup(self.maps["state"], KEY0, self.done)
+            a.add(stx(DW, R10, STATE_PTR, R0), ldx(DW, R1, R0, im.STATE_STOPPED))
+            a.jump("jne", R1, self.done, imm=0)
+        if self.uses_globals():
             a.lookup(self.maps["globals"], KEY0, self.done)
             a.add(stx(DW, R10, GLOBALS_PTR, R0))
+
+    def uses_globals(self) -> bool:
+        return any(isinstance(i, ir.Instr) and i.op in ("GETUPV", "SETUPV", "GADD") and
+                   (i.args[1] if i.op != "GADD" else i.args[0]).name in self.facts.global_kinds
+                   for i in self.fn.body)
+
+    def state_ptr(self, dst: int) -> None:
+        """dst := the state map's value (clobbers r0-r5 unless the prologue kept it)."""
+        if self.check_stopped:
+            self.asm.add(ldx(DW, dst, R10, STATE_PTR))
+            return
+        self.asm.lookup(self.maps["state"], KEY0, self.done)
+        self.asm.add(mov(dst, R0))
 
     # -- register slots -----------------------------------------------------
     def ty(self, r: ir.Reg) -> T:
@@ -284,9 +301,10 @@ class Lowering(Records, TableOps):
     def op_LT(self, item, r, b, c) -> None:
         a, yes, end = self.asm, Label(), Label()
         for x in (b, c):
-            if not self.ty(x).only(NUM):
+            if not self.ty(x).kinds <= {NUM, NIL}:
                 raise unsupported(self.src, item.loc, "comparing values other than numbers "
                                   "with < or <=")
+        self.compare_kinds(b, c)
         self.load_val(R1, b)
         self.load_val(R2, c)
         a.jump("jslt" if item.op == "LT" else "jsle", R1, yes, R2)
@@ -295,6 +313,24 @@ class Lowering(Records, TableOps):
         a.place(yes)
         self.set_tag(r, "true")
         a.place(end)
+
+    def compare_kinds(self, b: ir.Reg, c: ir.Reg) -> None:
+        """ktapvm's runtime error when an operand of < or <= is nil, naming both kinds."""
+        a = self.asm
+        if not (self.ty(b).may(NIL) or self.ty(c).may(NIL)):
+            return
+        ok, b_nil, c_number = Label(), Label(), Label()
+        self.load_tag(R1, b)
+        self.load_tag(R2, c)
+        a.jump("jne", R1, b_nil, imm=TAG[NUM])
+        a.jump("jeq", R2, ok, imm=TAG[NUM])
+        self.runtime_error("attempt to compare a number with a nil")
+        a.place(b_nil)
+        a.jump("jeq", R2, c_number, imm=TAG[NUM])
+        self.runtime_error("attempt to compare a nil with a nil")
+        a.place(c_number)
+        self.runtime_error("attempt to compare a nil with a number")
+        a.place(ok)
 
     op_LE = op_LT
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ktap.backends.ebpf import image as im
 from ktap.backends.ebpf.asm import Label
-from ktap.backends.ebpf.frame import KEY0, SPARE, STATE_PTR, TAG
+from ktap.backends.ebpf.frame import KEY0, SPARE, TAG
 from ktap.backends.ebpf.insn import (B, BPF_F_CURRENT_CPU, DW, R0, R1, R2, R3, R4, R5, R6, R7,
                                      R8, R9, R10, alu64, ldx, mov, movi, st, stx, xadd)
 from ktap.backends.ebpf.types import NIL, NUM, STR, unsupported
@@ -67,8 +67,8 @@ class Records:
 
     def count_drop(self, reason: int) -> None:
         """state.drops[reason] += 1, atomically: every CPU counts into one map."""
-        self.asm.add(ldx(DW, R1, R10, STATE_PTR), movi(R2, 1),
-                     xadd(DW, R1, im.STATE_DROPS + 8 * reason, R2))
+        self.state_ptr(R1)
+        self.asm.add(movi(R2, 1), xadd(DW, R1, im.STATE_DROPS + 8 * reason, R2))
 
     # -- values ---------------------------------------------------------------
     def rec_value(self, r: ir.Reg) -> None:
@@ -180,9 +180,10 @@ class Records:
         self.stop(STATE["error"])
 
     def stop(self, state: int) -> None:
-        a = self.asm
-        a.add(ldx(DW, R1, R10, STATE_PTR), st(DW, R1, im.STATE_STOPPED, state))
-        a.goto(self.done)
+        self.stops = True
+        self.state_ptr(R1)
+        self.asm.add(st(DW, R1, im.STATE_STOPPED, state))
+        self.asm.goto(self.done)
 
     def read_string(self, r: ir.Reg, name: str) -> None:
         """kernel_string/user_string: the string at an address, or nil."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ktap.backends.ebpf import image as im
 from ktap.backends.ebpf.asm import Label
-from ktap.backends.ebpf.frame import KEY0, SPARE, STATE_PTR, TEMP, agg_layout, linear_buckets
+from ktap.backends.ebpf.frame import KEY0, SPARE, TEMP, agg_layout, linear_buckets
 from ktap.backends.ebpf.insn import (BPF_NOEXIST, DW, R0, R1, R2, R3, R4, R5, R6, R7, R10, W,
                                      alu64, ldx, mov, mov32, movi, st, stx, xadd)
 from ktap.backends.ebpf.types import NIL, STR, unsupported
@@ -57,8 +57,8 @@ class TableOps:
     def next_seq(self, dst: int) -> None:
         """dst := a new insertion stamp (the state map's counter, incremented atomically)."""
         a = self.asm
-        a.add(ldx(DW, R1, R10, STATE_PTR), movi(R2, 1), xadd(DW, R1, im.STATE_SEQ, R2),
-              ldx(DW, dst, R1, im.STATE_SEQ))
+        self.state_ptr(R1)
+        a.add(movi(R2, 1), xadd(DW, R1, im.STATE_SEQ, R2), ldx(DW, dst, R1, im.STATE_SEQ))
 
     def insert(self, index: int, key_off: int, value_off: int, done: Label) -> None:
         """map[key] := the value at value_off (a new entry). A full table drops
@@ -103,12 +103,12 @@ class TableOps:
     def op_TADD(self, item, t, k, delta) -> None:
         a = self.asm
         index, m = self.table_map(t)
+        key = self.key(m, k)
         if isinstance(delta, ir.Imm):
             a.imm64(R1, delta.value)
         else:
-            self.number(delta, R1, "attempt to add a %s to a table entry")
+            self.number(delta, R1, "attempt to add a %s to a number table entry")
         a.add(stx(DW, R10, SPARE, R1))
-        key = self.key(m, k)
         missing, again, end = Label(), Label(), Label()
         a.lookup(index, key, missing)
         a.place(again)
@@ -187,9 +187,9 @@ class TableOps:
         a = self.asm
         index, m = self.table_map(t)
         desc = self.tables[self.facts.table_globals[self.ty(t).table]]
-        self.number(v, R1, "attempt to feed a %s value to an aggregate")
-        a.add(stx(DW, R10, SPARE, R1))
         key = self.key(m, k)
+        self.number(v, R1, "'<<<' needs a number, got a %s")
+        a.add(stx(DW, R10, SPARE, R1))
         have, missing = Label(), Label()
         a.lookup(index, key, missing)
         a.goto(have)

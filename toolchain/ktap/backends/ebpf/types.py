@@ -78,40 +78,58 @@ class Facts:
     global_kinds: dict[str, str]            # other globals -> NUM or BOOL
     string_bytes: int                       # buffer for a string of the session's string_size
     tables: dict[str, TableUse] = field(default_factory=dict)
+    # per table global: (key type, value type, loc) of each entry the setup code stores
+    setup_entries: dict[str, list] = field(default_factory=dict)
 
 
 def setup_facts(prog: ir.IRProgram) -> Facts:
-    """Which globals hold tables and which hold numbers after the setup code.
-    Only straight-line constant assignments are understood; the rest is left
-    out, and a handler that reads such a global gets a compile error."""
+    """Which globals hold tables and which hold numbers after the setup code,
+    and the kinds of the entries it puts in the tables (ktaprun copies them
+    into the maps, so they must fit the maps' key and value kinds). Only
+    straight-line constant code is understood; a handler that reads a global
+    left out gets a compile error."""
     setup = prog.functions[0]
-    regs: dict[int, tuple[str, object]] = {}
+    regs: dict[int, tuple] = {}
     tables: dict[str, int] = {}
     kinds: dict[str, str] = {}
+    entries: dict[str, list] = {}
     for item in setup.body:
         if isinstance(item, ir.LabelDef):
             regs.clear()
             continue
         a = item.args
         if item.op == "NEWTABLE":
-            regs[a[0].n] = ("table", a[1].index)
-        elif item.op in ("LOADI", "LOADI64"):
-            regs[a[0].n] = (NUM, None)
+            regs[a[0].n] = ("table", a[1].index, [])
+        elif item.op == "GETUPV" and a[1].name in tables:
+            regs[a[0].n] = ("table", tables[a[1].name], entries[a[1].name])
+        elif item.op in ("LOADI", "LOADI64", "ADD", "SUB", "MUL", "UNM"):
+            regs[a[0].n] = (NUM, 0)
         elif item.op == "LOADBOOL":
-            regs[a[0].n] = (BOOL, None)
-        elif item.op in ("ADD", "SUB", "MUL", "UNM"):
-            regs[a[0].n] = (NUM, None)
+            regs[a[0].n] = (BOOL, 0)
+        elif item.op == "LOADK":
+            v = a[1].value
+            regs[a[0].n] = (STR, len(v.encode()) + 1) if isinstance(v, str) else (NUM, 0)
+        elif item.op in ("SETTABLE", "SETTABLEK") and regs.get(a[0].n, ("",))[0] == "table":
+            key = Inference.const_type(a[1]) if item.op == "SETTABLEK" else \
+                _setup_type(regs.get(a[1].n))
+            regs[a[0].n][2].append((key, _setup_type(regs.get(a[2].n)), item.loc))
         elif item.op == "SETUPV":
-            what, desc = regs.get(a[0].n, (None, None))
+            what = regs.get(a[0].n, (None,))
             tables.pop(a[1].name, None)
             kinds.pop(a[1].name, None)
-            if what == "table":
-                tables[a[1].name] = desc
-            elif what is not None:
-                kinds[a[1].name] = what
+            if what[0] == "table":
+                tables[a[1].name], entries[a[1].name] = what[1], what[2]
+            elif what[0] is not None:
+                kinds[a[1].name] = what[0]
         elif item.op not in ("SETTABLE", "SETTABLEK") and a and isinstance(a[0], ir.Reg):
             regs.pop(a[0].n, None)
-    return Facts(tables, kinds, round8(prog.limits.string_size + 1))
+    return Facts(tables, kinds, round8(prog.limits.string_size + 1), setup_entries=entries)
+
+
+def _setup_type(reg: tuple | None) -> T | None:
+    if reg is None or reg[0] == "table":
+        return None
+    return str_t(reg[1]) if reg[0] == STR else t(reg[0])
 
 
 def merge(a: State | None, b: State) -> State:
@@ -171,8 +189,19 @@ class Inference:
         if ty is None or ty.table is None or ty.kinds:
             raise SemanticError("the ebpf backend needs a table here that a global holds "
                                 "from the setup code on (use --backend ktapvm)", self.src, loc)
-        use = self.facts.tables.setdefault(ty.table, TableUse(ty.table, loc=loc))
+        use = self.facts.tables.get(ty.table)
+        if use is None:
+            use = self.facts.tables[ty.table] = TableUse(ty.table, loc=loc)
+            self.setup_entries(use, loc)
         return use
+
+    def setup_entries(self, use: TableUse, loc: Loc) -> None:
+        """The entries the setup code stores shape the map too."""
+        for key, value, _ in self.facts.setup_entries.get(use.name, []):
+            self.key(use, key, loc)
+            if value is not None and (value.only(NUM) or value.only(STR)):
+                kind = NUM if value.only(NUM) else STR
+                self.value(use, kind, value.strsize if kind == STR else 8, loc)
 
     def key(self, use: TableUse, ty: T | None, loc: Loc) -> None:
         if ty is not None and ty.table is None and NIL in ty.kinds and len(ty.kinds) == 2:
