@@ -17,9 +17,13 @@ probe:vfs_write and the tracepoint syscalls:sys_enter_write. For each:
   native    bench/native/ktap_native.c, a hand-written module doing the same
             (mode=empty: the bare probe; mode=count: a comm-keyed hash table)
   ebpf      the same scripts compiled with --backend ebpf, run by ktaprun with
-            ktap_smoke -b as its workload (no module); with the JIT as the board
-            kernel has it (docs/ebpf.md), and the count program's size in eBPF
-            instructions
+            ktap_smoke -b as its workload (no module), with the kernel's eBPF
+            JIT off and on (net.core.bpf_jit_enable), and the count program's
+            size in eBPF instructions (a 64-bit load counted once)
+  ply       with --ply TARGET=PATH (bench/build_ply.sh builds one), the same
+            count in ply's language (`@[comm] = count()`), JIT on, attached 2 s
+            before the timed writes and stopped by SIGINT; its program size
+            from `ply -S -e`
 Each probed run starts 300 ms (guest time) after the probe is registered,
 after arm's kprobe jump optimisation. Added cost per call = (probed - bare) / N;
 the ratio is ktapvm count / native count, both from the same boot. The
@@ -58,6 +62,9 @@ HANDLERS = {"empty": "trace {event} {{ }}\n",
             "count": "var s = {{}}\ntrace {event} {{ s[execname] += 1 }}\n"
                      "trace_end {{ printf(\"ktapw=%d\\n\", s[\"ktapw\"]) }}\n"}
 SMOKE = "/bin/ktap_smoke"
+PLY_SCRIPTS = {"kprobe": "kprobe:vfs_write { @[comm] = count(); }",
+               "tracepoint": "tracepoint:syscalls/sys_enter_write { @[comm] = count(); }"}
+JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
 
 
 def module_size(ko: Path) -> tuple[int, int]:
@@ -87,7 +94,27 @@ def ns_of(result) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def measure(target: str, n: int, kernel: str = DEFAULT_KERNEL) -> dict:
+def ebpf_commands(kind: str, name: str, write: list[str]) -> dict:
+    """The eBPF runs of one script, JIT off then on, each timed by ktap_smoke -b."""
+    run = ["/ktaprun", f"/{kind}-{name}-ebpf.kbc", "--", SMOKE, "-b", "-w", "300", "--", *write]
+    return {(kind, f"ebpf {name}"): [["/bin/ktapw", "write-file", JIT_SYSCTL, "0"], run],
+            (kind, f"ebpf jit {name}"): [["/bin/ktapw", "write-file", JIT_SYSCTL, "1"], run]}
+
+
+def ply_commands(kind: str, write: list[str]) -> dict:
+    """ply attached, the timed writes 2 s later, then SIGINT: ply prints its map."""
+    timed = ["/bin/ktapw", "after", "2000", SMOKE, "-b", "-w", "0", "--", *write]
+    return {(kind, "ply size"): [["/ply", "-S", "-e", PLY_SCRIPTS[kind]]],
+            (kind, "ply count"): [["/bin/ktapw", "both", "/bin/ktapw", "intafter", "6000", "/ply",
+                                   PLY_SCRIPTS[kind], "::", *timed]]}
+
+
+def dumped_insns(out: str) -> int:
+    """Instructions in `ply -S`'s listing (numbered lines; a map load is one)."""
+    return len(re.findall(r"^\s*\d+\t", out, re.M))
+
+
+def measure(target: str, n: int, kernel: str = DEFAULT_KERNEL, ply: Path | None = None) -> dict:
     """{(probe kind, "empty"|"count"|"native empty"|"native count"): added
     instructions per write, "noise": ..., "size"/"alloc": of ktapvm.ko}"""
     kdir = boot_kernel(target, kernel).directory
@@ -113,9 +140,10 @@ def measure(target: str, n: int, kernel: str = DEFAULT_KERNEL) -> dict:
                 path = Path(tmp) / f"{kind}-{name}-ebpf.kbc"
                 path.write_bytes(bc.dump(img))
                 files[f"/{kind}-{name}-ebpf.kbc"] = path
-                commands[(kind, f"ebpf {name}")] = [
-                    ["/ktaprun", f"/{kind}-{name}-ebpf.kbc", "--", SMOKE, "-b", "-w", "300", "--",
-                     *write]]
+                commands.update(ebpf_commands(kind, name, write))
+            if ply is not None:
+                files["/ply"] = ply
+                commands.update(ply_commands(kind, write))
         commands["ktapvm"] = [["/bin/ktapw", "insmod", "/ktapvm.ko"]]
         for kind, (event, spec, _) in PROBES.items():
             for name, text in HANDLERS.items():
@@ -132,15 +160,22 @@ def measure(target: str, n: int, kernel: str = DEFAULT_KERNEL) -> dict:
                            deterministic=True, console_loglevel=7, kernel=kernel, cpus=1)
     results = iter(run.results)
     ns = {}
+    ply_insns = {}
     for name, cs in commands.items():
         for c, r in zip(cs, results):
-            if c[:2] == ["/bin/ktapw", "insmod"] or c[:2] == ["/bin/ktapw", "rmmod"]:
+            if c[:2] in (["/bin/ktapw", "insmod"], ["/bin/ktapw", "rmmod"],
+                         ["/bin/ktapw", "write-file"]):
                 if r.status != 0:
                     raise SystemExit(f"{target}: {' '.join(c)} failed: {r.output}")
                 continue
+            out = r.stdout.decode(errors="replace")
+            if name[1:] == ("ply size",):
+                ply_insns[name[0]] = dumped_insns(out)
+                continue
             ns[name] = ns_of(r)
-            if name in images and name[1] == "ebpf count":
-                out = r.stdout.decode(errors="replace")
+            if name[1] == "ply count" and not re.search(rf"ktapw\b.*\b{n}\b", out):
+                raise SystemExit(f"{target}: ply {name[0]} did not count {n} writes: {out!r}")
+            if name[1] in ("ebpf count", "ebpf jit count"):
                 if f"ktapw={n}\n" not in out or r.status != 0:
                     raise SystemExit(f"{target}: eBPF {name[0]} count printed {out!r}, status "
                                      f"{r.status}, not 'ktapw={n}'")
@@ -161,9 +196,15 @@ def measure(target: str, n: int, kernel: str = DEFAULT_KERNEL) -> dict:
     size, alloc = module_size(ko)
     added = {k: (v - bare) / n for k, v in ns.items() if not str(k).startswith("bare")}
     ktaprun = runner.stripped_size(runner.build_ktaprun(target))
-    insns = {kind: len(images[(kind, "ebpf count")].ebpf.programs[0].insns) for kind in PROBES}
+    insns = {kind: program_insns(images[(kind, "ebpf count")]) for kind in PROBES}
     return {"noise": abs(ns["bare1"] - ns["bare2"]) / n, **added, "size": size, "alloc": alloc,
-            "ktaprun": ktaprun, "insns": insns}
+            "ktaprun": ktaprun, "insns": insns, "ply insns": ply_insns}
+
+
+def program_insns(image: bc.Image) -> int:
+    """The program's instructions, a 64-bit load (two slots) counted once, as ply counts."""
+    insns = image.ebpf.programs[0].insns
+    return len(insns) - sum(1 for i in insns if i.code == 0x18)
 
 
 def main() -> int:
@@ -171,14 +212,18 @@ def main() -> int:
     ap.add_argument("-t", "--target", action="append", choices=target_names())
     ap.add_argument("--kernel", default=DEFAULT_KERNEL, choices=KERNEL_CHOICES)
     ap.add_argument("-n", "--writes", type=int, default=20000)
+    ap.add_argument("--ply", action="append", default=[], metavar="TARGET=PATH",
+                    help="a static ply for TARGET (bench/build_ply.sh), run beside the eBPF backend")
     args = ap.parse_args()
+    plys = dict(p.split("=", 1) for p in args.ply)
     print(f"added guest instructions per write(2), kernel {args.kernel}")
     print(f"{'target':8} {'probe':10} {'ktapvm empty':>12} {'ktapvm count':>12} {'native empty':>12} "
           f"{'native count':>12} {'count ratio':>11} {'noise':>6} {'ktapvm.ko':>10} {'loaded':>9} "
           f"{'ktaprun':>9}")
     rows = []
     for name in args.target or target_names():
-        m = measure(name, args.writes, args.kernel)
+        m = measure(name, args.writes, args.kernel,
+                    Path(plys[name]) if name in plys else None)
         rows.append((name, m))
         for kind in PROBES:
             count, native = m[(kind, "count")], m[(kind, "native count")]
@@ -187,14 +232,20 @@ def main() -> int:
                   f"{m['noise']:>6.1f} {m['size'] / 1024:>6.0f} KiB {m['alloc'] / 1024:>5.0f} KiB "
                   f"{m['ktaprun'] / 1024:>5.0f} KiB", flush=True)
     print("\neBPF backend, same boots (ratios of the count script's added cost)")
-    print(f"{'target':8} {'probe':10} {'ebpf empty':>10} {'ebpf count':>10} {'/ native':>9} "
-          f"{'/ ktapvm':>9} {'insns':>6}")
+    print(f"{'target':8} {'probe':10} {'JIT':4} {'empty':>6} {'count':>6} {'/ native':>9} "
+          f"{'/ ktapvm':>9} {'ply':>6} {'/ ply':>7} {'insns':>6} {'ply':>4}")
     for name, m in rows:
         for kind in PROBES:
-            count = m[(kind, "ebpf count")]
-            print(f"{name:8} {kind:10} {m[(kind, 'ebpf empty')]:>10.0f} {count:>10.0f} "
-                  f"{count / m[(kind, 'native count')]:>8.2f}x "
-                  f"{count / m[(kind, 'count')]:>8.2f}x {m['insns'][kind]:>6}", flush=True)
+            ply = m.get((kind, "ply count"))
+            for jit in ("off", "on"):
+                tag = "ebpf jit " if jit == "on" else "ebpf "
+                count = m[(kind, tag + "count")]
+                vs_ply = f"{count / ply:>6.2f}x" if ply and jit == "on" else f"{'-':>7}"
+                print(f"{name:8} {kind:10} {jit:4} {m[(kind, tag + 'empty')]:>6.0f} {count:>6.0f} "
+                      f"{count / m[(kind, 'native count')]:>8.2f}x "
+                      f"{count / m[(kind, 'count')]:>8.2f}x "
+                      f"{ply if ply else 0:>6.0f} {vs_ply} {m['insns'][kind]:>6} "
+                      f"{m['ply insns'].get(kind, '-'):>4}", flush=True)
     return 0
 
 

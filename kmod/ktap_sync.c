@@ -7,6 +7,7 @@
  * maps to sync with), so it may assume process context throughout. Every
  * function keeps the core's invariants: tables and globals hold references
  * on their strings, and strings nothing references go back to the pool. */
+#include "ktap_builtin.h"
 #include "ktap_object.h"
 #include "ktap_string.h"
 #include "ktap_table.h"
@@ -213,4 +214,116 @@ void ktap_session_stop(struct ktap_session *s, int state, int64_t exit_code, uin
 	s->err_line = line;
 	s->err_col = col;
 	s->err_proto = func;
+}
+
+/* -- a program's CALL record: a built-in on a whole table ------------------------ */
+static const struct ktap_builtin_info builtin_info[KTAP_NUM_BUILTINS] = KTAP_BUILTIN_TABLE;
+
+/* Instructions that read R[A] and write no register: a global loaded there
+ * before them is still there after. */
+static int reads_a_only(uint8_t op)
+{
+	switch (op) {
+	case KTAP_OP_SETUPV: case KTAP_OP_SETTABLE: case KTAP_OP_SETTABLEK: case KTAP_OP_TADD:
+	case KTAP_OP_TADDI: case KTAP_OP_AGGR: case KTAP_OP_DELETE: case KTAP_OP_CLEAR:
+	case KTAP_OP_JMPF: case KTAP_OP_JMPT: case KTAP_OP_PRINTF:
+		return 1;
+	}
+	return 0;
+}
+
+/* The pc of a CALLB of built-in id in p whose table argument was loaded from
+ * global g, or -1. A straight scan (handlers that reach the eBPF backend have
+ * no loops): GETUPV loads a global into a register, MOVE copies it, any other
+ * write forgets it. */
+static int64_t site_in(const struct ktap_proto *p, uint32_t g, unsigned id)
+{
+	int32_t held[256];
+	uint32_t pc, w, a, b;
+	uint8_t op;
+
+	memset(held, 0xff, sizeof(held));
+	for (pc = 0; pc < p->ncode; pc += ktap_opinfo[op].words) {
+		w = p->code[pc];
+		op = (uint8_t)(w & 0xFF);
+		a = (w >> 8) & 0xFF;
+		b = (w >> 16) & 0xFF;
+		if (op == KTAP_OP_CALLB && b == id && held[a] == (int32_t)g)
+			return pc;
+		if (op == KTAP_OP_GETUPV)
+			held[a] = b < p->nupvals ? (int32_t)p->upvals[b] : -1;
+		else if (op == KTAP_OP_MOVE)
+			held[a] = held[b];
+		else if (ktap_opinfo[op].a == 'R' && !reads_a_only(op))
+			held[a] = -1;
+	}
+	return -1;
+}
+
+/* Where a handler calls built-in id on global g's table, for the position of
+ * its runtime errors: a CALL record names no script position, but the
+ * handler's KBC, which the image keeps, does. *pc past the code (line 0) if
+ * no handler does. */
+static void call_site(const struct ktap_image *img, uint32_t g, unsigned id, uint32_t *f,
+		      uint32_t *pc)
+{
+	uint32_t i;
+	int64_t at;
+
+	*f = 0;
+	*pc = UINT32_MAX;
+	for (i = 0; i < img->nevents; i++) {
+		const struct ktap_ievent *e = &img->events[i];
+
+		/* trace_end runs in the interpreter: it never sends a CALL record */
+		if (e->kind == KTAP_EV_END || e->handler >= img->nprotos)
+			continue;
+		at = site_in(&img->protos[e->handler], g, id);
+		if (at >= 0) {
+			*f = e->handler;
+			*pc = (uint32_t)at;
+			return;
+		}
+	}
+}
+
+/* An argument as a register value; strings interned (young until the sweep). */
+static int arg_value(struct ktap_session *s, const struct ktap_sync_val *v, struct ktap_value *out)
+{
+	if (v->t == KTAP_T_NIL) {
+		*out = NIL;
+		return 0;
+	}
+	return to_value(s, v, out);
+}
+
+int ktap_table_call(struct ktap_session *s, uint32_t g, unsigned id,
+		    const struct ktap_sync_val *args, uint32_t n)
+{
+	struct ktap_value R[KTAP_CALL_MAX_ARGS + 1];
+	uint32_t i, f, pc;
+	int rc = KTAP_RUN_OK;
+
+	if ((id != KTAP_B_PRINT && id != KTAP_B_HIST && id != KTAP_B_LHIST &&
+	     id != KTAP_B_PRINT_HIST) || n > KTAP_CALL_MAX_ARGS || n + 1 < builtin_info[id].min_args ||
+	    n + 1 > builtin_info[id].max_args || !ktap_global_table(s, g))
+		return -1;
+	if (s->stopped)
+		return s->stopped;
+	R[0] = s->globals[g];
+	for (i = 0; i < n && rc == KTAP_RUN_OK; i++)
+		if (arg_value(s, &args[i], &R[i + 1]) < 0)
+			rc = args[i].t == KTAP_T_STR ? drop(s, KTAP_DROP_STRINGS_FULL) : -1;
+	if (rc == KTAP_RUN_OK) {
+		call_site(s->img, g, id, &f, &pc);
+		rc = ktap_callb(s, id, R, n + 1, f, pc);
+	}
+	/* as after a handler: the arguments' strings go, a drop is counted, an
+	 * error or exit stops the session */
+	ktap_str_sweep(s);
+	if (rc == KTAP_RUN_DROP)
+		s->drops[s->drop_reason]++;
+	else if (rc == KTAP_RUN_EXIT || rc == KTAP_RUN_ERROR)
+		s->stopped = rc;
+	return rc;
 }

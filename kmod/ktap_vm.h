@@ -72,7 +72,9 @@ enum ktap_bpf_role { KTAP_BPF_TABLE, KTAP_BPF_GLOBALS, KTAP_BPF_OUTPUT, KTAP_BPF
 		     KTAP_BPF_STATE, KTAP_BPF_PROBENAMES, KTAP_BPF_NUM_ROLES };
 enum { KTAP_BPF_KEY_NUM, KTAP_BPF_KEY_STR };
 enum { KTAP_BPF_VAL_NUM, KTAP_BPF_VAL_STR, KTAP_BPF_VAL_AGG };
-enum { KTAP_BPF_SLOT_NUM, KTAP_BPF_SLOT_BOOL };
+/* a global's slot: an i64, a 0/1 boolean, or 16 bytes: the value's record tag
+ * (KTAP_VAL_NIL/FALSE/TRUE/NUM), then the i64 */
+enum { KTAP_BPF_SLOT_NUM, KTAP_BPF_SLOT_BOOL, KTAP_BPF_SLOT_TAGGED };
 enum { KTAP_BPF_RELOC_MAP_FD, KTAP_BPF_RELOC_FIELD_POS, KTAP_BPF_RELOC_FIELD_NAMED,
        KTAP_BPF_RELOC_ATTACH_INDEX };
 
@@ -300,6 +302,20 @@ int ktap_table_insert(struct ktap_session *s, struct ktap_table *t,
  * it, exactly as after the interpreter's own exit() or error. */
 void ktap_session_stop(struct ktap_session *s, int state, int64_t exit_code, uint32_t line,
 		       uint32_t col, uint32_t func, const char *msg, uint32_t len);
+/* (f) A program's CALL record (docs/ebpf.md): built-in id (KTAP_B_PRINT,
+ * _HIST, _LHIST or _PRINT_HIST) on the table global g holds, with the n
+ * arguments after the table (nil, booleans, numbers, strings), exactly as a
+ * handler's CALLB: its DUMP/HIST/LHIST/PRINT_HIST record goes to the output.
+ * The caller first makes the table what its map holds. Returns KTAP_RUN_OK;
+ * KTAP_RUN_DROP (counted: the output buffer or the string pool was full);
+ * KTAP_RUN_ERROR (the built-in's runtime error, placed at the handler's call
+ * of it: the session is stopped as by a handler's error); the session's stop
+ * state if it had stopped (nothing runs); or -1, nothing done, for an id that
+ * is none of the four, a wrong number of arguments, an argument of another
+ * type, or a global that holds no table. */
+#define KTAP_CALL_MAX_ARGS 15
+int ktap_table_call(struct ktap_session *s, uint32_t g, unsigned id,
+		    const struct ktap_sync_val *args, uint32_t n);
 #endif
 
 #endif

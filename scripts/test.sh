@@ -5,7 +5,8 @@
 # The default run boots the default 6.1 kernel on every target, one smoke boot
 # per other kernel version (KERNEL_SMOKE in tests/conftest.py: 5.10 on mips,
 # 6.12's rt variant on arm64), Debian's stock armmp and rt-armmp kernels on
-# arm, and the debug, smp and rt kernel variants on VARIANT_SMOKE's boards. --matrix runs everything
+# arm, the debug, smp and rt kernel variants on VARIANT_SMOKE's boards, and the
+# eBPF backend's board tests on EBPF_SMOKE's (x86_64, mips). --matrix runs everything
 # on every combination: each target with each kernel version and variant, the
 # whole board suite included, and every stock kernel (docs/kernels.md).
 set -euo pipefail

@@ -141,6 +141,10 @@ KERNEL_SMOKE = [("mips", "5.10", None), ("arm64", "6.12", "rt")]
 # is a quarter of x86_64's). Every variant build costs 4-12 minutes of cold CI
 # on 2 cores; --kernel-matrix boots every target's variants.
 VARIANT_SMOKE = {"debug": ("arm", "mips"), "smp": ("arm",), "rt": ("arm64",)}
+# The boards the eBPF backend's board tests (marked ebpf_board) run on by
+# default: 64-bit little-endian and 32-bit big-endian, the two layouts its
+# instruction encoding and records differ by. --kernel-matrix runs all five.
+EBPF_SMOKE = ("x86_64", "mips")
 
 
 def pytest_addoption(parser):
@@ -155,6 +159,8 @@ def pytest_configure(config):
                             "(the whole board suite on every kernel version)")
     config.addinivalue_line("markers", "kernel_variant(name): the test boots that kernel "
                             "variant; without --kernel-matrix only on VARIANT_SMOKE's targets")
+    config.addinivalue_line("markers", "ebpf_board: an eBPF backend board test; without "
+                            "--kernel-matrix only on EBPF_SMOKE's targets")
 
 
 def kernel_combinations(config) -> list[tuple[str, str, str | None]]:
@@ -218,6 +224,8 @@ def item_target(item) -> str | None:
 def matrix_only(item) -> bool:
     if item.get_closest_marker("kernel_matrix"):
         return True
+    if item.get_closest_marker("ebpf_board"):
+        return item_target(item) not in EBPF_SMOKE
     variant = item.get_closest_marker("kernel_variant")
     if variant is None:
         return False

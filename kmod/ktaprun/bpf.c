@@ -189,6 +189,17 @@ int bpf_map_lookup(int fd, const void *key, void *value)
 	return map_elem(BPF_MAP_LOOKUP_ELEM, fd, key, value);
 }
 
+int bpf_map_delete(int fd, const void *key)
+{
+	union bpf_attr a;
+
+	/* value and flags must be zero for this command */
+	memset(&a, 0, sizeof(a));
+	a.map_fd = (uint32_t)fd;
+	a.key = PTR(key);
+	return sys_bpf(BPF_MAP_DELETE_ELEM, &a) < 0 ? -1 : 0;
+}
+
 int bpf_map_next_key(int fd, const void *key, void *next)
 {
 	union bpf_attr a;

@@ -114,7 +114,16 @@ static void program_status(struct ebpf_sess *e, const unsigned char *rec, uint32
 	record_free(&r);
 }
 
-/* Whatever the rings hold, in the order it was written. */
+/* A program's CALL record: the built-in runs in the interpreter and its
+ * record is printed now, in order with the programs' own. */
+static void program_call(struct ebpf_sess *e, const unsigned char *rec, uint32_t size)
+{
+	if (ebpf_call(e, rec, size) == 0)
+		flush_vm(e);
+}
+
+/* Whatever the rings hold, in the order it was written. A CALL record after
+ * the session stopped runs nothing (the interpreter's session is stopped). */
 static void drain(struct ebpf_sess *e)
 {
 	struct samples *s = &e->pending;
@@ -123,13 +132,15 @@ static void drain(struct ebpf_sess *e)
 	for (i = 0; i < e->nbufs; i++)
 		perfbuf_drain(&e->bufs[i], s);
 	samples_sort(s);
-	for (i = 0; i < s->n; i++) {
+	for (i = 0; i < s->n && !e->failed; i++) {
 		const struct sample *x = &s->v[i];
 
 		if (x->size < 5 || rd_u32(x->rec) != x->size)
 			e->bad_records++;
 		else if (x->rec[4] == KTAP_REC_STATUS)
 			program_status(e, x->rec, x->size);
+		else if (x->rec[4] == KTAP_REC_CALL)
+			program_call(e, x->rec, x->size);
 		else
 			stream_feed(e->out, x->rec, x->size);
 	}
@@ -152,7 +163,8 @@ static void pump(struct ebpf_sess *e, pid_t child, const sigset_t *waitmask)
 		if (got_child && !child_done)
 			child_done = reaped(child);
 		got_child = 0;
-		if (got_stop_signal || (child > 0 && child_done) || output_gone() || e->stopped)
+		if (got_stop_signal || (child > 0 && child_done) || output_gone() || e->stopped ||
+		    e->failed)
 			break;
 		if (ppoll(pfd, e->nbufs + 1, &tick, waitmask) < 0)
 			continue;	/* EINTR: a signal; look at the flags */
@@ -203,6 +215,8 @@ static int run_probes(struct ebpf_sess *e)
 	drain(e);
 	lost_status(e);
 	end_workload(child);
+	if (e->failed)
+		return -1;	/* no trace_end after a CALL record that could not run */
 	ebpf_read_back(e, e->pending.lost);
 	return 0;
 }

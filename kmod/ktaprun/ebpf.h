@@ -29,6 +29,7 @@ int bpf_prog_load(uint32_t type, const struct ktap_bpf_insn *insns, uint32_t n, 
 int bpf_map_update(int fd, const void *key, const void *value);
 int bpf_map_lookup(int fd, const void *key, void *value);
 int bpf_map_next_key(int fd, const void *key, void *next);	/* key NULL: the first */
+int bpf_map_delete(int fd, const void *key);
 
 /* A one-line reason for a failed bpf(2) call, naming the kernel option that
  * is missing when errno says the kernel lacks it. */
@@ -117,7 +118,9 @@ struct ebpf_sess {
 	uint32_t nbufs;
 	struct samples pending;
 	struct stream *out;
-	int stopped;			/* a program's STATUS record was seen */
+	int stopped;			/* the session stopped: a program's STATUS record,
+					 * or a built-in's error from a CALL record */
+	int failed;			/* a CALL record ktaprun cannot run: err says why */
 	unsigned bad_records;		/* samples that were no output record */
 	char err[512];
 };
@@ -132,6 +135,16 @@ uint64_t ebpf_state_word(struct ebpf_sess *e, uint32_t index);	/* state map u64 
  * samples the rings reported lost. */
 int ebpf_read_back(struct ebpf_sess *e, uint64_t lost);
 void ebpf_close_maps(struct ebpf_sess *e);
+/* The map of the table global holds, NULL if none; the interpreter's table
+ * made what the map holds now (entries in stamp order); both emptied. */
+struct ebpf_map *ebpf_table_map(struct ebpf_sess *e, uint32_t global);
+void ebpf_pull_table(struct ebpf_sess *e, const struct ebpf_map *em);
+void ebpf_clear_table(struct ebpf_sess *e, const struct ebpf_map *em);
+
+/* ebpf_call.c: a program's CALL record run, its output left in the
+ * interpreter's buffer for the caller to print. -1: a record ktaprun cannot
+ * run (e->err says why, e->failed is set). */
+int ebpf_call(struct ebpf_sess *e, const unsigned char *rec, uint32_t size);
 
 /* ebpf_progs.c */
 int ebpf_check_progs(const struct ktap_image *img, char *err, size_t errlen);

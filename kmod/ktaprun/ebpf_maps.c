@@ -28,6 +28,33 @@
 #define AGG_HEAD (SEQ_BYTES + 4 * 8)	/* seq, count, sum, min, max */
 #define STATE_BYTES (6 * 8)		/* stopped, seq, drops[4] */
 
+/* Bytes of a global's slot: a tagged one carries the value's tag before it. */
+static uint32_t slot_bytes(const struct ktap_bpf_slot *s)
+{
+	return s->kind == KTAP_BPF_SLOT_TAGGED ? 16 : 8;
+}
+
+/* The record tag of a global's value, as a program compares it. */
+static uint64_t value_tag(const struct ktap_sync_val *g)
+{
+	if (g->t == KTAP_T_NUM)
+		return KTAP_VAL_NUM;
+	if (g->t == KTAP_T_BOOL)
+		return g->n ? KTAP_VAL_TRUE : KTAP_VAL_FALSE;
+	return KTAP_VAL_NIL;
+}
+
+/* The interpreter's value of a tagged slot (tag, then the i64). */
+static void tagged_value(const unsigned char *p, struct ktap_sync_val *g)
+{
+	uint64_t tag = ktap_get_uint(p, 8);
+
+	g->n = (int64_t)ktap_get_uint(p + 8, 8);
+	g->t = tag == KTAP_VAL_NUM ? KTAP_T_NUM : tag == KTAP_VAL_NIL ? KTAP_T_NIL : KTAP_T_BOOL;
+	if (g->t == KTAP_T_BOOL)
+		g->n = tag == KTAP_VAL_TRUE;
+}
+
 static const char *const role_names[KTAP_BPF_NUM_ROLES] = {
 	"table", "globals", "output", "scratch", "state", "probenames",
 };
@@ -86,7 +113,8 @@ static const char *check_map(const struct ktap_image *img, const struct ktap_bpf
 		const struct ktap_bpf_slot *s = &m->slots[i];
 
 		if (m->role != KTAP_BPF_GLOBALS || s->global >= img->nglobals ||
-		    s->kind > KTAP_BPF_SLOT_BOOL || s->offset > m->value_size - 8)
+		    s->kind > KTAP_BPF_SLOT_TAGGED || m->value_size < slot_bytes(s) ||
+		    s->offset > m->value_size - slot_bytes(s))
 			return "a global slot is out of range";
 	}
 	return NULL;
@@ -305,6 +333,12 @@ static int seed_globals(struct ebpf_sess *e, struct ebpf_map *em)
 
 	for (i = 0; i < m->nslots && !rc; i++) {
 		ktap_global_get(e->vm, m->slots[i].global, &g);
+		if (m->slots[i].kind == KTAP_BPF_SLOT_TAGGED &&
+		    (g.t == KTAP_T_NUM || g.t == KTAP_T_BOOL || g.t == KTAP_T_NIL)) {
+			ktap_put_uint(v + m->slots[i].offset, value_tag(&g), 8);
+			ktap_put_uint(v + m->slots[i].offset + 8, (uint64_t)g.n, 8);
+			continue;
+		}
 		if (g.t == KTAP_T_NUM || g.t == KTAP_T_BOOL || g.t == KTAP_T_NIL) {
 			/* nil (never assigned) reads as 0 / false in a program */
 			ktap_put_uint(v + m->slots[i].offset, (uint64_t)g.n, 8);
@@ -337,8 +371,14 @@ static void read_globals(struct ebpf_sess *e, const struct ebpf_map *em)
 			/* a global no program changed keeps its value as it is: a nil
 			 * one stays nil rather than becoming the 0 it was seeded as */
 			if (em->seeded && !memcmp(v + m->slots[i].offset,
-						   em->seeded + m->slots[i].offset, 8))
+						   em->seeded + m->slots[i].offset,
+						   slot_bytes(&m->slots[i])))
 				continue;
+			if (m->slots[i].kind == KTAP_BPF_SLOT_TAGGED) {
+				tagged_value(v + m->slots[i].offset, &g);
+				ktap_global_set(e->vm, m->slots[i].global, &g);
+				continue;
+			}
 			g.n = (int64_t)ktap_get_uint(v + m->slots[i].offset, 8);
 			g.t = m->slots[i].kind == KTAP_BPF_SLOT_BOOL ? KTAP_T_BOOL : KTAP_T_NUM;
 			ktap_global_set(e->vm, m->slots[i].global, &g);
@@ -621,40 +661,62 @@ static void decode_key(const struct ebpf_map *em, const unsigned char *key,
 	}
 }
 
-/* Every key with its stamp. The programs are detached, so the map no longer
- * changes; the walk is bounded all the same (a hash map restarts a walk from
- * a key that went away). */
-static struct keyed *collect_keys(struct ebpf_sess *e, const struct ebpf_map *em,
-				  unsigned char *val, struct ktap_sync_val *v, size_t *n)
+/* Every key the map holds, key_size bytes each, end to end. The walk is
+ * bounded: programs may still change the map (a CALL record is read while
+ * they run), and a hash map restarts a walk from a key that went away. */
+static unsigned char *walk_keys(const struct ebpf_map *em, size_t *n)
 {
 	size_t ks = em->m->key_size, cap = 0, steps = 0;
-	unsigned char *key = xmalloc(ks), *prev = NULL;
-	struct keyed *all = NULL;
+	unsigned char *keys = NULL, *prev = NULL, *key = xmalloc(ks);
 
 	*n = 0;
 	while (steps++ <= 2 * (size_t)em->max_entries &&
 	       bpf_map_next_key(em->fd, prev, key) == 0) {
-		if (bpf_map_lookup(em->fd, key, val) == 0) {
-			if (*n == cap) {
-				cap = cap ? cap * 2 : 64;
-				all = xrealloc(all, cap * sizeof(*all));
-			}
-			all[*n].seq = decode_value(e, em, val, v);
-			all[*n].key = xmalloc(ks);
-			memcpy(all[*n].key, key, ks);
-			(*n)++;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 64;
+			keys = xrealloc(keys, cap * ks);
 		}
-		if (!prev)
-			prev = xmalloc(ks);
+		prev = keys + (*n)++ * ks;
 		memcpy(prev, key, ks);
 	}
-	free(prev);
 	free(key);
+	return keys;
+}
+
+/* Every key with its stamp (keys gone since the walk are left out). */
+static struct keyed *collect_keys(struct ebpf_sess *e, const struct ebpf_map *em,
+				  unsigned char *val, struct ktap_sync_val *v, size_t *n)
+{
+	size_t ks = em->m->key_size, nkeys, i;
+	unsigned char *keys = walk_keys(em, &nkeys);
+	struct keyed *all = xcalloc(nkeys ? nkeys : 1, sizeof(*all));
+
+	*n = 0;
+	for (i = 0; i < nkeys; i++) {
+		if (bpf_map_lookup(em->fd, keys + i * ks, val) < 0)
+			continue;
+		all[*n].seq = decode_value(e, em, val, v);
+		all[*n].key = xmalloc(ks);
+		memcpy(all[*n].key, keys + i * ks, ks);
+		(*n)++;
+	}
+	free(keys);
 	return all;
 }
 
+struct ebpf_map *ebpf_table_map(struct ebpf_sess *e, uint32_t global)
+{
+	uint32_t i;
+
+	for (i = 0; e->maps && i < e->img->nmaps; i++)
+		if (e->maps[i].m->role == KTAP_BPF_TABLE && e->maps[i].m->global == global &&
+		    e->maps[i].table)
+			return &e->maps[i];
+	return NULL;
+}
+
 /* The interpreter's table becomes the map's entries, in stamp order. */
-static void read_table(struct ebpf_sess *e, const struct ebpf_map *em)
+void ebpf_pull_table(struct ebpf_sess *e, const struct ebpf_map *em)
 {
 	unsigned char *val = xmalloc(value_bytes(e, em->m));
 	uint64_t *buckets = xcalloc(KTAP_LOG2_BUCKETS + em->nlinear + 1, 8);
@@ -682,6 +744,20 @@ static void read_table(struct ebpf_sess *e, const struct ebpf_map *em)
 	free(buckets);
 }
 
+/* Keys are gathered first and deleted after: deleting the key a walk stands
+ * on would restart it. A key a program adds meanwhile stays, as if added
+ * just after the delete(t). */
+void ebpf_clear_table(struct ebpf_sess *e, const struct ebpf_map *em)
+{
+	size_t n, i;
+	unsigned char *keys = walk_keys(em, &n);
+
+	for (i = 0; i < n; i++)
+		bpf_map_delete(em->fd, keys + i * em->m->key_size);	/* ENOENT: gone already */
+	free(keys);
+	ktap_table_reset(e->vm, em->table);
+}
+
 int ebpf_read_back(struct ebpf_sess *e, uint64_t lost)
 {
 	uint64_t n;
@@ -693,7 +769,7 @@ int ebpf_read_back(struct ebpf_sess *e, uint64_t lost)
 		if (em->m->role == KTAP_BPF_GLOBALS)
 			read_globals(e, em);
 		else if (em->m->role == KTAP_BPF_TABLE && em->table)
-			read_table(e, em);
+			ebpf_pull_table(e, em);
 	}
 	/* A record the ring had no room for fails bpf_perf_event_output(), which
 	 * the program counts, and is also a sample the kernel reports lost: the

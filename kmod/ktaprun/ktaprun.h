@@ -64,8 +64,8 @@ struct kstatus {
 
 struct krec {
 	uint8_t kind;
-	uint32_t index;			/* printf format, or table descriptor */
-	int64_t n;			/* print_hist's n */
+	uint32_t index;			/* printf format, table descriptor, CALL's global */
+	int64_t n;			/* print_hist's n, CALL's built-in */
 	uint32_t nvals;			/* values, or 2 x entries (key, value, ...) */
 	struct kval *vals;
 	struct kstatus status;

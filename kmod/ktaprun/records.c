@@ -140,6 +140,11 @@ int record_decode(const unsigned char *p, uint32_t size, struct krec *rec)
 	case KTAP_REC_STATUS:
 		status(&c, &rec->status);
 		break;
+	case KTAP_REC_CALL:
+		rec->n = cu8(&c);
+		rec->index = cu32(&c);
+		values(&c, rec, 1);
+		break;
 	default:
 		return -1;
 	}

@@ -39,6 +39,12 @@ static int one_record(struct stream *s, const unsigned char *p, uint32_t size, s
 
 	if (record_decode(p, size, &rec) < 0)
 		return -1;
+	/* the eBPF session runs a program's CALL records and sends their output:
+	 * one in a stream was never run */
+	if (rec.kind == KTAP_REC_CALL) {
+		record_free(&rec);
+		return -1;
+	}
 	if (rec.kind == KTAP_REC_STATUS)
 		keep_status(s, p, size);
 	if (s->raw)

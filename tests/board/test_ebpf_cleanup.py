@@ -46,6 +46,7 @@ def cleanup_run(target: str):
 
 
 @pytest.mark.board
+@pytest.mark.ebpf_board
 @pytest.mark.parametrize("target", target_names())
 def test_ebpf_session_leaves_nothing_behind(target):
     try:

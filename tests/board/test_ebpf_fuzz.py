@@ -20,6 +20,7 @@ SCRIPTS = int(os.environ.get("KTAP_EBPF_FUZZ", "40"))
 
 
 @pytest.mark.board
+@pytest.mark.ebpf_board
 @pytest.mark.parametrize("target", target_names())
 def test_ebpf_matches_the_reference_vm_on_generated_handlers(target):
     seed = 1000 + get_target(target).id

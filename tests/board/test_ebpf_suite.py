@@ -22,6 +22,7 @@ def ebpf_run(target):
 
 
 @pytest.mark.board
+@pytest.mark.ebpf_board
 @pytest.mark.parametrize("target", TARGETS)
 def test_board_stays_healthy_on_ebpf(target):
     outcomes, run = ebpf_run(target)
@@ -33,6 +34,7 @@ def test_board_stays_healthy_on_ebpf(target):
 
 
 @pytest.mark.board
+@pytest.mark.ebpf_board
 @pytest.mark.parametrize("case", RUNNABLE, ids=lambda c: c.name)
 @pytest.mark.parametrize("target", TARGETS)
 def test_case_on_ebpf(target, case):

@@ -117,8 +117,7 @@ def test_board_case_the_backend_cannot_run_gets_its_documented_error(case):
 @pytest.mark.parametrize("script,where,what", [
     ("trace probe:vfs_write { var i = 0\n  while (i < 3) { i += 1 } }", (2, 3), "a loop"),
     ('trace probe:vfs_write { print(execname .. "x") }', (1, 40), "string concatenation"),
-    ("function f(x) { return x }\ntrace probe:vfs_write { print(f(1)) }", (2, 31),
-     "calling a script function"),
+    ("var t = {}\ntrace probe:vfs_write { print(len(t)) }", (2, 31), "len()"),
     ("var s = {}\ntrace probe:vfs_write { s[stack()] += 1 }", (2, 27), "stack()"),
     ('var t = {}\ntrace probe:vfs_write { t[1] = 1\n  t["a"] = 2 }', (3, 10),
      "numbers and strings"),
@@ -209,3 +208,40 @@ def test_reader_bounds_map_names():
     img.ebpf.maps[0].name = "m" * 257
     with pytest.raises(KtapError, match="map name of 257 bytes"):
         bc.load(bc.dump(img))
+
+
+def test_for_loops_with_literal_bounds_are_unrolled():
+    img = ebpf('var n = 0\ntrace probe:vfs_write {\n  for (i = 1, 5) {\n'
+               '    for (j = i, 3) { n += j }\n    if (i == 4) { break }\n  }\n}')
+    assert structural_problems(img) == []
+    # no back edge is left for the kernel's verifier to refuse
+    for k, i in enumerate(img.ebpf.programs[0].insns):
+        assert not (is_jump(i) and i.off < 0), k
+    with pytest.raises(KtapError, match="more than 64 iterations") as e:
+        ebpf("var n = 0\ntrace probe:vfs_write { for (i = 1, 100) { n += i } }")
+    assert (e.value.loc.line, e.value.loc.col) == (2, 25)
+    with pytest.raises(KtapError, match="bounds are not number literals"):
+        ebpf("var n = 0\ntrace probe:vfs_write { for (i = 1, n) { n += i } }")
+
+
+def test_handler_calls_are_inlined_and_siblings_share_registers():
+    text = ("function sq(x) { return x * x }\nfunction f(a, b) { return sq(a) + b }\n"
+            "var n = 0\ntrace probe:vfs_write {\n  n += f(arg3, 1)\n  n += f(2, 3)\n"
+            "  n += f(4, 5)\n}")
+    img = ebpf(text)
+    assert structural_problems(img) == []
+    # three call sites, one register area: the frame stays as small as one call's
+    one = ebpf(text.replace("  n += f(2, 3)\n  n += f(4, 5)\n", ""))
+    low_slot = lambda i: min((x.off for x in i.ebpf.programs[0].insns  # noqa: E731
+                              if x.dst == 10 or x.src == 10), default=0)
+    assert low_slot(img) == low_slot(one)
+
+
+def test_globals_that_may_hold_nil_get_tagged_slots():
+    img = ebpf("var t = {}\nvar g = 0\nvar c = 0\n"
+               "trace probe:vfs_write { g = t[1]\n  c += 1 }")
+    slots = {img.globals[s.global_index]: s for s in
+             next(m for m in img.ebpf.maps if m.name == "globals").slots}
+    assert (slots["g"].kind, slots["c"].kind) == (im.SLOT_TAGGED, im.SLOT_NUM)
+    with pytest.raises(KtapError, match="numbers, booleans and nil; this value may be string"):
+        ebpf('var g = 0\ntrace probe:vfs_write { g = execname }')

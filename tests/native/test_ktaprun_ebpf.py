@@ -380,3 +380,211 @@ def test_runtime_error_from_a_program_skips_trace_end(target, driver, host_runne
     assert got.stdout == ""
     assert got.stderr == "sync.kp:3:4: runtime error: boom\n"
     assert got.returncode == 3
+
+
+# -- a program's CALL record: ktap_table_call ---------------------------------
+
+# Runs the setup code, then built-ins on tables as ktaprun does for a
+# program's CALL records, then trace_end and STATUS:
+#   call_driver IMAGE OUT CALL...   CALL = GLOBAL:ID[:ARG...], ARG = nNUM, sTEXT,
+#                                   nil, true or false
+# Prints each call's return value; the records go to OUT.
+CALL_DRIVER = r"""
+#include <stdlib.h>
+#include <string.h>
+#include "ktap_vm.h"
+
+static unsigned char *slurp(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	static unsigned char buf[1 << 20];
+
+	*n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	return buf;
+}
+
+static void arg(const char *a, struct ktap_sync_val *v)
+{
+	memset(v, 0, sizeof(*v));
+	if (a[0] == 'n' && a[1] != 'i') {
+		v->t = KTAP_T_NUM;
+		v->n = strtoll(a + 1, NULL, 10);
+	} else if (a[0] == 's') {
+		v->t = KTAP_T_STR;
+		v->s = a + 1;
+		v->len = (uint32_t)strlen(a + 1);
+	} else if (!strcmp(a, "true") || !strcmp(a, "false")) {
+		v->t = KTAP_T_BOOL;
+		v->n = a[0] == 't';
+	} else {
+		v->t = KTAP_T_NIL;
+	}
+}
+
+static int call(struct ktap_session *s, char *spec)
+{
+	struct ktap_sync_val args[KTAP_CALL_MAX_ARGS + 2];
+	uint32_t g = (uint32_t)strtoul(strtok(spec, ":"), NULL, 10), n = 0;
+	unsigned id = (unsigned)strtoul(strtok(NULL, ":"), NULL, 10);
+	char *a;
+
+	while ((a = strtok(NULL, ":")) && n < KTAP_CALL_MAX_ARGS + 2)
+		arg(a, &args[n++]);
+	return ktap_table_call(s, g, id, args, n);
+}
+
+int main(int argc, char **argv)
+{
+	struct ktap_image *img;
+	struct ktap_session *s;
+	char err[256];
+	size_t n;
+	unsigned char *data = slurp(argv[1], &n);
+	const unsigned char *out;
+	FILE *f;
+	int i, p = -1, pc = -1;
+
+	if (ktap_load(data, n, &img, err, sizeof(err)) || ktap_verify(img, err, sizeof(err), &p, &pc))
+		return fprintf(stderr, "%s\n", err), 2;
+	s = ktap_session_new(img, 1, err, sizeof(err));
+	ktap_run_setup(s);
+	ktap_output_consumed(s);
+	for (i = 3; i < argc; i++)
+		printf("%d\n", call(s, argv[i]));
+	ktap_run_end(s);
+	ktap_finish(s);
+	out = ktap_output(s, &n);
+	f = fopen(argv[2], "wb");
+	fwrite(out, 1, n, f);
+	fclose(f);
+	ktap_session_free(s);
+	ktap_image_free(img);
+	return 0;
+}
+"""
+
+# The tick handler's built-ins are what the driver runs as CALL records.
+CALL_SCRIPT = """
+var s = {}
+var h = {}
+var t = {}
+s["a"] = 5
+s["b"] = 7
+s["c"] = 1
+h["x"] <<< 5
+h["x"] <<< 100
+t[1] = 2
+trace probe:vfs_write { s[execname] += 1 }
+tick-1s {
+  print_hist(s, 2)
+  hist(h)
+  print(s)
+  %s
+}
+trace_end { printf("end %%d\\n", s["b"]) }
+"""
+
+# print_hist, hist, print by their frontend/builtins.py ids
+B_PRINT, B_EXIT, B_HIST, B_LHIST, B_PRINT_HIST = 0, 1, 7, 8, 9
+CALLS = [f"0:{B_PRINT_HIST}:n2", f"1:{B_HIST}", f"0:{B_PRINT}"]
+
+
+@pytest.fixture(scope="module")
+def call_driver(tmp_path_factory):
+    work = tmp_path_factory.mktemp("call")
+    src = work / "call_driver.c"
+    src.write_text(CALL_DRIVER)
+    made = {}
+
+    def get(target: str) -> Path:
+        if target not in made:
+            headers = gen.gen_dir(target, work / target)
+            exe = work / f"call_driver-{target}"
+            r = subprocess.run([tools.find_cc(), "-std=gnu11", "-g", "-Wall", "-Werror",
+                                *gen.include_flags(headers), str(src),
+                                *map(str, gen.core_sources()), str(runner.SYNC),
+                                "-o", str(exe)], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            made[target] = exe
+        return made[target]
+    return get
+
+
+def fire_tick(harness: Path, image_path: Path, tmp: Path) -> bytes:
+    """The module's records for one tick of event 1 (the C core, as ktapvm runs it)."""
+    ev = tmp / "tick.ev"
+    ev.write_text("ctx 1 1 0 0 x61 x74 0\nargs 0\nstack 0\nfields 0\nfire 1 - 1 1\n")
+    r = subprocess.run([str(harness), "run", str(image_path), str(ev)], capture_output=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def run_calls(exe: Path, image_path: Path, out: Path, calls: list[str]) -> list[int]:
+    r = subprocess.run([str(exe), str(image_path), str(out), *calls], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [int(x) for x in r.stdout.split()]
+
+
+@needs_cc
+@pytest.mark.parametrize("target", TARGETS)
+def test_call_records_print_what_the_handler_would(target, call_driver, host_runner, tmp_path):
+    """print_hist(s, 2), hist(h), print(s) and print_hist(t) as CALL records:
+    the same records, byte for byte, as the handler that calls them gives."""
+    harness = cvm.build_harness(target, tmp_path / "kmod", sanitize=False)
+    _, path = compile_to(tmp_path, "call", CALL_SCRIPT % "print_hist(t)", target)
+    out = tmp_path / "got.bin"
+    assert run_calls(call_driver(target), path, out, [*CALLS, f"2:{B_PRINT_HIST}"]) == [0] * 4
+    want = fire_tick(harness, path, tmp_path)
+    assert out.read_bytes() == want
+    got = formatted(host_runner(target), out, path)
+    assert got.returncode == 0 and got.stderr == ""
+    assert "Distribution" in got.stdout and got.stdout.endswith("end 7\n")
+
+
+@needs_cc
+@pytest.mark.parametrize("target", TARGETS)
+def test_call_record_error_is_the_handlers_error(target, call_driver, host_runner, tmp_path):
+    """A built-in's runtime error stops the session at the handler's call of it
+    (its KBC is in the image), with a string argument interned and released."""
+    harness = cvm.build_harness(target, tmp_path / "kmod", sanitize=False)
+    _, path = compile_to(tmp_path, "call", CALL_SCRIPT % 'print_hist(t, "x")', target)
+    out = tmp_path / "got.bin"
+    rcs = run_calls(call_driver(target), path, out, [*CALLS, f"2:{B_PRINT_HIST}:sx",
+                                                     f"0:{B_PRINT}"])
+    assert rcs == [0, 0, 0, 2, 2]          # KTAP_RUN_ERROR, then stopped: nothing runs
+    assert out.read_bytes() == fire_tick(harness, path, tmp_path)
+    got = formatted(host_runner(target), out, path)
+    assert got.returncode == 3
+    assert got.stderr == ("call.kp:16:3: runtime error: print_hist's count must be a number, "
+                          "got a string\n")
+    assert "end" not in got.stdout
+
+
+@needs_cc
+def test_call_refuses_what_no_handler_can_ask(call_driver, tmp_path):
+    """-1 and nothing written: a built-in that is not a table's, a wrong number
+    of arguments, an argument of a kind no program sends... and a global
+    holding no table; nil and booleans are arguments like any other."""
+    _, path = compile_to(tmp_path, "call", CALL_SCRIPT % "print_hist(t, nil)", "arm")
+    out = tmp_path / "got.bin"
+    rcs = run_calls(call_driver("arm"), path, out, [
+        f"0:{B_EXIT}", f"0:{B_HIST}:n1", f"0:{B_PRINT_HIST}:n1:n2", "0:99",
+        f"3:{B_PRINT}", f"7:{B_PRINT}", f"2:{B_PRINT_HIST}:nil"])
+    assert rcs == [-1, -1, -1, -1, -1, -1, 2]
+    text = out.read_bytes()
+    assert b"print_hist's count must be a number, got a nil" in text
+
+
+@needs_cc
+def test_a_call_record_in_a_stream_is_malformed(host_runner, tmp_path):
+    """Only ktaprun's eBPF session runs CALL records: a saved stream never has one."""
+    exe = host_runner("arm")
+    _, path = compile_to(tmp_path, "call", CALL_SCRIPT % "", "arm")
+    payload = bytes([8, B_PRINT]) + (0).to_bytes(4, "little") + (0).to_bytes(4, "little")
+    rec = tmp_path / "r.bin"
+    rec.write_bytes((len(payload) + 4).to_bytes(4, "little") + payload + status_record("arm", 0))
+    got = formatted(exe, rec, path)
+    assert got.returncode == 1 and "malformed output record stream" in got.stderr

@@ -17,6 +17,7 @@ from ktap.core.targets import get_target
 from ktap.core.paths import BOARD_TESTS_DIR
 
 SUITE_DIR = BOARD_TESTS_DIR
+JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
 SAMPLES_DIR = SUITE_DIR.parent / "samples"
 CASE_KEYS = {"name", "script", "sample", "bad_image", "workload", "expect", "expect_regex",
              "expect_range", "status", "stderr_regex", "limits", "skip", "ebpf_error"}
@@ -145,7 +146,11 @@ def run_target(target: str, cases: list[Case], timeout: float = 900.0,
         sessions.append(Session(case.name, build_image(case, target, builders, backend),
                                 case.workload))
         order.append(case)
-    run = run_sessions(target, sessions, timeout=timeout) if sessions else None
+    # The eBPF suite runs with the kernel's JIT on (off by default on arm, mips
+    # and powerpc): the JITs are where 32-bit and big-endian bugs would hide.
+    # tests/board/test_ebpf_fuzz.py keeps each kernel's default.
+    before = [["ktapw", "write-file", JIT_SYSCTL, "1"]] if backend == "ebpf" else []
+    run = run_sessions(target, sessions, timeout=timeout, before=before) if sessions else None
     if run is not None:
         for case, result in zip(order, run.sessions):
             problems = check(case, result.status, result.stdout, result.stderr)

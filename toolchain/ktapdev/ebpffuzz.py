@@ -1,6 +1,7 @@
 """Differential fuzzing of the eBPF lowering: random handlers built from what
 the backend supports (64-bit arithmetic with division and modulo, globals,
-tables with number keys, aggregates, if/else, printf and print), run on a
+tables with number keys, aggregates, if/else, unrolled for loops, inlined
+function calls, printf and print), run on a
 board against the reference VM fed the same events. The programs read only
 deterministic inputs, so the outputs must match byte for byte, runtime errors
 (division by zero, arithmetic on a missing entry) included."""
@@ -47,6 +48,8 @@ class Generator:
             return f"t[{self.rng.randint(0, 3)}]"
         if r < 0.65:
             return f"-{self.expr(depth + 1)}"
+        if r < 0.7:
+            return f"f({self.expr(depth + 1)}, {self.expr(depth + 1)})"
         op = self.rng.choice(("+", "-", "*", "/", "%", "+", "*"))
         return f"({self.expr(depth + 1)} {op} {self.expr(depth + 1)})"
 
@@ -67,6 +70,10 @@ class Generator:
         if r < 0.7 and depth < 2:
             other = f" else {{ {self.stmt(depth + 1)} }}" if self.rng.random() < 0.5 else ""
             return f"if ({self.cond()}) {{ {self.stmt(depth + 1)} }}{other}"
+        if r < 0.75 and depth < 2:
+            lo, hi = self.rng.randint(-2, 2), self.rng.randint(-2, 4)
+            step = self.rng.choice(("", ", 2", ", -1"))
+            return f"for (i{depth} = {lo}, {hi}{step}) {{ {self.stmt(depth + 1)} }}"
         if r < 0.85:
             return f'printf("%d %d\\n", {self.expr()}, {self.expr()})'
         return f"print({self.expr()}, g0 > 2, nil)"
@@ -74,6 +81,8 @@ class Generator:
     def script(self) -> str:
         body = "\n  ".join(self.stmt() for _ in range(self.rng.randint(2, 6)))
         return (f"var g0 = 0\nvar g1 = {self.number()}\nvar g2 = 0\nvar t = {{}}\nvar a = {{}}\n"
+                "function f(x, y) {\n  if (x < y) { return x - y }\n  g2 += 1\n"
+                "  return x * 2 + y\n}\n"
                 f'trace {PROBE} /execname == "ktapw"/ {{\n  g0 += 1\n  {body}\n}}\n'
                 "trace_end {\n  print(g0, g1, g2)\n"
                 '  for (k, v in pairs(t)) { printf("t[%d]=%d\\n", k, v) }\n'

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ktap.boards.batch import run_commands
 from ktap.boards.choice import DEFAULT_KERNEL, boot_kernel
+from ktap.boards.errors import BoardError
 from ktap.build.bundle import MODULE_NAME, RUNNER_NAME, Bundle, make_bundle
 from ktap.core.targets import Target, get_target
 
@@ -77,8 +78,9 @@ def kernel_trouble(console: str) -> list[str]:
 
 def run_sessions(target: Target | str, sessions: list[Session], timeout: float = 300.0,
                  unload: bool = True, kernel_variant: str | None = None,
-                 kernel: str = DEFAULT_KERNEL) -> SuiteRun:
-    """Boots the board once and runs every session in order with ktaprun, then
+                 kernel: str = DEFAULT_KERNEL, before: list[list[str]] = ()) -> SuiteRun:
+    """Boots the board once, runs the `before` commands (which must succeed),
+    then every session in order with ktaprun, then
     unloads the module. The module is loaded by the first ktaprun; when every
     image is for the eBPF backend the bundle has no module and nothing is
     unloaded (unload_status None).
@@ -88,16 +90,20 @@ def run_sessions(target: Target | str, sessions: list[Session], timeout: float =
     with tempfile.TemporaryDirectory(prefix="ktap-sessions-") as tmp:
         images = {f"s{i}.kbc": s.image for i, s in enumerate(sessions)}
         bundle = board_bundle(target, images, Path(tmp), kernel_variant, kernel)
-        commands = [bundle.command(GUEST_DIR, name, s.workload)
-                    for name, s in zip(images, sessions)]
+        commands = list(before) + [bundle.command(GUEST_DIR, name, s.workload)
+                                   for name, s in zip(images, sessions)]
         unload = unload and bundle.module is not None
         if unload:
             commands.append(["ktapw", "rmmod", "ktapvm"])
         run = run_commands(target, commands, extra_files=guest_files(bundle), timeout=timeout,
                            kernel_variant=kernel_variant, kernel=kernel)
+    for command, r in zip(before, run.results):
+        if r.status != 0:
+            raise BoardError(f"{target.name}: `{' '.join(command)}` failed before the sessions: "
+                             f"{r.stderr.decode(errors='replace').strip()}", run.console)
     results = [SessionResult(s.name, r.status, r.stdout.decode("utf-8", "replace"),
                              r.stderr.decode("utf-8", "replace"))
-               for s, r in zip(sessions, run.results)]
+               for s, r in zip(sessions, run.results[len(before):])]
     unload_status = run.results[-1].status if unload else None
     return SuiteRun(target.name, results, unload_status, kernel_trouble(run.console),
                     run.console, run.total_seconds)

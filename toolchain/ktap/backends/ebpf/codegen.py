@@ -9,6 +9,8 @@ from ktap.backends.ebpf import image as im
 from ktap.backends.ebpf.frame import session_maps
 from ktap.backends.ebpf.lower import PROG_TYPE, Lowering
 from ktap.backends.ebpf.types import Inference, setup_facts
+from ktap.backends.ebpf.inline import inline_calls
+from ktap.backends.ebpf.unroll import unroll_loops
 from ktap.backends.kbc import bytecode as bc
 from ktap.core.diagnostics import Source
 from ktap.ir import nodes as ir
@@ -61,9 +63,17 @@ def generate(prog: ir.IRProgram, image: bc.Image, src: Source) -> None:
     symbol resolution; each keeps its handler's function index)."""
     facts = setup_facts(prog)
     handlers = sorted({ev.handler for ev in image.events if ev.kind in PROG_TYPE})
-    bodies = {i: fuse_global_adds(prog.functions[i]) for i in handlers}
-    for fn_index in handlers:           # first pass: which tables hold what
-        Inference(bodies[fn_index], facts, src).run()
+    functions = {fn.name: fn for fn in prog.functions}
+    bodies = {i: fuse_global_adds(unroll_loops(inline_calls(prog.functions[i], functions, src),
+                                               src))
+              for i in handlers}
+    # Until nothing changes: which tables hold what, what globals may hold.
+    for _ in range(4):
+        before = {k: set(v) for k, v in facts.global_stored.items()}
+        for fn_index in handlers:
+            Inference(bodies[fn_index], facts, src).run()
+        if facts.global_stored == before:
+            break
     inferred = {i: Inference(bodies[i], facts, src).run() for i in handlers}
     uses_probenames = any(item.args[1].name == "probename"
                           for fn in bodies.values() for item in fn.body

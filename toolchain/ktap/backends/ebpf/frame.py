@@ -94,11 +94,14 @@ def session_maps(facts: Facts, globals_index: dict[str, int], tables: list[Table
     m.add("state", im.Map("state", im.ROLE_STATE, MAP_TYPES["array"], 4, im.STATE_SIZE, 1))
     m.add("output", im.Map("output", im.ROLE_OUTPUT, MAP_TYPES["perf_event_array"], 4, 4, 0))
     m.add("scratch", im.Map("scratch", im.ROLE_SCRATCH, MAP_TYPES["percpu_array"], 4, 64, 1))
-    slots = [im.Slot(globals_index[g], 8 * i, im.SLOT_BOOL if k == "boolean" else im.SLOT_NUM)
-             for i, (g, k) in enumerate(sorted(facts.global_kinds.items()))]
+    slots, offset = [], 0
+    for g in sorted(facts.global_kinds):
+        kind = slot_kind(facts.kinds_of(g))
+        slots.append(im.Slot(globals_index[g], offset, kind))
+        offset += 16 if kind == im.SLOT_TAGGED else 8
     if slots:
         m.add("globals", im.Map("globals", im.ROLE_GLOBALS, MAP_TYPES["array"], 4,
-                                8 * len(slots), 1, slots=slots))
+                                offset, 1, slots=slots))
     if uses_probenames:
         m.add("probenames", im.Map("probenames", im.ROLE_PROBENAMES, MAP_TYPES["array"], 4,
                                    64, 0))
@@ -111,6 +114,13 @@ def session_maps(facts: Facts, globals_index: dict[str, int], tables: list[Table
     if zero_size:
         m.add("zeroes", im.Map("zeroes", im.ROLE_SCRATCH, MAP_TYPES["array"], 4, zero_size, 1))
     return m
+
+
+def slot_kind(kinds: frozenset) -> int:
+    """A global that only ever holds numbers (or only booleans) needs no tag."""
+    if kinds == {"number"}:
+        return im.SLOT_NUM
+    return im.SLOT_BOOL if kinds == {"boolean"} else im.SLOT_TAGGED
 
 
 def table_map(name: str, use: TableUse, gindex: int, desc: TableDesc, entries: int) -> im.Map:

@@ -17,7 +17,9 @@ ROLE_NAMES = ("table", "globals", "output", "scratch", "state", "probenames")
 # Key and value kinds of table maps; kinds of global slots
 KEY_NUM, KEY_STR = 0, 1
 VAL_NUM, VAL_STR, VAL_AGG = 0, 1, 2
-SLOT_NUM, SLOT_BOOL = 0, 1
+# slot kinds: an i64; a boolean as 0/1; or 16 bytes, the value's tag (the
+# record value codes: 0 nil, 1 false, 2 true, 3 number) then the i64
+SLOT_NUM, SLOT_BOOL, SLOT_TAGGED = 0, 1, 2
 # Relocation kinds
 RELOC_MAP_FD, RELOC_FIELD_POS, RELOC_FIELD_NAMED, RELOC_ATTACH_INDEX = range(4)
 RELOC_NAMES = ("map fd", "field by position", "field by name", "attachment index")

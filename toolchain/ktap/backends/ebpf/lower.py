@@ -166,10 +166,9 @@ class Lowering(Records, TableOps):
         self.asm.copy(R10, self.buffer(dst), R10, self.buffer(src), min(dsize, ssize), R1)
 
     # -- globals --------------------------------------------------------------
-    def global_slot(self, name: str) -> int:
+    def global_slot(self, name: str) -> im.Slot:
         gm = self.maps.get("globals")
-        gi = next(s for s in gm.slots if self.global_name(s.global_index) == name)
-        return gi.offset
+        return next(s for s in gm.slots if self.global_name(s.global_index) == name)
 
     def global_name(self, index: int) -> str:
         return self.globals[index]
@@ -177,29 +176,49 @@ class Lowering(Records, TableOps):
     def op_GETUPV(self, item, r, g) -> None:
         if g.name in self.facts.table_globals:
             return
-        a = self.asm
-        a.add(ldx(DW, R1, R10, GLOBALS_PTR))
-        if self.facts.global_kinds[g.name] == NUM:
-            a.add(ldx(DW, R1, R1, self.global_slot(g.name)))
+        a, slot = self.asm, self.global_slot(g.name)
+        a.add(ldx(DW, R2, R10, GLOBALS_PTR))
+        if slot.kind == im.SLOT_NUM:
+            a.add(ldx(DW, R1, R2, slot.offset))
             self.set_num(r, R1)
-            return
-        a.add(ldx(DW, R1, R1, self.global_slot(g.name)), alu64("add", R1, None, TAG["false"]))
-        a.add(stx(DW, R10, Frame.tag(r.n), R1))
+        elif slot.kind == im.SLOT_BOOL:
+            a.add(ldx(DW, R1, R2, slot.offset), alu64("add", R1, None, TAG["false"]),
+                  stx(DW, R10, Frame.tag(r.n), R1))
+        else:
+            a.add(ldx(DW, R1, R2, slot.offset), stx(DW, R10, Frame.tag(r.n), R1),
+                  ldx(DW, R1, R2, slot.offset + 8), stx(DW, R10, Frame.val(r.n), R1))
 
     def op_SETUPV(self, item, r, g) -> None:
-        a = self.asm
+        a, slot = self.asm, self.global_slot(g.name)
         a.add(ldx(DW, R2, R10, GLOBALS_PTR))
-        if self.facts.global_kinds[g.name] == NUM:
+        if slot.kind == im.SLOT_NUM:
             self.load_val(R1, r)
+            a.add(stx(DW, R2, slot.offset, R1))
+        elif slot.kind == im.SLOT_BOOL:
+            self.load_tag(R1, r)
+            a.add(alu64("sub", R1, None, TAG["false"]), stx(DW, R2, slot.offset, R1))
         else:
             self.load_tag(R1, r)
-            a.add(alu64("sub", R1, None, TAG["false"]))
-        a.add(stx(DW, R2, self.global_slot(g.name), R1))
+            a.add(stx(DW, R2, slot.offset, R1))
+            self.load_val(R1, r)
+            a.add(stx(DW, R2, slot.offset + 8, R1))
 
     def op_GADD(self, item, g, r) -> None:
         """global += number, atomically (the fused GETUPV/ADD/SETUPV)."""
+        a, slot = self.asm, self.global_slot(g.name)
+        offset = slot.offset
+        if slot.kind == im.SLOT_TAGGED:
+            number, boolean = Label(), Label()
+            a.add(ldx(DW, R2, R10, GLOBALS_PTR), ldx(DW, R1, R2, slot.offset))
+            a.jump("jeq", R1, number, imm=TAG[NUM])
+            a.jump("jne", R1, boolean, imm=TAG[NIL])
+            self.runtime_error("attempt to perform arithmetic on a nil value")
+            a.place(boolean)
+            self.runtime_error("attempt to perform arithmetic on a boolean value")
+            a.place(number)
+            offset += 8
         self.number(r, R1, "attempt to perform arithmetic on a %s value")
-        self.asm.add(ldx(DW, R2, R10, GLOBALS_PTR), xadd(DW, R2, self.global_slot(g.name), R1))
+        a.add(ldx(DW, R2, R10, GLOBALS_PTR), xadd(DW, R2, offset, R1))
 
     # -- arithmetic and comparison -------------------------------------------
     def arith_operands(self, b: ir.Reg, c: ir.Reg) -> None:

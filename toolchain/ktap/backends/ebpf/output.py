@@ -10,8 +10,9 @@ from ktap.backends.ebpf.asm import Label
 from ktap.backends.ebpf.frame import KEY0, SPARE, TAG
 from ktap.backends.ebpf.insn import (B, BPF_F_CURRENT_CPU, DW, R0, R1, R2, R3, R4, R5, R6, R7,
                                      R8, R9, R10, alu64, ldx, mov, movi, st, stx, xadd)
-from ktap.backends.ebpf.types import NIL, NUM, STR, unsupported
-from ktap.backends.kbc.records import REC, STATE
+from ktap.backends.ebpf.types import NIL, NUM, STR, TABLE_BUILTINS, unsupported
+from ktap.backends.kbc.records import CALL_CLEAR, REC, STATE
+from ktap.frontend.builtins import BUILTIN_BY_NAME
 from ktap.ir import nodes as ir
 
 
@@ -136,7 +137,11 @@ class Records:
 
     def op_CALLB(self, item, base, builtin, n) -> None:
         name = builtin.name
-        if name == "print":
+        if name in TABLE_BUILTINS or (name == "print" and n.value == 1 and
+                                      self.ty(base).table is not None):
+            self.call_record(BUILTIN_BY_NAME[name].id, base, n.value - 1)
+            self.set_tag(base, NIL)
+        elif name == "print":
             self.rec_begin(REC["print"])
             self.rec_values(base.n, n.value)
             self.rec_end()
@@ -147,6 +152,17 @@ class Records:
             self.read_string(base, name)
         else:
             raise unsupported(self.src, item.loc, f"{name}()")
+
+    def call_record(self, builtin: int, table: ir.Reg, nargs: int) -> None:
+        """Asks ktaprun to run a built-in on the table's map (docs/ebpf.md)."""
+        self.rec_begin(REC["call"])
+        self.rec_u8(builtin)
+        self.rec_imm(self.globals.index(self.ty(table).table), 4)
+        self.rec_values(table.n + 1, nargs)
+        self.rec_end()
+
+    def op_CLEAR(self, item, table) -> None:
+        self.call_record(CALL_CLEAR, table, 0)
 
     def exit_session(self, code: ir.Reg | None) -> None:
         if code is not None:

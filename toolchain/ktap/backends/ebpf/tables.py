@@ -154,6 +154,13 @@ class TableOps:
 
     op_SETTABLEK = op_SETTABLE
 
+    def op_DELETE(self, item, t, k) -> None:
+        index, m = self.table_map(t)
+        key = self.key(m, k)
+        self.asm.map_ref(R1, index)
+        self.asm.add(mov(R2, R10), alu64("add", R2, None, key))
+        self.asm.call("map_delete_elem")
+
     def store_entry(self, index: int, m: im.Map, key: int, v: ir.Reg, end: Label) -> None:
         a = self.asm
         missing, again = Label(), Label()
@@ -303,9 +310,11 @@ class TableOps:
         elif name == "cpu":
             a.call("get_smp_processor_id")
         elif name == "execname":
+            # zeroed first: since 6.x the helper copies with strscpy, which leaves
+            # the bytes after the NUL as they were, and keys compare all 16
+            self.asm.zero(R10, self.buffer(r), self.inf.reg_strsize[r.n])
             a.add(mov(R1, R10), alu64("add", R1, None, self.buffer(r)), movi(R2, 16))
             a.call("get_current_comm")
-            self.asm.zero(R10, self.buffer(r) + 16, self.inf.reg_strsize[r.n] - 16)
             self.set_tag(r, STR)
             return
         elif name == "probename":

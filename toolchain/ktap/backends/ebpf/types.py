@@ -11,6 +11,7 @@ from ktap.core.diagnostics import Loc, SemanticError, Source
 from ktap.ir import nodes as ir
 
 NIL, BOOL, NUM, STR = "nil", "boolean", "number", "string"
+GLOBAL_KINDS = frozenset((NIL, BOOL, NUM))
 COMM_BYTES = 16
 PROBENAME_BYTES = 64
 
@@ -80,6 +81,12 @@ class Facts:
     tables: dict[str, TableUse] = field(default_factory=dict)
     # per table global: (key type, value type, loc) of each entry the setup code stores
     setup_entries: dict[str, list] = field(default_factory=dict)
+    # per other global: the kinds handlers store into it
+    global_stored: dict[str, set] = field(default_factory=dict)
+
+    def kinds_of(self, name: str) -> frozenset:
+        """Every kind a global may hold while handlers run."""
+        return frozenset({self.global_kinds[name]} | self.global_stored.get(name, set()))
 
 
 def setup_facts(prog: ir.IRProgram) -> Facts:
@@ -144,6 +151,8 @@ VAR_TYPES = {"pid": t(NUM), "tid": t(NUM), "uid": t(NUM), "cpu": t(NUM),
 NUM_RESULT = {"ADD", "SUB", "MUL", "DIV", "MOD", "UNM"}
 BOOL_RESULT = {"NOT", "EQ", "NE", "LT", "LE"}
 NIL_BUILTINS = {"print", "exit"}
+# built-ins on a whole table: ktaprun runs them (a CALL record, docs/ebpf.md)
+TABLE_BUILTINS = {"hist", "lhist", "print_hist"}
 STRING_BUILTINS = {"kernel_string", "user_string"}
 
 
@@ -254,7 +263,7 @@ class Inference:
             if name in self.facts.table_globals:
                 return self.set(state, a[0], T(frozenset(), 0, name))
             if name in self.facts.global_kinds:
-                return self.set(state, a[0], t(self.facts.global_kinds[name]))
+                return self.set(state, a[0], t(*self.facts.kinds_of(name)))
             raise SemanticError(f"the ebpf backend needs global '{name}' to start as a number, "
                                 "a boolean or a table in the setup code (use --backend ktapvm)",
                                 self.src, loc)
@@ -281,11 +290,22 @@ class Inference:
             return self.set(state, a[0], t(NUM))
         if op == "CALLB":
             name = a[1].name
+            if name in TABLE_BUILTINS or (name == "print" and a[2].value == 1 and
+                                          state[a[0].n] is not None and
+                                          state[a[0].n].table is not None):
+                self.table(state, a[0], loc)
+                return self.set(state, a[0], t(NIL))
             if name in NIL_BUILTINS:
                 return self.set(state, a[0], t(NIL))
             if name in STRING_BUILTINS:
                 return self.set(state, a[0], T(frozenset((STR, NIL)), self.facts.string_bytes))
             raise unsupported(self.src, loc, f"{name}()")
+        if op == "CLEAR":
+            self.table(state, a[0], loc)
+            return state
+        if op == "DELETE":
+            self.key(self.table(state, a[0], loc), state[a[1].n], loc)
+            return state
         if op in ("PRINTF", "JMPF", "JMPT", "NOP"):
             return state
         raise unsupported(self.src, loc, self.describe_op(op))
@@ -305,11 +325,13 @@ class Inference:
 
     def global_store(self, name: str, ty: T | None, loc: Loc) -> None:
         kind = self.facts.global_kinds.get(name)
-        if name in self.facts.table_globals or kind is None or ty is None or not ty.only(kind):
-            raise SemanticError(f"the ebpf backend keeps global '{name}' as a "
-                                f"{kind or 'value the setup code gives it'}; a handler may only "
-                                f"store a {kind or 'number'} into it (use --backend ktapvm)",
-                                self.src, loc)
+        if name in self.facts.table_globals or kind is None or ty is None or \
+                not ty.kinds <= GLOBAL_KINDS or ty.table is not None:
+            what = ty.describe() if ty is not None else "undefined"
+            raise SemanticError(f"the ebpf backend keeps global '{name}' in a map slot for "
+                                f"numbers, booleans and nil; this value may be {what} "
+                                "(use --backend ktapvm)", self.src, loc)
+        self.facts.global_stored.setdefault(name, set()).update(ty.kinds)
 
     def table_write(self, item: ir.Instr, state: State) -> None:
         op, a, loc = item.op, item.args, item.loc

@@ -24,7 +24,11 @@ RECORDS = (
     Code("hist", 5, "u32 table_desc, entries"),
     Code("lhist", 6, "u32 table_desc, entries"),
     Code("status", 7, "i64 exit_code, u8 state, u32 line, col, function, message, drops"),
+    # eBPF programs only: ktaprun runs the built-in in its interpreter on the
+    # table as the maps hold it then (docs/ebpf.md)
+    Code("call", 8, "u8 builtin (255: delete(t)), u32 global holding the table, values"),
 )
+CALL_CLEAR = 255
 
 VALUES = (
     Code("nil", 0, ""),
@@ -50,4 +54,4 @@ STATE = {c.name: c.code for c in STATES}
 
 def c_context() -> dict:
     """What kmod/gen/ktap_records.h.j2 renders."""
-    return {"records": RECORDS, "values": VALUES, "states": STATES}
+    return {"records": RECORDS, "values": VALUES, "states": STATES, "call_clear": CALL_CLEAR}
