@@ -51,6 +51,7 @@ from ktap.core.targets import get_target, target_names  # noqa: E402
 from ktap.boards.choice import DEFAULT_KERNEL, KERNEL_CHOICES, boot_kernel  # noqa: E402
 from ktap.build.kbuild import kbuild  # noqa: E402
 from ktapdev import harness  # noqa: E402
+from ktapdev.boardtest import JIT_REFUSES  # noqa: E402
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 # probe kind: (ktap event, ktap_smoke attach spec, ktap_native's on=)
@@ -94,11 +95,13 @@ def ns_of(result) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def ebpf_commands(kind: str, name: str, write: list[str]) -> dict:
+def ebpf_commands(kind: str, name: str, write: list[str], jit: bool) -> dict:
     """The eBPF runs of one script, JIT off then on, each timed by ktap_smoke -b."""
     run = ["/ktaprun", f"/{kind}-{name}-ebpf.kbc", "--", SMOKE, "-b", "-w", "300", "--", *write]
-    return {(kind, f"ebpf {name}"): [["/bin/ktapw", "write-file", JIT_SYSCTL, "0"], run],
-            (kind, f"ebpf jit {name}"): [["/bin/ktapw", "write-file", JIT_SYSCTL, "1"], run]}
+    runs = {(kind, f"ebpf {name}"): [["/bin/ktapw", "write-file", JIT_SYSCTL, "0"], run]}
+    if jit:
+        runs[(kind, f"ebpf jit {name}")] = [["/bin/ktapw", "write-file", JIT_SYSCTL, "1"], run]
+    return runs
 
 
 def ply_commands(kind: str, write: list[str]) -> dict:
@@ -140,7 +143,7 @@ def measure(target: str, n: int, kernel: str = DEFAULT_KERNEL, ply: Path | None 
                 path = Path(tmp) / f"{kind}-{name}-ebpf.kbc"
                 path.write_bytes(bc.dump(img))
                 files[f"/{kind}-{name}-ebpf.kbc"] = path
-                commands.update(ebpf_commands(kind, name, write))
+                commands.update(ebpf_commands(kind, name, write, target not in JIT_REFUSES))
             if ply is not None:
                 files["/ply"] = ply
                 commands.update(ply_commands(kind, write))
@@ -239,6 +242,9 @@ def main() -> int:
             ply = m.get((kind, "ply count"))
             for jit in ("off", "on"):
                 tag = "ebpf jit " if jit == "on" else "ebpf "
+                if (kind, tag + "count") not in m:
+                    print(f"{name:8} {kind:10} {jit:4} (n/a: {JIT_REFUSES[name]})")
+                    continue
                 count = m[(kind, tag + "count")]
                 vs_ply = f"{count / ply:>6.2f}x" if ply and jit == "on" else f"{'-':>7}"
                 print(f"{name:8} {kind:10} {jit:4} {m[(kind, tag + 'empty')]:>6.0f} {count:>6.0f} "

@@ -22,6 +22,7 @@ from ktap.build import ktaprun as runner
 from ktap.build import render as gen
 from ktap.core import tools
 from ktap.core.diagnostics import Source
+from ktap.frontend.builtins import BUILTIN_BY_NAME
 from ktapdev import harness as cvm
 
 TARGETS = ["arm", "mips"]          # little-endian and big-endian 32-bit
@@ -300,17 +301,18 @@ trace_end { print(n, flag); print(t); print(h["q"]); hist(h) }
 """
 
 
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    work = tmp_path_factory.mktemp("sync")
-    src = work / "sync_driver.c"
-    src.write_text(DRIVER)
+def c_driver(tmp_path_factory, name: str, source: str):
+    """A host build of `source` with kmod's core and ktap_sync.c, per target:
+    get(target) -> the executable (built once)."""
+    work = tmp_path_factory.mktemp(name)
+    src = work / f"{name}.c"
+    src.write_text(source)
     made = {}
 
     def get(target: str) -> Path:
         if target not in made:
             headers = gen.gen_dir(target, work / target)
-            exe = work / f"sync_driver-{target}"
+            exe = work / f"{name}-{target}"
             r = subprocess.run([tools.find_cc(), "-std=gnu11", "-g", "-Wall", "-Werror",
                                 *gen.include_flags(headers), str(src),
                                 *map(str, gen.core_sources()), str(runner.SYNC),
@@ -319,6 +321,11 @@ def driver(tmp_path_factory):
             made[target] = exe
         return made[target]
     return get
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    return c_driver(tmp_path_factory, "sync_driver", DRIVER)
 
 
 def formatted(exe: Path, records: Path, image_path: Path) -> subprocess.CompletedProcess:
@@ -485,30 +492,15 @@ tick-1s {
 trace_end { printf("end %%d\\n", s["b"]) }
 """
 
-# print_hist, hist, print by their frontend/builtins.py ids
-B_PRINT, B_EXIT, B_HIST, B_LHIST, B_PRINT_HIST = 0, 1, 7, 8, 9
+# the built-ins a CALL record names, by their frontend/builtins.py ids
+B_PRINT, B_EXIT, B_HIST, B_LHIST, B_PRINT_HIST = (
+    BUILTIN_BY_NAME[n].id for n in ("print", "exit", "hist", "lhist", "print_hist"))
 CALLS = [f"0:{B_PRINT_HIST}:n2", f"1:{B_HIST}", f"0:{B_PRINT}"]
 
 
 @pytest.fixture(scope="module")
 def call_driver(tmp_path_factory):
-    work = tmp_path_factory.mktemp("call")
-    src = work / "call_driver.c"
-    src.write_text(CALL_DRIVER)
-    made = {}
-
-    def get(target: str) -> Path:
-        if target not in made:
-            headers = gen.gen_dir(target, work / target)
-            exe = work / f"call_driver-{target}"
-            r = subprocess.run([tools.find_cc(), "-std=gnu11", "-g", "-Wall", "-Werror",
-                                *gen.include_flags(headers), str(src),
-                                *map(str, gen.core_sources()), str(runner.SYNC),
-                                "-o", str(exe)], capture_output=True, text=True)
-            assert r.returncode == 0, r.stderr
-            made[target] = exe
-        return made[target]
-    return get
+    return c_driver(tmp_path_factory, "call_driver", CALL_DRIVER)
 
 
 def fire_tick(harness: Path, image_path: Path, tmp: Path) -> bytes:
