@@ -438,6 +438,11 @@ static void do_run(struct agent *a, const unsigned char *p, uint32_t n)
 		signal(SIGPIPE, SIG_DFL);
 		signal(SIGHUP, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
+		/* An agent started in the background from a script (nohup, an init
+		 * script's `&`) inherits SIGINT and SIGQUIT ignored; the command
+		 * must not, or the host's Ctrl-C could never reach it. */
+		signal(SIGINT, SIG_DFL);
+		signal(SIGQUIT, SIG_DFL);
 		dup2(devnull, 0);
 		dup2(out[1], 1);
 		dup2(err[1], 2);
