@@ -20,8 +20,9 @@ SUITE_DIR = BOARD_TESTS_DIR
 JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
 # Boards whose kernel JIT refuses the backend's programs: there the eBPF suite
 # keeps the kernel's default (JIT off, the interpreter runs them).
-JIT_REFUSES = {"arm": "6.1's arm32 JIT refuses the programs (BPF_PROG_LOAD fails with no "
-                      "verifier log; they load with the JIT off, arm's default)"}
+JIT_REFUSES = {
+    t: f"6.1's 32-bit {t} JIT refuses the programs (BPF_PROG_LOAD fails with no verifier "
+       "log; they load with the JIT off, the board's default)" for t in ("arm", "powerpc")}
 SAMPLES_DIR = SUITE_DIR.parent / "samples"
 CASE_KEYS = {"name", "script", "sample", "bad_image", "workload", "expect", "expect_regex",
              "expect_range", "status", "stderr_regex", "limits", "skip", "ebpf_error"}
