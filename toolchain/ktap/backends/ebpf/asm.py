@@ -6,7 +6,7 @@ byte)."""
 from __future__ import annotations
 
 from ktap.backends.ebpf import image as im
-from ktap.backends.ebpf.insn import (B, DW, LD, PSEUDO_MAP_FD, R1, R10, W, Insn, alu64, call,
+from ktap.backends.ebpf.insn import (B, DW, LD, PSEUDO_MAP_FD, R1, R10, Insn, alu64, call,
                                      exit_insn, is_jump, ja, jmp, ld_imm64, ldx, mov, movi, st,
                                      stx)
 
@@ -96,11 +96,6 @@ class Asm:
         """Copies size bytes (a multiple of 8) between 8-aligned buffers."""
         for k in range(0, size, 8):
             self.add(ldx(DW, tmp, src, src_off + k), stx(DW, dst, dst_off + k, tmp))
-
-    def copy_words(self, dst: int, dst_off: int, src: int, src_off: int, size: int,
-                   tmp: int) -> None:
-        for k in range(0, size, 4):
-            self.add(ldx(W, tmp, src, src_off + k), stx(W, dst, dst_off + k, tmp))
 
     # -- finishing --------------------------------------------------------
     def finish(self) -> None:

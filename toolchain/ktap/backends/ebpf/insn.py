@@ -12,7 +12,6 @@ LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
 # Sizes and modes (loads and stores)
 W, H, B, DW = 0x00, 0x08, 0x10, 0x18
 SIZE_BYTES = {W: 4, H: 2, B: 1, DW: 8}
-BYTES_SIZE = {v: k for k, v in SIZE_BYTES.items()}
 IMM, MEM, ATOMIC = 0x00, 0x60, 0xC0
 # Operand source
 K, X = 0x00, 0x08
