@@ -45,13 +45,13 @@ from elftools.elf.elffile import ELFFile  # noqa: E402
 from ktap import api  # noqa: E402
 from ktap.boards.batch import run_commands  # noqa: E402
 from ktap.build import kmod, ktaprun as runner  # noqa: E402
+from ktap.backends.ebpf.codegen import jit_gaps  # noqa: E402
 from ktap.backends.kbc import bytecode as bc  # noqa: E402
 from ktap.core.diagnostics import Source  # noqa: E402
 from ktap.core.targets import get_target, target_names  # noqa: E402
 from ktap.boards.choice import DEFAULT_KERNEL, KERNEL_CHOICES, boot_kernel  # noqa: E402
 from ktap.build.kbuild import kbuild  # noqa: E402
 from ktapdev import harness  # noqa: E402
-from ktapdev.boardtest import JIT_REFUSES  # noqa: E402
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 # probe kind: (ktap event, ktap_smoke attach spec, ktap_native's on=)
@@ -126,7 +126,7 @@ def measure(target: str, n: int, kernel: str = DEFAULT_KERNEL, ply: Path | None 
     smoke = harness.build_smoke_client(target)
     write = ["/bin/ktapw", "write", str(n)]
     timed = [SMOKE, "-b", "-w", "300", "--", *write]
-    images = {}
+    images, refused = {}, ""
     with tempfile.TemporaryDirectory(prefix="ktap-bench-") as tmp:
         files = {"/ktapvm.ko": ko, "/ktap_native.ko": native, SMOKE: smoke}
         commands = {"bare1": [timed], "bare2": [timed]}
@@ -143,7 +143,10 @@ def measure(target: str, n: int, kernel: str = DEFAULT_KERNEL, ply: Path | None 
                 path = Path(tmp) / f"{kind}-{name}-ebpf.kbc"
                 path.write_bytes(bc.dump(img))
                 files[f"/{kind}-{name}-ebpf.kbc"] = path
-                commands.update(ebpf_commands(kind, name, write, target not in JIT_REFUSES))
+                gaps = jit_gaps(img)
+                if gaps:
+                    refused = f"{target}'s JIT lacks {', '.join(gaps)}"
+                commands.update(ebpf_commands(kind, name, write, not gaps))
             if ply is not None:
                 files["/ply"] = ply
                 commands.update(ply_commands(kind, write))
@@ -201,7 +204,7 @@ def measure(target: str, n: int, kernel: str = DEFAULT_KERNEL, ply: Path | None 
     ktaprun = runner.stripped_size(runner.build_ktaprun(target))
     insns = {kind: program_insns(images[(kind, "ebpf count")]) for kind in PROBES}
     return {"noise": abs(ns["bare1"] - ns["bare2"]) / n, **added, "size": size, "alloc": alloc,
-            "ktaprun": ktaprun, "insns": insns, "ply insns": ply_insns}
+            "ktaprun": ktaprun, "insns": insns, "ply insns": ply_insns, "jit refused": refused}
 
 
 def program_insns(image: bc.Image) -> int:
@@ -243,7 +246,7 @@ def main() -> int:
             for jit in ("off", "on"):
                 tag = "ebpf jit " if jit == "on" else "ebpf "
                 if (kind, tag + "count") not in m:
-                    print(f"{name:8} {kind:10} {jit:4} (n/a: {JIT_REFUSES[name]})")
+                    print(f"{name:8} {kind:10} {jit:4} (n/a: {m['jit refused']})")
                     continue
                 count = m[(kind, tag + "count")]
                 vs_ply = f"{count / ply:>6.2f}x" if ply and jit == "on" else f"{'-':>7}"

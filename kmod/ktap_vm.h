@@ -69,7 +69,8 @@ enum ktap_backend { KTAP_BACKEND_KTAPVM = 0, KTAP_BACKEND_EBPF = 1, KTAP_NUM_BAC
 /* Map roles, key/value kinds of table maps, kinds of global slots, and
  * relocation kinds: the numbers of docs/ebpf.md (backends/ebpf/image.py). */
 enum ktap_bpf_role { KTAP_BPF_TABLE, KTAP_BPF_GLOBALS, KTAP_BPF_OUTPUT, KTAP_BPF_SCRATCH,
-		     KTAP_BPF_STATE, KTAP_BPF_PROBENAMES, KTAP_BPF_NUM_ROLES };
+		     KTAP_BPF_STATE, KTAP_BPF_PROBENAMES, KTAP_BPF_COUNTERS, KTAP_BPF_DROPS,
+		     KTAP_BPF_NUM_ROLES };
 enum { KTAP_BPF_KEY_NUM, KTAP_BPF_KEY_STR };
 enum { KTAP_BPF_VAL_NUM, KTAP_BPF_VAL_STR, KTAP_BPF_VAL_AGG };
 /* a global's slot: an i64, a 0/1 boolean, or 16 bytes: the value's record tag

@@ -26,7 +26,37 @@
 
 #define SEQ_BYTES 8
 #define AGG_HEAD (SEQ_BYTES + 4 * 8)	/* seq, count, sum, min, max */
-#define STATE_BYTES (6 * 8)		/* stopped, seq, drops[4] */
+#define STATE_BYTES (2 * 8)		/* stopped, seq */
+#define DROPS_BYTES (KTAP_NUM_DROPS * 8)	/* per CPU */
+
+/* Per CPU, a percpu map's value takes value_size rounded up to 8 bytes. */
+static size_t stride(const struct ktap_bpf_map *m)
+{
+	return ((size_t)m->value_size + 7) & ~(size_t)7;
+}
+
+static int is_percpu(const struct ktap_bpf_map *m)
+{
+	return m->type == MAP_PERCPU_HASH || m->type == MAP_PERCPU_ARRAY;
+}
+
+/* Bytes of one lookup or update: a percpu map's value is every CPU's copy. */
+static size_t value_bytes(const struct ebpf_sess *e, const struct ktap_bpf_map *m)
+{
+	return is_percpu(m) ? stride(m) * e->env.ncpus : m->value_size;
+}
+
+/* The sum of a u64 over the CPUs' copies of a percpu value. */
+static uint64_t sum_cpus(const struct ebpf_sess *e, const struct ktap_bpf_map *m,
+			 const unsigned char *val, uint32_t off)
+{
+	uint64_t n = 0;
+	uint32_t c;
+
+	for (c = 0; c < e->env.ncpus; c++)
+		n += ktap_get_uint(val + c * stride(m) + off, 8);
+	return n;
+}
 
 /* Bytes of a global's slot: a tagged one carries the value's tag before it. */
 static uint32_t slot_bytes(const struct ktap_bpf_slot *s)
@@ -56,7 +86,7 @@ static void tagged_value(const unsigned char *p, struct ktap_sync_val *g)
 }
 
 static const char *const role_names[KTAP_BPF_NUM_ROLES] = {
-	"table", "globals", "output", "scratch", "state", "probenames",
+	"table", "globals", "output", "scratch", "state", "probenames", "counters", "drops",
 };
 
 /* -- checking the image ---------------------------------------------------------- */
@@ -70,6 +100,8 @@ static const struct { uint32_t type, alt, key; } role_shape[KTAP_BPF_NUM_ROLES] 
 	[KTAP_BPF_SCRATCH] = { MAP_PERCPU_ARRAY, MAP_ARRAY, 4 },
 	[KTAP_BPF_STATE] = { MAP_ARRAY, MAP_ARRAY, 4 },
 	[KTAP_BPF_PROBENAMES] = { MAP_ARRAY, MAP_ARRAY, 4 },
+	[KTAP_BPF_COUNTERS] = { MAP_PERCPU_ARRAY, MAP_PERCPU_ARRAY, 4 },
+	[KTAP_BPF_DROPS] = { MAP_PERCPU_ARRAY, MAP_PERCPU_ARRAY, 4 },
 };
 
 static const char *check_table(const struct ktap_image *img, const struct ktap_bpf_map *m)
@@ -80,8 +112,11 @@ static const char *check_table(const struct ktap_image *img, const struct ktap_b
 		return "unknown key or value kind";
 	if (m->key_kind == KTAP_BPF_KEY_NUM && m->key_size != 8)
 		return "number keys are 8 bytes";
-	if ((m->value_kind == KTAP_BPF_VAL_AGG) != (m->type == MAP_PERCPU_HASH))
-		return "aggregates, and only they, live in a percpu hash";
+	/* a number table handlers only add to may be per CPU (summed when read) */
+	if (m->value_kind == KTAP_BPF_VAL_AGG && m->type != MAP_PERCPU_HASH)
+		return "aggregates live in a percpu hash";
+	if (m->value_kind == KTAP_BPF_VAL_STR && m->type != MAP_HASH)
+		return "string values live in a plain hash";
 	if (m->value_kind == KTAP_BPF_VAL_NUM && m->value_size != SEQ_BYTES + 8)
 		return "number values are 16 bytes (seq, value)";
 	if (m->value_kind == KTAP_BPF_VAL_STR && m->value_size <= SEQ_BYTES)
@@ -108,11 +143,17 @@ static const char *check_map(const struct ktap_image *img, const struct ktap_bpf
 	if (m->role == KTAP_BPF_OUTPUT && m->value_size != 4)
 		return "perf event array values are 4 bytes";
 	if (m->role == KTAP_BPF_STATE && m->value_size < STATE_BYTES)
-		return "the state value is 48 bytes";
+		return "the state value is 16 bytes";
+	if (m->role == KTAP_BPF_DROPS && m->value_size < DROPS_BYTES)
+		return "the drops value is 32 bytes";
 	for (i = 0; i < m->nslots; i++) {
 		const struct ktap_bpf_slot *s = &m->slots[i];
 
-		if (m->role != KTAP_BPF_GLOBALS || s->global >= img->nglobals ||
+		/* a counter's per-CPU shares are summed: numbers only */
+		if (m->role == KTAP_BPF_COUNTERS && s->kind != KTAP_BPF_SLOT_NUM)
+			return "a counter slot holds a number";
+		if ((m->role != KTAP_BPF_GLOBALS && m->role != KTAP_BPF_COUNTERS) ||
+		    s->global >= img->nglobals ||
 		    s->kind > KTAP_BPF_SLOT_TAGGED || m->value_size < slot_bytes(s) ||
 		    s->offset > m->value_size - slot_bytes(s))
 			return "a global slot is out of range";
@@ -322,10 +363,11 @@ static const char *global_name(const struct ktap_image *img, uint32_t g, char *b
 	return buf;
 }
 
+/* The setup code's values go into the (first CPU's copy of the) value. */
 static int seed_globals(struct ebpf_sess *e, struct ebpf_map *em)
 {
 	const struct ktap_bpf_map *m = em->m;
-	unsigned char *v = xcalloc(1, m->value_size);
+	unsigned char *v = xcalloc(1, value_bytes(e, m));
 	struct ktap_sync_val g;
 	uint32_t i, zero = 0;
 	char name[300];
@@ -362,11 +404,14 @@ static int seed_globals(struct ebpf_sess *e, struct ebpf_map *em)
 static void read_globals(struct ebpf_sess *e, const struct ebpf_map *em)
 {
 	const struct ktap_bpf_map *m = em->m;
-	unsigned char *v = xcalloc(1, m->value_size);
+	unsigned char *v = xcalloc(1, value_bytes(e, m));
 	struct ktap_sync_val g = { 0 };
 	uint32_t i, zero = 0;
 
 	if (bpf_map_lookup(em->fd, &zero, v) == 0) {
+		/* a counter's value is its CPUs' shares summed, in the first copy */
+		for (i = 0; is_percpu(m) && i < m->nslots; i++)
+			ktap_put_uint(v + m->slots[i].offset, sum_cpus(e, m, v, m->slots[i].offset), 8);
 		for (i = 0; i < m->nslots; i++) {
 			/* a global no program changed keeps its value as it is: a nil
 			 * one stays nil rather than becoming the 0 it was seeded as */
@@ -388,17 +433,6 @@ static void read_globals(struct ebpf_sess *e, const struct ebpf_map *em)
 }
 
 /* -- table entries: the interpreter's values <-> map keys and values ------------------ */
-/* Per CPU, a percpu map's value takes value_size rounded up to 8 bytes. */
-static size_t stride(const struct ktap_bpf_map *m)
-{
-	return ((size_t)m->value_size + 7) & ~(size_t)7;
-}
-
-static size_t value_bytes(const struct ebpf_sess *e, const struct ktap_bpf_map *m)
-{
-	return m->type == MAP_PERCPU_HASH ? stride(m) * e->env.ncpus : m->value_size;
-}
-
 static size_t agg_bytes(const struct ebpf_map *em)
 {
 	return AGG_HEAD + (em->log2 ? 8 * KTAP_LOG2_BUCKETS : 0) + 8 * (size_t)em->nlinear;
@@ -548,7 +582,8 @@ int ebpf_seed_maps(struct ebpf_sess *e)
 		if (em->m->role == KTAP_BPF_TABLE &&
 		    (bind_table(e, em) < 0 || seed_table(e, em, &seq) < 0))
 			return -1;
-		if (em->m->role == KTAP_BPF_GLOBALS && seed_globals(e, em) < 0)
+		if ((em->m->role == KTAP_BPF_GLOBALS || em->m->role == KTAP_BPF_COUNTERS) &&
+		    seed_globals(e, em) < 0)
 			return -1;
 	}
 	/* the counter holds the last stamp given: programs add 1, then read it */
@@ -595,13 +630,29 @@ static int by_seq(const void *a, const void *b)
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+/* The smallest stamp any CPU's copy holds: when the key was first inserted
+ * (a CPU that never touched the key has 0 there). */
+static uint64_t first_stamp(const struct ebpf_sess *e, const struct ktap_bpf_map *m,
+			    const unsigned char *val)
+{
+	uint64_t seq = 0, s;
+	uint32_t c;
+
+	for (c = 0; c < e->env.ncpus; c++) {
+		s = ktap_get_uint(val + c * stride(m), 8);
+		if (s && (!seq || s < seq))
+			seq = s;
+	}
+	return seq;
+}
+
 /* The CPUs' copies of an aggregate merged as the interpreter merges shards:
  * counts, sums and buckets add, min/max combine over the CPUs that saw a
  * value; the stamp is the smallest one set. Returns the stamp. */
 static uint64_t merge_agg(const struct ebpf_sess *e, const struct ebpf_map *em,
 			  const unsigned char *val, struct ktap_sync_val *v)
 {
-	uint64_t seq = 0, s;
+	uint64_t seq = first_stamp(e, em->m, val);
 	uint32_t c, i;
 
 	v->t = KTAP_T_AGG;
@@ -612,9 +663,6 @@ static uint64_t merge_agg(const struct ebpf_sess *e, const struct ebpf_map *em,
 		int64_t lo = (int64_t)ktap_get_uint(val + 24, 8), hi = (int64_t)ktap_get_uint(val + 32, 8);
 		const unsigned char *b = val + AGG_HEAD;
 
-		s = ktap_get_uint(val, 8);
-		if (s && (!seq || s < seq))
-			seq = s;
 		if (!n)
 			continue;
 		v->min = !v->count || lo < v->min ? lo : v->min;
@@ -637,6 +685,11 @@ static uint64_t decode_value(const struct ebpf_sess *e, const struct ebpf_map *e
 
 	if (m->value_kind == KTAP_BPF_VAL_AGG)
 		return merge_agg(e, em, val, v);
+	if (m->value_kind == KTAP_BPF_VAL_NUM && is_percpu(m)) {
+		v->t = KTAP_T_NUM;
+		v->n = (int64_t)sum_cpus(e, m, val, 8);
+		return first_stamp(e, m, val);
+	}
 	if (m->value_kind == KTAP_BPF_VAL_NUM) {
 		v->t = KTAP_T_NUM;
 		v->n = (int64_t)ktap_get_uint(val + 8, 8);
@@ -758,15 +811,34 @@ void ebpf_clear_table(struct ebpf_sess *e, const struct ebpf_map *em)
 	ktap_table_reset(e->vm, em->table);
 }
 
+/* The drop counts, summed over the CPUs (zeros without a drops map). */
+static uint64_t *read_drops(struct ebpf_sess *e)
+{
+	static uint64_t sums[KTAP_NUM_DROPS];
+	int d = e->role[KTAP_BPF_DROPS];
+	uint32_t i, zero = 0;
+	unsigned char *v;
+
+	memset(sums, 0, sizeof(sums));
+	if (d < 0)
+		return sums;
+	v = xcalloc(1, value_bytes(e, e->maps[d].m));
+	if (bpf_map_lookup(e->maps[d].fd, &zero, v) == 0)
+		for (i = 0; i < KTAP_NUM_DROPS; i++)
+			sums[i] = sum_cpus(e, e->maps[d].m, v, 8 * i);
+	free(v);
+	return sums;
+}
+
 int ebpf_read_back(struct ebpf_sess *e, uint64_t lost)
 {
-	uint64_t n;
+	uint64_t n, *drops;
 	uint32_t i;
 
 	for (i = 0; i < e->img->nmaps; i++) {
 		const struct ebpf_map *em = &e->maps[i];
 
-		if (em->m->role == KTAP_BPF_GLOBALS)
+		if (em->m->role == KTAP_BPF_GLOBALS || em->m->role == KTAP_BPF_COUNTERS)
 			read_globals(e, em);
 		else if (em->m->role == KTAP_BPF_TABLE && em->table)
 			ebpf_pull_table(e, em);
@@ -775,8 +847,9 @@ int ebpf_read_back(struct ebpf_sess *e, uint64_t lost)
 	 * the program counts, and is also a sample the kernel reports lost: the
 	 * larger count has them all (a program that counts nothing leaves the
 	 * kernel's). */
+	drops = read_drops(e);
 	for (i = 0; i < KTAP_NUM_DROPS; i++) {
-		n = ebpf_state_word(e, 2 + i);
+		n = drops[i];
 		if (i == KTAP_DROP_OUTPUT_FULL && lost > n)
 			n = lost;
 		ktap_add_drops(e->vm, (int)i, n);

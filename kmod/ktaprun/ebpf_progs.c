@@ -6,6 +6,7 @@
  * events that attach the programs. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -390,6 +391,23 @@ static void show_refusal(struct ebpf_sess *e, const struct ktap_bpf_prog *p, con
 	free(lines);
 }
 
+/* The kernel's ENOTSUPP (not in user space's errno.h): what BPF_PROG_LOAD
+ * fails with when the JIT is on and cannot compile the program. */
+#define KERNEL_ENOTSUPP 524
+
+static int jit_enabled(void)
+{
+	char buf[8] = "";
+	FILE *f = fopen("/proc/sys/net/core/bpf_jit_enable", "r");
+
+	if (!f)
+		return 0;
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = 0;
+	fclose(f);
+	return buf[0] && buf[0] != '0';
+}
+
 /* Loads once more with the verifier's log: 1 MiB, then 16 MiB if that was
  * too small (kernels before 6.4 fail with ENOSPC when the log fills up). */
 static void explain_refusal(struct ebpf_sess *e, const struct ktap_bpf_prog *p,
@@ -412,6 +430,14 @@ static void explain_refusal(struct ebpf_sess *e, const struct ktap_bpf_prog *p,
 		snprintf(e->err, sizeof(e->err), "the kernel cannot load %s programs: it needs "
 			 "CONFIG_BPF_EVENTS", p->prog_type == PROG_KPROBE ? "kprobe" :
 			 p->prog_type == PROG_TRACEPOINT ? "tracepoint" : "perf_event");
+	else if (first_errno == KERNEL_ENOTSUPP && jit_enabled())
+		/* the verifier passed it (its log holds only statistics); the JIT
+		 * could not compile an instruction */
+		snprintf(e->err, sizeof(e->err), "the kernel's eBPF JIT cannot compile the program "
+			 "for %s (net.core.bpf_jit_enable is on): this architecture's JIT lacks an "
+			 "instruction it needs (`ktap compile --backend ebpf` warns which, at its "
+			 "line). Set net.core.bpf_jit_enable to 0 to run it in the kernel's "
+			 "interpreter, or use --backend ktapvm", probe);
 	else if (log[0])
 		show_refusal(e, p, probe, log);
 	else

@@ -11,11 +11,12 @@ import pytest
 from conftest import ROOT, TARGETS
 from ktap import api
 from ktap.backends.ebpf import image as im
-from ktap.backends.ebpf.insn import (DW, LD, LDX, MAX_INSNS, PSEUDO_MAP_FD, STACK_SIZE, Insn,
-                                     is_jump, ld_imm64)
+from ktap.backends.ebpf.insn import (DW, LD, LDX, MAP_TYPES, MAX_INSNS, PSEUDO_MAP_FD,
+                                     STACK_SIZE, Insn, is_jump, ld_imm64)
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc.disasm import disassemble
 from ktap.core.diagnostics import KtapError, Source
+from ktap.core.targets import get_target
 from ktapdev import boardtest
 
 CASES = [c for c in boardtest.load_cases() if c.script is not None]
@@ -131,10 +132,56 @@ def test_what_the_backend_cannot_express_is_a_compile_error_at_its_position(scri
     api.compile_source(Source("t.kp", script), "x86_64")
 
 
-def test_global_counter_update_is_one_atomic_add():
-    img = ebpf("var n = 0\ntrace probe:vfs_write { n += 1 }")
-    atomics = [i for i in img.ebpf.programs[0].insns if i.code == 0xDB]
-    assert len(atomics) == 1
+ATOMIC_ADD_DW = 0xDB
+
+
+def atomics(img: bc.Image) -> list[Insn]:
+    return [i for p in img.ebpf.programs for i in p.insns if i.code == ATOMIC_ADD_DW]
+
+
+def maps_by_name(img: bc.Image) -> dict[str, im.Map]:
+    return {m.name: m for m in img.ebpf.maps}
+
+
+def test_a_global_handlers_also_read_is_updated_by_one_atomic_add():
+    img = ebpf("var n = 0\ntrace probe:vfs_write { n += 1\n if (n > 5) { exit() } }")
+    assert len(atomics(img)) == 1
+    assert "counters" not in maps_by_name(img)
+
+
+def test_a_global_handlers_only_add_to_is_a_per_cpu_counter():
+    img = ebpf("var n = 0\ntrace probe:vfs_write { n += arg3 }\ntrace_end { print(n) }")
+    maps = maps_by_name(img)
+    assert atomics(img) == []
+    assert "globals" not in maps
+    assert maps["counters"].role == im.ROLE_COUNTERS
+    assert maps["counters"].type == MAP_TYPES["percpu_array"]
+    assert [img.globals[s.global_index] for s in maps["counters"].slots] == ["n"]
+
+
+@pytest.mark.parametrize("handler, per_cpu", [
+    ("s[execname] += 1", True),
+    ("s[execname] += arg3", True),
+    ("s[execname] += 1\n if (s[execname] > 3) { printf(\"x\") }", False),
+    ("s[execname] = 1", False),
+    ("s[pid] += 1\n delete(s)", False),
+    ("s[pid] += 1\n print(s)", False),
+])
+def test_a_table_handlers_only_add_to_is_a_per_cpu_hash(handler, per_cpu):
+    img = ebpf(f"var s = {{}}\ntrace probe:vfs_write {{ {handler} }}")
+    kind = maps_by_name(img)["s"].type
+    assert kind == MAP_TYPES["percpu_hash" if per_cpu else "hash"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_counting_scripts_use_no_atomics_where_the_jit_lacks_them(target):
+    """arm's and powerpc's JITs refuse a program with a 64-bit atomic add: per-CPU
+    counters, tables and drops, and a plain insertion stamp, need none there."""
+    img = ebpf(COUNTER, target)
+    if "atomic64" in get_target(target).bpf_jit_lacks:
+        assert atomics(img) == []
+    else:   # the insertion stamp stays atomic where it can
+        assert atomics(img)
 
 
 def test_maps_are_typed_from_the_script():
@@ -143,7 +190,7 @@ def test_maps_are_typed_from_the_script():
         (im.KEY_STR, 16, im.VAL_NUM)
     assert (maps["f"].key_kind, maps["f"].key_size) == (im.KEY_NUM, 8)
     assert maps["h"].value_kind == im.VAL_AGG and maps["h"].value_size == 8 + 32 + 8 * 128
-    assert maps["globals"].slots[0].global_index == 0
+    assert maps["counters"].slots[0].global_index == 0
     assert maps["s"].max_entries == 4096
 
 
@@ -240,8 +287,25 @@ def test_handler_calls_are_inlined_and_siblings_share_registers():
 def test_globals_that_may_hold_nil_get_tagged_slots():
     img = ebpf("var t = {}\nvar g = 0\nvar c = 0\n"
                "trace probe:vfs_write { g = t[1]\n  c += 1 }")
-    slots = {img.globals[s.global_index]: s for s in
-             next(m for m in img.ebpf.maps if m.name == "globals").slots}
+    slots = {img.globals[s.global_index]: s for m in img.ebpf.maps for s in m.slots}
     assert (slots["g"].kind, slots["c"].kind) == (im.SLOT_TAGGED, im.SLOT_NUM)
     with pytest.raises(KtapError, match="numbers, booleans and nil; this value may be string"):
         ebpf('var g = 0\ntrace probe:vfs_write { g = execname }')
+
+
+def test_what_the_jit_lacks_is_a_warning_at_its_position():
+    text = "var n = 0\ntrace probe:vfs_write { n += 1\n  if (n > arg3 / 3) { exit() } }"
+    for target in TARGETS:
+        heard = []
+        api.compile_source(Source("t.kp", text), target, backend="ebpf", warn=heard.append)
+        lacks = get_target(target).bpf_jit_lacks
+        assert len(heard) == len(lacks), heard
+        if lacks:
+            assert heard[0].startswith("t.kp:2:27: warning: this update takes a 64-bit atomic add")
+            assert heard[1].startswith("t.kp:3:16: warning: this takes a 64-bit division")
+            assert f"{target}'s eBPF JIT lacks" in heard[0]
+            assert "net.core.bpf_jit_enable" in heard[1]
+    # a script of per-CPU counters needs nothing the JITs lack
+    heard = []
+    api.compile_source(Source("t.kp", COUNTER), "arm", backend="ebpf", warn=heard.append)
+    assert heard == []

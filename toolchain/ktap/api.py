@@ -86,7 +86,7 @@ def compile_source(src: Source, target_name: str, limits: dict[str, int] | None 
     if kernel:
         image.events = resolve_probes(image, script, src, kernel, warn)
     if backend == "ebpf":
-        ebpf_codegen.generate(ir_program, image, src)
+        ebpf_codegen.generate(ir_program, image, src, warn)
     verify(image, src)
     return image
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ktap import api
+from ktap.backends.ebpf.codegen import jit_gaps
 from ktap.backends.kbc import bytecode as bc
 from ktap.boards.sessions import Session, SuiteRun, run_sessions
 from ktap.core.diagnostics import KtapError, Source
@@ -18,11 +19,6 @@ from ktap.core.paths import BOARD_TESTS_DIR
 
 SUITE_DIR = BOARD_TESTS_DIR
 JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
-# Boards whose kernel JIT refuses the backend's programs: there the eBPF suite
-# keeps the kernel's default (JIT off, the interpreter runs them).
-JIT_REFUSES = {
-    t: f"6.1's 32-bit {t} JIT refuses the programs (BPF_PROG_LOAD fails with no verifier "
-       "log; they load with the JIT off, the board's default)" for t in ("arm", "powerpc")}
 SAMPLES_DIR = SUITE_DIR.parent / "samples"
 CASE_KEYS = {"name", "script", "sample", "bad_image", "workload", "expect", "expect_regex",
              "expect_range", "status", "stderr_regex", "limits", "skip", "ebpf_error"}
@@ -100,6 +96,19 @@ def build_image(case: Case, target: str, builders, backend: str = "ktapvm") -> b
         raise CaseError(f"case {case.name} does not compile for {target}:\n{e.render()}") from None
 
 
+def jit_switch(image: bytes, target: str) -> list[str]:
+    """The eBPF suite runs with the kernel's JIT on (off by default on arm, mips
+    and powerpc): the JITs are where 32-bit and big-endian bugs would hide. A
+    program with an instruction the target's JIT lacks (Target.bpf_jit_lacks;
+    the compiler warns) runs with it off. tests/board/test_ebpf_fuzz.py keeps
+    each kernel's default."""
+    try:
+        gaps = jit_gaps(bc.load(image, get_target(target)))
+    except KtapError:       # a bad image: refused before any program loads
+        gaps = {}
+    return ["ktapw", "write-file", JIT_SYSCTL, "0" if gaps else "1"]
+
+
 def check(case: Case, status: int | None, stdout: str, stderr: str) -> list[str]:
     """Returns what differs from the case's expectations (empty: passed)."""
     problems = []
@@ -148,15 +157,11 @@ def run_target(target: str, cases: list[Case], timeout: float = 900.0,
         if reason:
             outcomes[case.name] = Outcome(case.name, "skipped", reason)
             continue
-        sessions.append(Session(case.name, build_image(case, target, builders, backend),
-                                case.workload))
+        image = build_image(case, target, builders, backend)
+        before = [jit_switch(image, target)] if backend == "ebpf" else []
+        sessions.append(Session(case.name, image, case.workload, before))
         order.append(case)
-    # The eBPF suite runs with the kernel's JIT on (off by default on arm, mips
-    # and powerpc): the JITs are where 32-bit and big-endian bugs would hide.
-    # tests/board/test_ebpf_fuzz.py keeps each kernel's default.
-    jit = backend == "ebpf" and target not in JIT_REFUSES
-    before = [["ktapw", "write-file", JIT_SYSCTL, "1"]] if jit else []
-    run = run_sessions(target, sessions, timeout=timeout, before=before) if sessions else None
+    run = run_sessions(target, sessions, timeout=timeout) if sessions else None
     if run is not None:
         for case, result in zip(order, run.sessions):
             problems = check(case, result.status, result.stdout, result.stderr)

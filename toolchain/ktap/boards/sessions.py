@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ktap.boards.batch import run_commands
@@ -32,10 +32,12 @@ KERNEL_TROUBLE = re.compile(r"\bOops\b|(?-i:BUG:)|WARNING:|Call Trace|Kernel pan
 
 @dataclass
 class Session:
-    """One script to run on a board: an image plus the workload run under it."""
+    """One script to run on a board: an image plus the workload run under it,
+    after `before` (commands that must succeed)."""
     name: str
     image: bytes
     workload: list[str]
+    before: list[list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -90,20 +92,26 @@ def run_sessions(target: Target | str, sessions: list[Session], timeout: float =
     with tempfile.TemporaryDirectory(prefix="ktap-sessions-") as tmp:
         images = {f"s{i}.kbc": s.image for i, s in enumerate(sessions)}
         bundle = board_bundle(target, images, Path(tmp), kernel_variant, kernel)
-        commands = list(before) + [bundle.command(GUEST_DIR, name, s.workload)
-                                   for name, s in zip(images, sessions)]
+        # (session or None for a command that must succeed, the command)
+        steps = [(None, c) for c in before]
+        for name, s in zip(images, sessions):
+            steps += [(None, c) for c in s.before]
+            steps.append((s, bundle.command(GUEST_DIR, name, s.workload)))
+        commands = [c for _, c in steps]
         unload = unload and bundle.module is not None
         if unload:
             commands.append(["ktapw", "rmmod", "ktapvm"])
         run = run_commands(target, commands, extra_files=guest_files(bundle), timeout=timeout,
                            kernel_variant=kernel_variant, kernel=kernel)
-    for command, r in zip(before, run.results):
-        if r.status != 0:
-            raise BoardError(f"{target.name}: `{' '.join(command)}` failed before the sessions: "
+    results = []
+    for (session, command), r in zip(steps, run.results):
+        if session is not None:
+            results.append(SessionResult(session.name, r.status,
+                                         r.stdout.decode("utf-8", "replace"),
+                                         r.stderr.decode("utf-8", "replace")))
+        elif r.status != 0:
+            raise BoardError(f"{target.name}: `{' '.join(command)}` failed before a session: "
                              f"{r.stderr.decode(errors='replace').strip()}", run.console)
-    results = [SessionResult(s.name, r.status, r.stdout.decode("utf-8", "replace"),
-                             r.stderr.decode("utf-8", "replace"))
-               for s, r in zip(sessions, run.results[len(before):])]
     unload_status = run.results[-1].status if unload else None
     return SuiteRun(target.name, results, unload_status, kernel_trouble(run.console),
                     run.console, run.total_seconds)

@@ -43,6 +43,8 @@ class AgentLine:
 
 
 AGENT_KINDS = ("uart", "virtio")
+# Instructions some eBPF JITs cannot compile: what [bpf_jit] lacks may name
+BPF_JIT_GAPS = ("atomic64", "div64")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class Target:
     mapping_symbols: bool = False
     capstone: dict = field(default_factory=dict)
     qemu: dict = field(default_factory=dict)
+    # What the arch's eBPF JIT cannot compile, of BPF_JIT_GAPS
+    bpf_jit_lacks: tuple[str, ...] = ()
     directory: Path = TARGETS_DIR
 
     @property
@@ -90,6 +94,9 @@ def _load(path: Path) -> Target:
     agent = d.get("agent", {})
     if agent.get("kind") not in AGENT_KINDS:
         raise TargetError(f"{path}: agent.kind must be one of {', '.join(AGENT_KINDS)}")
+    lacks = tuple(d.get("bpf_jit", {}).get("lacks", ()))
+    if not set(lacks) <= set(BPF_JIT_GAPS):
+        raise TargetError(f"{path}: bpf_jit.lacks may name {', '.join(BPF_JIT_GAPS)}")
     try:
         abi, packages = d["abi"], d["packages"]
         return Target(
@@ -106,7 +113,7 @@ def _load(path: Path) -> Target:
             uname_machines=tuple(d.get("uname_machines", ())),
             mapping_symbols=bool(d.get("mapping_symbols", False)),
             capstone=dict(d.get("capstone", {})), qemu=dict(d.get("qemu", {})),
-            directory=path.parent,
+            bpf_jit_lacks=lacks, directory=path.parent,
         )
     except KeyError as e:
         raise TargetError(f"{path}: missing {e.args[0]!r}") from None

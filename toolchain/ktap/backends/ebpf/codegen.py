@@ -58,9 +58,10 @@ def _fusable(body: list, i: int) -> tuple[int, ir.Reg] | None:
     return None
 
 
-def generate(prog: ir.IRProgram, image: bc.Image, src: Source) -> None:
+def generate(prog: ir.IRProgram, image: bc.Image, src: Source, warn=None) -> None:
     """Adds the eBPF section to `image` (its events may have been expanded by
-    symbol resolution; each keeps its handler's function index)."""
+    symbol resolution; each keeps its handler's function index). `warn(text)`
+    hears of instructions the target's JIT cannot compile."""
     facts = setup_facts(prog)
     handlers = sorted({ev.handler for ev in image.events if ev.kind in PROG_TYPE})
     functions = {fn.name: fn for fn in prog.functions}
@@ -102,4 +103,39 @@ def generate(prog: ir.IRProgram, image: bc.Image, src: Source) -> None:
     record_max = max([low.record_max for low in lowered] + [0])
     maps.get("scratch").value_size = record_max + SCRATCH_SLACK
     image.ebpf = im.Section(maps.maps, programs)
+    if warn is not None:
+        for text in jit_gap_warnings(image, src):
+            warn(text)
+
+
+# What each gap of Target.bpf_jit_lacks looks like, by opcode
+JIT_GAP_OPCODES = {"atomic64": {0xDB},                          # BPF_STX|BPF_ATOMIC|BPF_DW
+                   "div64": {0x37, 0x3F, 0x97, 0x9F}}           # BPF_ALU64 DIV/MOD, K or X
+
+
+def jit_gaps(image: bc.Image) -> dict[str, tuple[int, int]]:
+    """{gap: (line, col) of the first instruction needing it} of the gaps in
+    the target's JIT (Target.bpf_jit_lacks) the image's programs run into."""
+    found = {}
+    for gap in image.target.bpf_jit_lacks if image.ebpf is not None else ():
+        at = next((p.lines[i] for p in image.ebpf.programs for i, insn in enumerate(p.insns)
+                   if insn.code in JIT_GAP_OPCODES[gap]), None)
+        if at is not None:
+            found[gap] = at
+    return found
+
+
+def jit_gap_warnings(image: bc.Image, src: Source) -> list[str]:
+    """One warning per instruction kind the target's JIT lacks, at the first
+    script position that needs it: with the JIT on, the kernel refuses the
+    program (it runs with net.core.bpf_jit_enable=0, in the interpreter)."""
+    target, out = image.target, []
+    for gap, (line, col) in jit_gaps(image).items():
+        what = {"atomic64": "this update takes a 64-bit atomic add (handlers also read the "
+                            "value, so it cannot be a per-CPU counter)",
+                "div64": "this takes a 64-bit division or modulo"}[gap]
+        out.append(f"{src.name}:{line}:{col}: warning: {what}, which {target.name}'s eBPF JIT "
+                   "lacks: with net.core.bpf_jit_enable=1 the kernel refuses the program "
+                   "(at 0 the kernel's interpreter runs it)")
+    return out
 

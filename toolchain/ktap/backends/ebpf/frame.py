@@ -94,14 +94,18 @@ def session_maps(facts: Facts, globals_index: dict[str, int], tables: list[Table
     m.add("state", im.Map("state", im.ROLE_STATE, MAP_TYPES["array"], 4, im.STATE_SIZE, 1))
     m.add("output", im.Map("output", im.ROLE_OUTPUT, MAP_TYPES["perf_event_array"], 4, 4, 0))
     m.add("scratch", im.Map("scratch", im.ROLE_SCRATCH, MAP_TYPES["percpu_array"], 4, 64, 1))
-    slots, offset = [], 0
-    for g in sorted(facts.global_kinds):
-        kind = slot_kind(facts.kinds_of(g))
-        slots.append(im.Slot(globals_index[g], offset, kind))
-        offset += 16 if kind == im.SLOT_TAGGED else 8
-    if slots:
+    m.add("drops", im.Map("drops", im.ROLE_DROPS, MAP_TYPES["percpu_array"], 4,
+                          im.DROPS_SIZE, 1))
+    shared = [g for g in sorted(facts.global_kinds) if not facts.is_counter(g)]
+    counters = [g for g in sorted(facts.global_kinds) if facts.is_counter(g)]
+    if shared:
+        slots, size = global_slots(shared, facts, globals_index)
         m.add("globals", im.Map("globals", im.ROLE_GLOBALS, MAP_TYPES["array"], 4,
-                                offset, 1, slots=slots))
+                                size, 1, slots=slots))
+    if counters:
+        slots, size = global_slots(counters, facts, globals_index)
+        m.add("counters", im.Map("counters", im.ROLE_COUNTERS, MAP_TYPES["percpu_array"], 4,
+                                 size, 1, slots=slots))
     if uses_probenames:
         m.add("probenames", im.Map("probenames", im.ROLE_PROBENAMES, MAP_TYPES["array"], 4,
                                    64, 0))
@@ -114,6 +118,17 @@ def session_maps(facts: Facts, globals_index: dict[str, int], tables: list[Table
     if zero_size:
         m.add("zeroes", im.Map("zeroes", im.ROLE_SCRATCH, MAP_TYPES["array"], 4, zero_size, 1))
     return m
+
+
+def global_slots(names: list[str], facts: Facts,
+                 globals_index: dict[str, int]) -> tuple[list[im.Slot], int]:
+    """One slot per global, end to end; returns them and the value's size."""
+    slots, offset = [], 0
+    for g in names:
+        kind = slot_kind(facts.kinds_of(g))
+        slots.append(im.Slot(globals_index[g], offset, kind))
+        offset += 16 if kind == im.SLOT_TAGGED else 8
+    return slots, offset
 
 
 def slot_kind(kinds: frozenset) -> int:
@@ -132,5 +147,7 @@ def table_map(name: str, use: TableUse, gindex: int, desc: TableDesc, entries: i
     if "string" in use.value_kinds:
         return im.Map(name, im.ROLE_TABLE, MAP_TYPES["hash"], key_size,
                       8 + round8(use.value_size), entries, gindex, key_kind, im.VAL_STR)
-    return im.Map(name, im.ROLE_TABLE, MAP_TYPES["hash"], key_size, 16, entries, gindex,
+    # handlers that only add to the entries add to this CPU's share, summed when read
+    kind = "percpu_hash" if use.only_added else "hash"
+    return im.Map(name, im.ROLE_TABLE, MAP_TYPES[kind], key_size, 16, entries, gindex,
                   key_kind, im.VAL_NUM)

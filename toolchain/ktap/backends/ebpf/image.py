@@ -11,9 +11,13 @@ from ktap.backends.ebpf.insn import MAX_INSNS, Insn
 BACKENDS = {"ktapvm": 0, "ebpf": 1}
 BACKEND_NAMES = {v: k for k, v in BACKENDS.items()}
 
-# Map roles
-ROLE_TABLE, ROLE_GLOBALS, ROLE_OUTPUT, ROLE_SCRATCH, ROLE_STATE, ROLE_PROBENAMES = range(6)
-ROLE_NAMES = ("table", "globals", "output", "scratch", "state", "probenames")
+# Map roles. "counters" holds the globals handlers only add to, and "drops"
+# the drop counts: both per CPU, so the programs update them with plain loads
+# and stores (no atomics, which some 32-bit JITs lack) and ktaprun sums the CPUs.
+(ROLE_TABLE, ROLE_GLOBALS, ROLE_OUTPUT, ROLE_SCRATCH, ROLE_STATE, ROLE_PROBENAMES,
+ ROLE_COUNTERS, ROLE_DROPS) = range(8)
+ROLE_NAMES = ("table", "globals", "output", "scratch", "state", "probenames", "counters",
+              "drops")
 # Key and value kinds of table maps; kinds of global slots
 KEY_NUM, KEY_STR = 0, 1
 VAL_NUM, VAL_STR, VAL_AGG = 0, 1, 2
@@ -26,9 +30,10 @@ RELOC_NAMES = ("map fd", "field by position", "field by name", "attachment index
 
 MAX_NAME = 256         # bytes of a map name (kmod/ktap_vm.h KTAP_BPF_MAX_NAME)
 
-# The state map's value: u64 stopped, u64 seq, u64 drops[4]
-STATE_STOPPED, STATE_SEQ, STATE_DROPS = 0, 8, 16
-STATE_SIZE = 16 + 8 * 4
+# The state map's value: u64 stopped, u64 seq; the drops map's: u64 drops[4]
+STATE_STOPPED, STATE_SEQ = 0, 8
+STATE_SIZE = 16
+DROPS_SIZE = 8 * 4
 
 
 @dataclass

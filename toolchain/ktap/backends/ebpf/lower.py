@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ktap.backends.ebpf import image as im
 from ktap.backends.ebpf.asm import Asm, Label
-from ktap.backends.ebpf.frame import GLOBALS_PTR, KEY0, STATE_PTR, TAG, TEMP, Frame, Maps
+from ktap.backends.ebpf.frame import GLOBALS_PTR, KEY0, SPARE, STATE_PTR, TAG, TEMP, Frame, Maps
 from ktap.backends.ebpf.insn import (B, DW, NEGATED, PROG_TYPES, R0, R1, R2, R3, R6, R10, W,
                                      alu64, exit_insn, ldx, mov, movi, st, stx, xadd)
 from ktap.backends.ebpf.output import Records
@@ -74,9 +74,11 @@ class Lowering(Records, TableOps):
             a.add(stx(DW, R10, GLOBALS_PTR, R0))
 
     def uses_globals(self) -> bool:
-        return any(isinstance(i, ir.Instr) and i.op in ("GETUPV", "SETUPV", "GADD") and
-                   (i.args[1] if i.op != "GADD" else i.args[0]).name in self.facts.global_kinds
-                   for i in self.fn.body)
+        """Whether the handler uses the shared globals map (not the counters)."""
+        names = (i.args[1].name if i.op != "GADD" else i.args[0].name
+                 for i in self.fn.body
+                 if isinstance(i, ir.Instr) and i.op in ("GETUPV", "SETUPV", "GADD"))
+        return any(n in self.facts.global_kinds and not self.facts.is_counter(n) for n in names)
 
     def state_ptr(self, dst: int) -> None:
         """dst := the state map's value (clobbers r0-r5 unless the prologue kept it)."""
@@ -167,7 +169,7 @@ class Lowering(Records, TableOps):
 
     # -- globals --------------------------------------------------------------
     def global_slot(self, name: str) -> im.Slot:
-        gm = self.maps.get("globals")
+        gm = self.maps.get("counters" if self.facts.is_counter(name) else "globals")
         return next(s for s in gm.slots if self.global_name(s.global_index) == name)
 
     def global_name(self, index: int) -> str:
@@ -204,8 +206,16 @@ class Lowering(Records, TableOps):
             a.add(stx(DW, R2, slot.offset + 8, R1))
 
     def op_GADD(self, item, g, r) -> None:
-        """global += number, atomically (the fused GETUPV/ADD/SETUPV)."""
+        """global += number, atomically (the fused GETUPV/ADD/SETUPV); a counter
+        adds to this CPU's share."""
         a, slot = self.asm, self.global_slot(g.name)
+        if self.facts.is_counter(g.name):
+            self.number(r, R1, "attempt to perform arithmetic on a %s value")
+            a.add(stx(DW, R10, SPARE, R1))
+            a.lookup(self.maps["counters"], KEY0, self.done)
+            a.add(ldx(DW, R1, R10, SPARE))
+            self.add_to(R0, slot.offset, R1, atomic=False)
+            return
         offset = slot.offset
         if slot.kind == im.SLOT_TAGGED:
             number, boolean = Label(), Label()
@@ -218,7 +228,22 @@ class Lowering(Records, TableOps):
             a.place(number)
             offset += 8
         self.number(r, R1, "attempt to perform arithmetic on a %s value")
-        a.add(ldx(DW, R2, R10, GLOBALS_PTR), xadd(DW, R2, offset, R1))
+        a.add(ldx(DW, R2, R10, GLOBALS_PTR))
+        self.add_to(R2, offset, R1, atomic=True)
+
+    def add_to(self, base: int, off: int, src: int, atomic: bool, imm: int | None = None) -> None:
+        """*(u64 *)(base + off) += src (or += imm, a 32-bit immediate, through
+        src if atomic): atomic for a value other CPUs update too, plain for this
+        CPU's share of a per-CPU value (clobbers r3)."""
+        a = self.asm
+        if atomic:
+            if imm is not None:
+                a.add(movi(src, imm))
+            a.add(xadd(DW, base, off, src))
+        elif imm is not None:
+            a.add(ldx(DW, R3, base, off), alu64("add", R3, None, imm), stx(DW, base, off, R3))
+        else:
+            a.add(ldx(DW, R3, base, off), alu64("add", R3, src), stx(DW, base, off, R3))
 
     # -- arithmetic and comparison -------------------------------------------
     def arith_operands(self, b: ir.Reg, c: ir.Reg) -> None:

@@ -9,7 +9,7 @@ from ktap.backends.ebpf import image as im
 from ktap.backends.ebpf.asm import Label
 from ktap.backends.ebpf.frame import KEY0, SPARE, TAG
 from ktap.backends.ebpf.insn import (B, BPF_F_CURRENT_CPU, DW, R0, R1, R2, R3, R4, R5, R6, R7,
-                                     R8, R9, R10, alu64, ldx, mov, movi, st, stx, xadd)
+                                     R8, R9, R10, alu64, ldx, mov, movi, st, stx)
 from ktap.backends.ebpf.types import NIL, NUM, STR, TABLE_BUILTINS, unsupported
 from ktap.backends.kbc.records import CALL_CLEAR, REC, STATE
 from ktap.frontend.builtins import BUILTIN_BY_NAME
@@ -67,9 +67,10 @@ class Records:
         a.place(ok)
 
     def count_drop(self, reason: int) -> None:
-        """state.drops[reason] += 1, atomically: every CPU counts into one map."""
-        self.state_ptr(R1)
-        self.asm.add(movi(R2, 1), xadd(DW, R1, im.STATE_DROPS + 8 * reason, R2))
+        """drops[reason] += 1 in this CPU's share (clobbers r0-r5)."""
+        self.asm.lookup(self.maps["drops"], KEY0, self.done)
+        self.asm.add(ldx(DW, R1, R0, 8 * reason), alu64("add", R1, None, 1),
+                     stx(DW, R0, 8 * reason, R1))
 
     # -- values ---------------------------------------------------------------
     def rec_value(self, r: ir.Reg) -> None:

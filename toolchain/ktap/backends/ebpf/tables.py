@@ -7,8 +7,8 @@ from __future__ import annotations
 from ktap.backends.ebpf import image as im
 from ktap.backends.ebpf.asm import Label
 from ktap.backends.ebpf.frame import KEY0, SPARE, TEMP, agg_layout, linear_buckets
-from ktap.backends.ebpf.insn import (BPF_NOEXIST, DW, R0, R1, R2, R3, R4, R5, R6, R7, R10, W,
-                                     alu64, ldx, mov, mov32, movi, st, stx, xadd)
+from ktap.backends.ebpf.insn import (BPF_NOEXIST, DW, MAP_TYPES, R0, R1, R2, R3, R4, R5, R6, R7,
+                                     R10, W, alu64, ldx, mov, mov32, movi, st, stx, xadd)
 from ktap.backends.ebpf.types import NIL, STR, unsupported
 from ktap.events.kinds import EV_KPROBE, EV_KRETPROBE, EV_TRACEPOINT
 from ktap.frontend.program import TABLE_LINEAR, TABLE_LOG2
@@ -55,10 +55,16 @@ class TableOps:
         return off
 
     def next_seq(self, dst: int) -> None:
-        """dst := a new insertion stamp (the state map's counter, incremented atomically)."""
+        """dst := a new insertion stamp: the state map's counter, incremented
+        atomically. Where the JIT has no atomic add, a plain increment: two CPUs
+        inserting at once may then share a stamp, and their order is a race anyway."""
         a = self.asm
         self.state_ptr(R1)
-        a.add(movi(R2, 1), xadd(DW, R1, im.STATE_SEQ, R2), ldx(DW, dst, R1, im.STATE_SEQ))
+        if "atomic64" in self.target.bpf_jit_lacks:
+            a.add(ldx(DW, dst, R1, im.STATE_SEQ), alu64("add", dst, None, 1),
+                  stx(DW, R1, im.STATE_SEQ, dst))
+        else:
+            a.add(movi(R2, 1), xadd(DW, R1, im.STATE_SEQ, R2), ldx(DW, dst, R1, im.STATE_SEQ))
 
     def insert(self, index: int, key_off: int, value_off: int, done: Label) -> None:
         """map[key] := the value at value_off (a new entry). A full table drops
@@ -104,20 +110,29 @@ class TableOps:
         a = self.asm
         index, m = self.table_map(t)
         key = self.key(m, k)
-        if isinstance(delta, ir.Imm):
-            a.imm64(R1, delta.value)
-        else:
-            self.number(delta, R1, "attempt to add a %s to a number table entry")
-        a.add(stx(DW, R10, SPARE, R1))
+        # a literal delta (the common `t[k] += 1`) is an immediate, not a spill
+        imm = delta.value if isinstance(delta, ir.Imm) and \
+            -(1 << 31) <= delta.value < (1 << 31) else None
+        if imm is None:
+            if isinstance(delta, ir.Imm):
+                a.imm64(R1, delta.value)
+            else:
+                self.number(delta, R1, "attempt to add a %s to a number table entry")
+            a.add(stx(DW, R10, SPARE, R1))
         missing, again, end = Label(), Label(), Label()
         a.lookup(index, key, missing)
         a.place(again)
-        a.add(ldx(DW, R1, R10, SPARE), xadd(DW, R0, 8, R1))
+        if imm is None:
+            a.add(ldx(DW, R1, R10, SPARE))
+        self.add_to(R0, 8, R1, atomic=m.type != MAP_TYPES["percpu_hash"], imm=imm)
         a.goto(end)
         a.place(missing)
         self.next_seq(R3)
-        a.add(ldx(DW, R1, R10, SPARE), stx(DW, R10, self.frame.value, R3),
-              stx(DW, R10, self.frame.value + 8, R1))
+        a.add(stx(DW, R10, self.frame.value, R3))
+        if imm is not None:
+            a.add(st(DW, R10, self.frame.value + 8, imm))
+        else:
+            a.add(ldx(DW, R1, R10, SPARE), stx(DW, R10, self.frame.value + 8, R1))
         self.insert(index, key, self.frame.value, end)
         a.lookup(index, key, self.drop_label())
         a.goto(again)

@@ -70,6 +70,8 @@ class TableUse:
     value_kinds: set = field(default_factory=set)
     value_size: int = 8
     loc: Loc | None = None
+    # handlers only ever add to its entries (t[k] += n): a per-CPU map serves
+    only_added: bool = True
 
 
 @dataclass
@@ -83,10 +85,18 @@ class Facts:
     setup_entries: dict[str, list] = field(default_factory=dict)
     # per other global: the kinds handlers store into it
     global_stored: dict[str, set] = field(default_factory=dict)
+    # per other global: how handlers use it, of "read", "set" and "add"
+    global_ops: dict[str, set] = field(default_factory=dict)
 
     def kinds_of(self, name: str) -> frozenset:
         """Every kind a global may hold while handlers run."""
         return frozenset({self.global_kinds[name]} | self.global_stored.get(name, set()))
+
+    def is_counter(self, name: str) -> bool:
+        """A number global that handlers only add to (`g += n`) and never read:
+        its per-CPU shares sum to the same value, so it needs no atomic add."""
+        return (self.global_ops.get(name) == {"add"} and
+                self.kinds_of(name) == frozenset({NUM}))
 
 
 def setup_facts(prog: ir.IRProgram) -> Facts:
@@ -193,7 +203,7 @@ class Inference:
             self.reg_strsize[r.n] = max(self.reg_strsize[r.n], ty.strsize)
         return state[:r.n] + (ty,) + state[r.n + 1:]
 
-    def table(self, state: State, r: ir.Reg, loc: Loc) -> TableUse:
+    def table(self, state: State, r: ir.Reg, loc: Loc, added: bool = False) -> TableUse:
         ty = state[r.n]
         if ty is None or ty.table is None or ty.kinds:
             raise SemanticError("the ebpf backend needs a table here that a global holds "
@@ -202,6 +212,7 @@ class Inference:
         if use is None:
             use = self.facts.tables[ty.table] = TableUse(ty.table, loc=loc)
             self.setup_entries(use, loc)
+        use.only_added = use.only_added and added
         return use
 
     def setup_entries(self, use: TableUse, loc: Loc) -> None:
@@ -258,6 +269,10 @@ class Inference:
             return self.set(state, a[0], t(NIL))
         if op == "LOADBOOL":
             return self.set(state, a[0], t(BOOL))
+        if op in ("GETUPV", "SETUPV", "GADD"):
+            name = (a[0] if op == "GADD" else a[1]).name
+            use = {"GETUPV": "read", "SETUPV": "set", "GADD": "add"}[op]
+            self.facts.global_ops.setdefault(name, set()).add(use)
         if op == "GETUPV":
             name = a[1].name
             if name in self.facts.table_globals:
@@ -335,7 +350,7 @@ class Inference:
 
     def table_write(self, item: ir.Instr, state: State) -> None:
         op, a, loc = item.op, item.args, item.loc
-        use = self.table(state, a[0], loc)
+        use = self.table(state, a[0], loc, added=op in ("TADD", "TADDI"))
         self.key(use, self.const_type(a[1]) if op == "SETTABLEK" else state[a[1].n], loc)
         if op in ("TADD", "TADDI"):
             self.value(use, NUM, 8, loc)
