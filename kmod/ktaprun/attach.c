@@ -93,10 +93,11 @@ static unsigned char *read_tracefs(const char *rel, size_t *len)
 	return read_whole(path, len);
 }
 
-/* Every "subsys:event" under events/ that matches pattern. */
+/* Every "subsys:event" under events/ that matches pattern. An event is a
+ * directory: a subsystem's `enable` and `filter` files are not events. */
 static void glob_tracepoints(const char *pattern, struct names *out)
 {
-	char path[512], name[256];
+	char path[512], event[768], name[256];
 	DIR *top, *sub;
 	struct dirent *s, *e;
 
@@ -110,7 +111,8 @@ static void glob_tracepoints(const char *pattern, struct names *out)
 			continue;
 		while ((e = readdir(sub))) {
 			snprintf(name, sizeof(name), "%s:%s", s->d_name, e->d_name);
-			if (e->d_name[0] != '.' && !fnmatch(pattern, name, 0))
+			snprintf(event, sizeof(event), "%s/%s", path, e->d_name);
+			if (e->d_name[0] != '.' && !fnmatch(pattern, name, 0) && is_dir(event))
 				names_add(out, name, strlen(name));
 		}
 		closedir(sub);

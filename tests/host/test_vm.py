@@ -154,6 +154,11 @@ def test_printf_flags_and_widths():
     assert out(text) == "[   42][42   ][00042][+7][ff][FF][0xff][10][18446744073709551615][A][ab][nil][%]\n"
 
 
+def test_printf_takes_c_length_modifiers_as_64_bit():
+    text = r'printf("%lu %ld %llx %5lld|%-4hd|%zu %ju %%ld\n", -1, -3, 765, 3, 3, 4294967296 * 3, 7)'
+    assert out(text) == "18446744073709551615 -3 2fd     3|3   |12884901888 7 %ld\n"
+
+
 @pytest.mark.parametrize("target,width", [("x86_64", "0x00000000c0001000"), ("arm", "0xc0001000")])
 def test_stack_values_as_keys(target, width):
     text = "var t = {}\nprofile-1ms { t[stack()] += 1 }\ntrace_end { print_hist(t) }"

@@ -5,7 +5,11 @@ import re
 from dataclasses import dataclass
 
 CONVERSIONS = "diuxXoscp"
-_SPEC = re.compile(r"%([-+ #0]*)([0-9]*)(?:\.([0-9]*))?(.?)")
+# C's length modifiers: accepted, so C-style formats port as they are, and
+# dropped, since every ktap number is 64-bit (%lu is %u)
+LENGTHS = "(?:hh|h|ll|l|L|q|j|z|t)"
+_SPEC = re.compile(r"%([-+ #0]*)([0-9]*)(?:\.([0-9]*))?" + LENGTHS + r"?(.?)")
+_LENGTH = re.compile(r"%%|(%[-+ #0]*[0-9]*(?:\.[0-9]*)?)" + LENGTHS)
 MAX_WIDTH = 256
 
 
@@ -43,7 +47,8 @@ def parse_format(fmt: str) -> list[str | Conv]:
             shown = conv if conv else "end of string"
             raise FormatError(f"unknown printf conversion '%{flags}{width}{conv}' "
                               f"(at {shown!r}); supported: "
-                              + " ".join("%" + c for c in CONVERSIONS) + " %%", i)
+                              + " ".join("%" + c for c in CONVERSIONS) + " %%, with C's "
+                              "length modifiers (l, ll, h, z, ...) allowed", i)
         w = int(width) if width else None
         p = int(prec) if prec else (0 if prec == "" else None)
         if (w or 0) > MAX_WIDTH or (p or 0) > MAX_WIDTH:
@@ -56,6 +61,12 @@ def parse_format(fmt: str) -> list[str | Conv]:
     if lit:
         parts.append("".join(lit))
     return parts
+
+
+def without_lengths(fmt: str) -> str:
+    """The format with its length modifiers dropped ("%lu" -> "%u"): what the
+    image carries, so every formatter sees only the conversions it knows."""
+    return _LENGTH.sub(lambda m: m.group(1) or m.group(0), fmt)
 
 
 def count_conversions(fmt: str) -> int:

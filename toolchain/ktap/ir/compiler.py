@@ -11,6 +11,7 @@ from ktap.core.diagnostics import Loc, SemanticError, Source
 from ktap.ir.nodes import (Builtin, Const, FieldName, Fmt, Func, Global, Imm, Instr, IREvent,
                  IRFunction, IRProgram, Label, LabelDef, Reg, Table, Var)
 from ktap.frontend.sema import ArgRef, FieldRef, GlobalRef, LocalSym, Program, VarRef
+from ktap.frontend.printf import without_lengths
 
 MAX_REGISTERS = 250
 ARITH = {"+": "ADD", "-": "SUB", "*": "MUL", "/": "DIV", "%": "MOD", "..": "CONCAT",
@@ -359,7 +360,8 @@ class FunctionCompiler:
             self.emit("CALL", Reg(base), Func(name), Imm(len(args)))
         elif name == "printf":
             base = self.call_args(args[1:])
-            self.emit("PRINTF", Reg(base), Fmt(args[0].value), Imm(len(args) - 1))
+            self.emit("PRINTF", Reg(base), Fmt(without_lengths(args[0].value)),
+                      Imm(len(args) - 1))
             self.emit("LOADNIL", Reg(r))
             return
         elif name == "len":
