@@ -298,6 +298,7 @@ def test_what_the_jit_lacks_is_a_warning_at_its_position():
     for target in TARGETS:
         heard = []
         api.compile_source(Source("t.kp", text), target, backend="ebpf", warn=heard.append)
+        heard = [h for h in heard if "eBPF JIT" in h]
         lacks = get_target(target).bpf_jit_lacks
         assert len(heard) == len(lacks), heard
         if lacks:
@@ -308,4 +309,4 @@ def test_what_the_jit_lacks_is_a_warning_at_its_position():
     # a script of per-CPU counters needs nothing the JITs lack
     heard = []
     api.compile_source(Source("t.kp", COUNTER), "arm", backend="ebpf", warn=heard.append)
-    assert heard == []
+    assert [h for h in heard if "eBPF JIT" in h] == []

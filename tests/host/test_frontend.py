@@ -3,6 +3,7 @@
 import pytest
 
 from conftest import ROOT, compile_text
+from ktap import api
 from ktap.core.diagnostics import KtapError, SemanticError, Source, SyntaxErr
 from ktap.frontend import ast as A
 from ktap.frontend.parser import parse
@@ -145,3 +146,30 @@ def test_globs_and_aliases_compile_to_events():
     assert kinds == [(0, "syscalls:sys_enter_*", 0, 0), (1, "vfs_*", 0, 0),
                      (2, "do_sys_open", 0, 0), (1, "vfs_read", 16, 0),
                      (3, "tick-100ms", 0, 100_000_000), (4, "profile-1ms", 0, 1_000_000)]
+
+
+@pytest.mark.parametrize("spec", ["perf:cycles", "ftrace:function", "kfunc:vfs_read",
+                                  "fentry:vfs_read", "schd:sched_switch", "nosuch*:x"])
+def test_an_unknown_provider_is_an_error_at_the_probe_without_a_kernel(spec):
+    with pytest.raises(SemanticError) as e:
+        api.compile_source(Source("t.kp", f"var n = 0\ntrace {spec} {{ n += 1 }}"), "mips")
+    assert (e.value.loc.line, e.value.loc.col) == (2, 7)
+    assert f"unknown probe provider '{spec.split(':')[0]}:'" in e.value.message
+    assert "--profile" in e.value.message
+
+
+def test_known_providers_unchecked_offline_get_one_warning_naming_the_inputs():
+    heard = []
+    text = ("trace sched:sched_switch { }\ntrace sch*:sched_wak* { }\n"
+            "trace probe:vfs_write { }\ntick-1s { }\ntrace syscalls:sys_enter_getpid { }")
+    api.compile_source(Source("t.kp", text), "arm", warn=heard.append)
+    assert heard == ["t.kp: warning: probes not checked against a kernel: sched:sched_switch, "
+                     "sch*:sched_wak*, probe:vfs_write, syscalls:sys_enter_getpid "
+                     "(--profile DIR or --vmlinux FILE would check them)"]
+
+
+def test_the_subsystem_list_holds_mainline_subsystems_and_no_other_providers():
+    from ktap.events.specs import tracepoint_subsystems
+    subsystems = tracepoint_subsystems()
+    assert {"sched", "syscalls", "raw_syscalls", "irq", "block", "skb", "kmem"} <= subsystems
+    assert not {"perf", "probe", "kprobe", "kfunc", "fentry", "uprobe", "ftrace"} & subsystems

@@ -15,6 +15,8 @@ from ktap.frontend.sema import analyze
 from ktap.core.targets import get_target
 from ktap.backends.kbc.verifier import verify
 from ktap.symbols.resolve import resolve_events
+from ktap.events.kinds import EV_TRACEPOINT, TIMER_KINDS
+from ktap.events.specs import known_subsystem
 from ktap.frontend.program import Limits
 
 
@@ -85,10 +87,36 @@ def compile_source(src: Source, target_name: str, limits: dict[str, int] | None 
     image = generate(ir_program, target)
     if kernel:
         image.events = resolve_probes(image, script, src, kernel, warn)
+    else:
+        check_probes_offline(script, src, warn)
     if backend == "ebpf":
         ebpf_codegen.generate(ir_program, image, src, warn)
     verify(image, src)
     return image
+
+
+def check_probes_offline(script, src: Source, warn) -> None:
+    """Without a kernel to check probes against: a tracepoint subsystem that
+    mainline Linux does not have is an error (a typo, or another tool's
+    provider such as perf: or kfunc:). The rest get one warning naming what
+    would check them."""
+    unchecked = []
+    for node in script.body:
+        if not isinstance(node, A.Probe) or node.spec_parsed.kind in TIMER_KINDS:
+            continue
+        spec = node.spec_parsed
+        subsys = spec.name.split(":", 1)[0]
+        if spec.kind == EV_TRACEPOINT and not known_subsystem(subsys):
+            raise SemanticError(
+                f"unknown probe provider '{subsys}:' (not a tracepoint subsystem of Linux "
+                "5.10 to 6.12); ktap traces probe:SYMBOL, probe:SYMBOL%return, SUBSYSTEM:EVENT "
+                "tracepoints, tick-N and profile-N. A subsystem only your kernel has is "
+                "checked against it with --profile DIR or --vmlinux FILE",
+                src, node.spec_loc or node.loc)
+        unchecked.append(node.spec)
+    if unchecked and warn is not None:
+        warn(f"{src.name}: warning: probes not checked against a kernel: "
+             f"{', '.join(unchecked)} (--profile DIR or --vmlinux FILE would check them)")
 
 
 def resolve_probes(image: bc.Image, script, src: Source, kernel: KernelInfo, warn) -> list:

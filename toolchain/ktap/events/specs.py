@@ -5,6 +5,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from ktap.events.kinds import (BY_ID, EV_KPROBE, EV_KRETPROBE, EV_PROFILE, EV_TICK,
                                EV_TRACEPOINT, TIMER_KINDS)
@@ -90,6 +92,23 @@ def _tracepoint(subsys: str, event: str) -> Spec:
         if not part or not _SYMBOL.match(part) or "." in part:
             raise SpecError(f"bad tracepoint {what} name '{part}'")
     return Spec(EV_TRACEPOINT, f"{subsys}:{event}")
+
+
+SUBSYSTEMS_FILE = Path(__file__).with_name("tracepoint_subsystems.txt")
+
+
+@cache
+def tracepoint_subsystems() -> frozenset[str]:
+    """Mainline Linux's tracepoint subsystems (scripts/gen_tracepoint_subsystems.py)."""
+    lines = SUBSYSTEMS_FILE.read_text().splitlines()
+    return frozenset(x for x in lines if x and not x.startswith("#"))
+
+
+def known_subsystem(subsys: str) -> bool:
+    """Whether mainline Linux has this tracepoint subsystem (a glob: any match)."""
+    if any(c in subsys for c in "*?["):
+        return any(fnmatch.fnmatchcase(s, subsys) for s in tracepoint_subsystems())
+    return subsys in tracepoint_subsystems()
 
 
 def matches(pattern: Spec, fired: Spec) -> bool:
