@@ -370,6 +370,11 @@ static int op_loadvar(struct ktap_session *s, unsigned var, struct ktap_value *o
 	const struct ktap_event *ev = s->ev;
 
 	*out = NIL;
+	/* the clocks have a value outside handlers too */
+	if (var == KTAP_V_NSECS || var == KTAP_V_WALLTIME) {
+		*out = num(var == KTAP_V_NSECS ? s->mono_ns : s->clock_ns);
+		return KTAP_RUN_OK;
+	}
 	if (!ev)
 		return KTAP_RUN_OK;
 	switch (var) {

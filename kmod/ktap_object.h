@@ -90,7 +90,7 @@ struct ktap_session {
 	int out_overflow;
 	/* running state */
 	const struct ktap_event *ev;
-	int64_t clock_ns, budget, exit_code;
+	int64_t clock_ns, mono_ns, budget, exit_code;	/* clocks: walltime, nsecs */
 	int64_t started_ns;		/* watchdog: when the running handler started */
 	uint32_t charges;
 	uint32_t ncpus;			/* aggregate shards per entry */

@@ -80,6 +80,11 @@ void ktap_set_clock(struct ktap_session *s, int64_t ns)
 	s->clock_ns = ns;
 }
 
+void ktap_set_mono(struct ktap_session *s, int64_t ns)
+{
+	s->mono_ns = ns;
+}
+
 const unsigned char *ktap_output(struct ktap_session *s, size_t *len)
 {
 	*len = s->out_len;

@@ -77,7 +77,7 @@ enum { KTAP_BPF_VAL_NUM, KTAP_BPF_VAL_STR, KTAP_BPF_VAL_AGG };
  * (KTAP_VAL_NIL/FALSE/TRUE/NUM), then the i64 */
 enum { KTAP_BPF_SLOT_NUM, KTAP_BPF_SLOT_BOOL, KTAP_BPF_SLOT_TAGGED };
 enum { KTAP_BPF_RELOC_MAP_FD, KTAP_BPF_RELOC_FIELD_POS, KTAP_BPF_RELOC_FIELD_NAMED,
-       KTAP_BPF_RELOC_ATTACH_INDEX };
+       KTAP_BPF_RELOC_ATTACH_INDEX, KTAP_BPF_RELOC_WALL_OFFSET };
 
 /* Bounds of the section beyond the loader's MAX_COUNT: the kernel's own
  * instruction limit (BPF_COMPLEXITY_LIMIT_INSNS), and map names (they name a
@@ -234,7 +234,8 @@ struct ktap_session *ktap_session_new(const struct ktap_image *img, uint32_t ncp
 				      size_t errlen);
 void ktap_session_free(struct ktap_session *s);
 void ktap_set_reader(struct ktap_session *s, ktap_read_str_fn fn, void *ctx);
-void ktap_set_clock(struct ktap_session *s, int64_t ns);
+void ktap_set_clock(struct ktap_session *s, int64_t ns);	/* walltime, gettimeofday_*() */
+void ktap_set_mono(struct ktap_session *s, int64_t ns);	/* nsecs */
 
 int ktap_run_setup(struct ktap_session *s);
 /* Runs the handler of image event `event_index` for one fired event. */

@@ -21,7 +21,7 @@ void ktapvm_scan_image(struct ktapvm_sess *s)
 	u32 f, pc;
 
 	s->nargs = 0;
-	s->need_stack = s->need_clock = 0;
+	s->need_stack = s->need_clock = s->need_mono = 0;
 	s->need_vars = 0;
 	for (f = 0; f < img->nprotos; f++) {
 		const struct ktap_proto *p = &img->protos[f];
@@ -36,6 +36,10 @@ void ktapvm_scan_image(struct ktapvm_sess *s)
 				s->nargs = b;
 			if (op == KTAP_OP_LOADVAR && b < 32)
 				s->need_vars |= 1U << b;
+			if (op == KTAP_OP_LOADVAR && b == KTAP_V_WALLTIME)
+				s->need_clock = 1;
+			if (op == KTAP_OP_LOADVAR && b == KTAP_V_NSECS)
+				s->need_mono = 1;
 			if (op == KTAP_OP_CALLB) {
 				if (b == KTAP_B_STACK)
 					s->need_stack = 1;

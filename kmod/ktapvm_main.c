@@ -127,6 +127,7 @@ static void session_stop(struct ktapvm_sess *s)
 	drain(s);			/* room for trace_end's records */
 	vm_lock_process(s, &flags);
 	ktap_set_clock(s->vm, (int64_t)ktime_get_real_ns());
+	ktap_set_mono(s->vm, (int64_t)ktime_get_ns());
 	ktap_run_end(s->vm);
 	n = atomic64_read(&s->reentered);
 	if (n)
@@ -298,6 +299,7 @@ static long ioc_start(struct ktapvm_sess *s, void __user *arg)
 	}
 	ktap_set_reader(s->vm, ktapvm_read_str, s);
 	ktap_set_clock(s->vm, (int64_t)ktime_get_real_ns());
+	ktap_set_mono(s->vm, (int64_t)ktime_get_ns());
 	atomic64_set(&s->reentered, 0);
 	s->stop_requested = 0;
 	/* only the setup chunk may create tables; nothing is attached yet */

@@ -50,7 +50,7 @@ struct ktapvm_sess {
 
 	/* what the image needs from each event (scanned at LOAD) */
 	unsigned int nargs;		/* highest argN used by any handler */
-	int need_stack, need_clock;
+	int need_stack, need_clock, need_mono;
 	unsigned int need_vars;		/* bit per KTAP_V_* read by LOADVAR */
 
 	/* attached events */
@@ -112,6 +112,8 @@ static __always_inline void ktapvm_fire_end(struct ktapvm_sess *s, u32 event,
 
 	if (s->need_clock)
 		ktap_set_clock(s->vm, (int64_t)ktime_get_real_fast_ns());
+	if (s->need_mono)
+		ktap_set_mono(s->vm, (int64_t)ktime_get_mono_fast_ns());
 	rc = ktap_fire(s->vm, event, &s->ev);
 	/* records only matter to a reader waiting for them */
 	if (wq_has_sleeper(&s->wq))

@@ -149,6 +149,8 @@ static void flush(struct ktap_session *s)
 	ktap_output_consumed(s);
 }
 
+static int64_t mono;		/* nsecs: 0 for the setup code, then +1000 per event */
+
 /* Returns KTAP_RUN_EXIT or KTAP_RUN_ERROR when the session must stop firing. */
 static int fire(struct ktap_session *s, struct ctx *c, int64_t *clock)
 {
@@ -166,6 +168,8 @@ static int fire(struct ktap_session *s, struct ctx *c, int64_t *clock)
 	for (r = 0; r < repeat; r++) {
 		*clock = has_time ? time : *clock + 1000;
 		ktap_set_clock(s, *clock);
+		mono += 1000;		/* as ktap sim's events without "nsecs" */
+		ktap_set_mono(s, mono);
 		for (i = 0; i < k; i++) {
 			c->ev.named = c->named[idx[i]];
 			c->ev.nnamed = c->nnamed[idx[i]];

@@ -31,12 +31,22 @@ int run_ebpf(const struct options *o, const struct ktap_image *img)
  * program's STATUS record can be lost to a full ring, its state cannot. */
 #define STATE_POLL_MS 200
 
-static int64_t wall_ns(void)
+static int64_t clock_ns(clockid_t clock)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(clock, &ts);
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int64_t wall_ns(void)
+{
+	return clock_ns(CLOCK_REALTIME);
+}
+
+static int64_t mono_ns(void)
+{
+	return clock_ns(CLOCK_MONOTONIC);
 }
 
 /* The interpreter's records so far, printed as the module's would be. */
@@ -227,12 +237,15 @@ static int run(struct ebpf_sess *e)
 	int rc;
 
 	ktap_set_clock(e->vm, wall_ns());
+	ktap_set_mono(e->vm, mono_ns());
+	e->wall_offset = wall_ns() - clock_ns(CLOCK_BOOTTIME);
 	rc = ktap_run_setup(e->vm);
 	flush_vm(e);
 	/* setup that calls exit() or fails ends the session before any probe */
 	if (rc != KTAP_RUN_EXIT && rc != KTAP_RUN_ERROR && run_probes(e) < 0)
 		return -1;
 	ktap_set_clock(e->vm, wall_ns());
+	ktap_set_mono(e->vm, mono_ns());
 	ktap_run_end(e->vm);
 	flush_vm(e);
 	ktap_finish(e->vm);

@@ -122,6 +122,8 @@ struct ebpf_sess {
 					 * or a built-in's error from a CALL record */
 	int failed;			/* a CALL record ktaprun cannot run: err says why */
 	unsigned bad_records;		/* samples that were no output record */
+	int64_t wall_offset;		/* CLOCK_REALTIME - CLOCK_BOOTTIME when the
+					 * programs load: their walltime */
 	char err[512];
 };
 

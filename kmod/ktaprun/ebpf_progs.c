@@ -74,6 +74,10 @@ static const char *check_reloc(const struct ktap_image *img, const struct ktap_b
 		return check_field_reloc(p, &img->events[p->event], x);
 	case KTAP_BPF_RELOC_ATTACH_INDEX:
 		return i->code == OP_MOV64_IMM ? NULL : "an attachment index that is not MOV64 imm";
+	case KTAP_BPF_RELOC_WALL_OFFSET:
+		if (x->insn + 1 >= p->ninsns || i->code != OP_LD_IMM64)
+			return "a wall clock offset that is not a BPF_LD_IMM64";
+		return NULL;
 	default:
 		return "an unknown relocation kind";
 	}
@@ -287,6 +291,10 @@ static int relocate(struct ebpf_sess *e, const struct ktap_bpf_prog *p, uint32_t
 		case KTAP_BPF_RELOC_ATTACH_INDEX:
 			i->imm = (int32_t)att;
 			break;
+		case KTAP_BPF_RELOC_WALL_OFFSET:
+			i[0].imm = (int32_t)(uint32_t)e->wall_offset;
+			i[1].imm = (int32_t)(uint32_t)((uint64_t)e->wall_offset >> 32);
+			break;
 		}
 	}
 	return 0;
@@ -298,7 +306,8 @@ static int per_attachment(const struct ktap_bpf_prog *p)
 	uint32_t r;
 
 	for (r = 0; r < p->nrelocs; r++)
-		if (p->relocs[r].kind != KTAP_BPF_RELOC_MAP_FD)
+		if (p->relocs[r].kind != KTAP_BPF_RELOC_MAP_FD &&
+		    p->relocs[r].kind != KTAP_BPF_RELOC_WALL_OFFSET)
 			return 1;
 	return 0;
 }

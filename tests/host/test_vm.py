@@ -226,3 +226,12 @@ def test_print_dumps_tables():
 
 def test_delete_with_a_boolean_key_deletes_nothing():
     assert out("var t = {}\nt[1] = 'one'\ndelete(t, true)\nprint(len(t))") == "1\n"
+
+
+def test_clocks_have_values_in_setup_handlers_and_trace_end():
+    text = ("var t0 = nsecs\nvar w0 = walltime\n"
+            "trace probe:vfs_write { printf(\"%d %d\\n\", nsecs - t0, walltime - w0) }\n"
+            "trace_end { print(nsecs, walltime) }")
+    events = ('{"probe": "probe:vfs_write", "nsecs": 5000, "time_ns": 7000}\n'
+              '{"probe": "probe:vfs_write"}\n')
+    assert out(text, events) == "5000 7000\n6000 8000\n6000 8000\n"

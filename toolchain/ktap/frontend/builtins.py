@@ -48,6 +48,8 @@ _VARIABLES = [
     ("execname",  "command name of the current task"),
     ("probename", "name of the probe that fired"),
     ("retval",    "return value (kretprobes)"),
+    ("nsecs",     "monotonic clock in nanoseconds (CLOCK_MONOTONIC; no NTP steps): for latencies"),
+    ("walltime",  "wall-clock time in nanoseconds since the epoch (CLOCK_REALTIME)"),
 ]
 
 
@@ -60,6 +62,8 @@ class Variable:
 
 VARIABLES: list[Variable] = [Variable(i, *row) for i, row in enumerate(_VARIABLES)]
 VARIABLE_BY_NAME = {v.name: v for v in VARIABLES}
+# variables that have a value outside handlers too (setup code, trace_end)
+CLOCK_VARIABLES = frozenset({"nsecs", "walltime"})
 MAX_ARGS = 9
 STACK_DEFAULT_DEPTH = 16
 STACK_MAX_DEPTH = 64

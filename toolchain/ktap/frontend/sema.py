@@ -340,6 +340,8 @@ class Analyzer:
         e.ref = ref
 
     def check_event_variable(self, e: A.Name, ref) -> None:
+        if isinstance(ref, VarRef) and ref.name in builtins.CLOCK_VARIABLES:
+            return          # the clocks have a value everywhere
         kind = self.ctx.kind
         if kind in ("setup", "end"):
             where = "the setup code" if kind == "setup" else "trace_end"

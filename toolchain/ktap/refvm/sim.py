@@ -29,7 +29,7 @@ from ktap.refvm.vm import EventContext, Exit, Machine
 
 MAX_REPEAT = 10_000_000
 EVENT_KEYS = {"probe", "pid", "tid", "uid", "cpu", "execname", "args", "fields", "retval",
-              "stack", "time_ns", "repeat"}
+              "stack", "time_ns", "nsecs", "repeat"}
 
 
 @dataclass
@@ -39,6 +39,8 @@ class SimEvent:
     time_ns: int | None
     repeat: int
     line: int
+    nsecs: int | None = None       # the monotonic clock at this event
+
 
 
 @dataclass
@@ -123,11 +125,12 @@ def _event(obj: dict, lineno: int, fail) -> SimEvent:
         if not isinstance(obj["stack"], list):
             raise fail("'stack' must be a list")
         ctx.stack = [_int(a, "stack", fail) for a in obj["stack"]]
-    t = obj.get("time_ns")
+    t, mono = obj.get("time_ns"), obj.get("nsecs")
     repeat = _int(obj.get("repeat", 1), "repeat", fail)
     if not 0 <= repeat <= MAX_REPEAT:
         raise fail(f"'repeat' must be between 0 and {MAX_REPEAT}")
-    return SimEvent(spec, ctx, None if t is None else _int(t, "time_ns", fail), repeat, lineno)
+    return SimEvent(spec, ctx, None if t is None else _int(t, "time_ns", fail), repeat, lineno,
+                    None if mono is None else _int(mono, "nsecs", fail))
 
 
 class Session:
@@ -157,6 +160,7 @@ class Session:
                 targets = self.handlers_for(ev.spec)
                 for _ in range(ev.repeat):
                     vm.clock_ns = ev.time_ns if ev.time_ns is not None else vm.clock_ns + 1000
+                    vm.mono_ns = ev.nsecs if ev.nsecs is not None else vm.mono_ns + 1000
                     for handler, fields in targets:
                         vm.fire(handler, ev.ctx, fields)
         except Exit:

@@ -57,7 +57,8 @@ class Machine:
         self.limits = image.limits
         self.exit_code: int | None = None
         self.drops: dict[str, int] = {}
-        self.clock_ns = 0
+        self.clock_ns = 0          # walltime and gettimeofday_*()
+        self.mono_ns = 0           # nsecs
         self.memory = memory or {}
         self.user_memory = user_memory or {}
         self.event: EventContext | None = None
@@ -359,11 +360,13 @@ class Machine:
         self.emit(("printf", b, list(R[a:a + c])))
 
     def op_LOADVAR(self, R, a, b, c, p, f, pc):
-        ev = self.event
+        ev, name = self.event, VAR_NAMES[b]
+        if name in ("nsecs", "walltime"):      # the clocks tick outside handlers too
+            R[a] = self.mono_ns if name == "nsecs" else self.clock_ns
+            return
         if ev is None:
             R[a] = None
             return
-        name = VAR_NAMES[b]
         if name == "tid":
             R[a] = ev.tid if ev.tid is not None else ev.pid
         elif name in ("execname", "probename"):

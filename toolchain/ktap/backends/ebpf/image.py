@@ -25,8 +25,9 @@ VAL_NUM, VAL_STR, VAL_AGG = 0, 1, 2
 # record value codes: 0 nil, 1 false, 2 true, 3 number) then the i64
 SLOT_NUM, SLOT_BOOL, SLOT_TAGGED = 0, 1, 2
 # Relocation kinds
-RELOC_MAP_FD, RELOC_FIELD_POS, RELOC_FIELD_NAMED, RELOC_ATTACH_INDEX = range(4)
-RELOC_NAMES = ("map fd", "field by position", "field by name", "attachment index")
+RELOC_MAP_FD, RELOC_FIELD_POS, RELOC_FIELD_NAMED, RELOC_ATTACH_INDEX, RELOC_WALL_OFFSET = range(5)
+RELOC_NAMES = ("map fd", "field by position", "field by name", "attachment index",
+               "wall clock offset")
 
 MAX_NAME = 256         # bytes of a map name (kmod/ktap_vm.h KTAP_BPF_MAX_NAME)
 

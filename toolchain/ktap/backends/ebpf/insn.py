@@ -39,7 +39,7 @@ HELPERS = {"map_lookup_elem": 1, "map_update_elem": 2, "map_delete_elem": 3,
            "get_current_pid_tgid": 14, "get_current_uid_gid": 15, "get_current_comm": 16,
            "perf_event_output": 25, "get_stackid": 27, "probe_read_str": 45,
            "get_stack": 67, "probe_read_user": 112, "probe_read_kernel": 113,
-           "probe_read_user_str": 114, "probe_read_kernel_str": 115}
+           "probe_read_user_str": 114, "probe_read_kernel_str": 115, "ktime_get_boot_ns": 125}
 HELPER_NAMES = {v: k for k, v in HELPERS.items()}
 
 MAP_TYPES = {"hash": 1, "array": 2, "perf_event_array": 4, "percpu_hash": 5,

@@ -8,7 +8,8 @@ from ktap.backends.ebpf import image as im
 from ktap.backends.ebpf.asm import Label
 from ktap.backends.ebpf.frame import KEY0, SPARE, TEMP, agg_layout, linear_buckets
 from ktap.backends.ebpf.insn import (BPF_NOEXIST, DW, MAP_TYPES, R0, R1, R2, R3, R4, R5, R6, R7,
-                                     R10, W, alu64, ldx, mov, mov32, movi, st, stx, xadd)
+                                     R10, W, alu64, ld_imm64, ldx, mov, mov32, movi, st, stx,
+                                     xadd)
 from ktap.backends.ebpf.types import NIL, STR, unsupported
 from ktap.events.kinds import EV_KPROBE, EV_KRETPROBE, EV_TRACEPOINT
 from ktap.frontend.program import TABLE_LINEAR, TABLE_LOG2
@@ -324,6 +325,15 @@ class TableOps:
             a.add(mov32(R0, R0))
         elif name == "cpu":
             a.call("get_smp_processor_id")
+        elif name == "nsecs":
+            a.call("ktime_get_ns")
+        elif name == "walltime":
+            # the boot clock (it counts suspend, so its distance to the wall
+            # clock stays put) plus that distance, measured by ktaprun at load
+            a.call("ktime_get_boot_ns")
+            at = a.add(*ld_imm64(R1, 0))
+            a.relocs.append(im.Reloc(at, im.RELOC_WALL_OFFSET, 0))
+            a.add(alu64("add", R0, R1))
         elif name == "execname":
             # zeroed first: since 6.x the helper copies with strscpy, which leaves
             # the bytes after the NUL as they were, and keys compare all 16

@@ -155,7 +155,8 @@ def merge(a: State | None, b: State) -> State:
     return tuple(None if x is None or y is None else x.union(y) for x, y in zip(a, b))
 
 
-VAR_TYPES = {"pid": t(NUM), "tid": t(NUM), "uid": t(NUM), "cpu": t(NUM),
+VAR_TYPES = {"pid": t(NUM), "tid": t(NUM), "uid": t(NUM), "cpu": t(NUM), "nsecs": t(NUM),
+             "walltime": t(NUM),
              "retval": t(NUM), "execname": str_t(COMM_BYTES),
              "probename": str_t(PROBENAME_BYTES)}
 NUM_RESULT = {"ADD", "SUB", "MUL", "DIV", "MOD", "UNM"}
