@@ -2,6 +2,7 @@
 compiler). Each builder takes the Target and returns image bytes; the module
 must refuse each at load with the named reason, and the board must stay healthy."""
 from ktap.backends.kbc import bytecode as bc
+from ktap.events import kinds
 from ktapdev.rawkbc import RET, handler_image, ins, proto
 from ktap.frontend import program
 
@@ -56,6 +57,15 @@ def bad_register(t):
 
 def bad_opcode(t):
     return _handler(t, [[0xEE], RET])
+
+
+def perf_sampling_too_often(t):
+    """perf:cycles every 10 cycles: the compiler refuses the spec, the verifiers
+    the image (the handler would run about every instruction)."""
+    img = handler_image([RET], target=t.name)
+    img.events = [bc.Event(kinds.EV_PERF, "perf:cycles:10", "perf:cycles", 0, 10,
+                           img.events[0].handler)]
+    return _dump(img)
 
 
 def wrong_byte_order(t):

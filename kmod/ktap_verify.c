@@ -13,6 +13,17 @@ static const int64_t limit_max[KTAP_NUM_LIMITS] = KTAP_LIMIT_MAXIMA;
 static const char *const limit_names[KTAP_NUM_LIMITS] = KTAP_LIMIT_NAMES;
 static const int64_t min_period[] = KTAP_MIN_PERIOD_TABLE;
 
+/* perf:NAME of the table, sampled at a frequency (offset, Hz) or a period. */
+static int perf_event_ok(const struct ktap_ievent *e)
+{
+	const struct ktap_perf_event *pe = ktap_perf_event_find(e->name.s, e->name.len);
+
+	if (!pe)
+		return 0;
+	return e->offset ? e->offset <= KTAP_PERF_MAX_FREQ && !e->period_ns :
+			   e->period_ns >= pe->min_period;
+}
+
 struct vstate {
 	const struct ktap_image *img;
 	char *msg;
@@ -137,7 +148,7 @@ static int check_events(struct vstate *v)
 		const struct ktap_ievent *e = &img->events[i];
 		int32_t nfields, *hf;
 
-		if (e->kind > KTAP_EV_END)
+		if (e->kind >= KTAP_EV_NKINDS)
 			return VFAIL(v, KTAP_R_BAD_EVENT, -1, -1, "event %u has unknown kind %u",
 				     i, e->kind);
 		if (e->handler >= img->nprotos || img->protos[e->handler].kind != KTAP_HANDLER)
@@ -146,6 +157,10 @@ static int check_events(struct vstate *v)
 		if (min_period[e->kind] && e->period_ns < min_period[e->kind])
 			return VFAIL(v, KTAP_R_BAD_EVENT, -1, -1, "event %u period %lld ns is too short",
 				     i, (long long)e->period_ns);
+		if (e->kind == KTAP_EV_PERF && !perf_event_ok(e))
+			return VFAIL(v, KTAP_R_BAD_EVENT, -1, -1, "event %u (%.*s) is no perf event "
+				     "ktap knows, or samples too often", i, (int)e->name.len,
+				     e->name.s);
 		if (e->nfields > KTAP_MAX_FIELDS || (e->nfields && e->kind != KTAP_EV_TRACEPOINT))
 			return VFAIL(v, KTAP_R_BAD_EVENT, -1, -1, "event %u has a bad field list", i);
 		/* a handler shared by several events may only use the fields all have */

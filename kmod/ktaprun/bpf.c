@@ -284,15 +284,26 @@ int perf_tracepoint_open(uint32_t id)
 	return perf_open(&attr, 0);
 }
 
-int perf_timer_open(int64_t period_ns, int cpu)
+int perf_sample_open(uint32_t type, uint64_t config, uint64_t period, uint64_t freq, int cpu)
 {
 	struct perf_event_attr attr;
 
 	memset(&attr, 0, sizeof(attr));
-	attr.type = PERF_TYPE_SOFTWARE;
-	attr.config = PERF_COUNT_SW_CPU_CLOCK;
-	attr.sample_period = (uint64_t)period_ns;	/* cpu-clock counts nanoseconds */
+	attr.type = type;
+	attr.config = config;
+	attr.freq = freq != 0;
+	if (freq)
+		attr.sample_freq = freq;
+	else
+		attr.sample_period = period;
 	return perf_open(&attr, cpu);
+}
+
+int perf_timer_open(int64_t period_ns, int cpu)
+{
+	/* cpu-clock counts nanoseconds */
+	return perf_sample_open(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, (uint64_t)period_ns,
+				0, cpu);
 }
 
 int perf_attach_prog(int perf_fd, int prog_fd)

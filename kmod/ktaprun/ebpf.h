@@ -41,6 +41,8 @@ void bpf_error(char *err, size_t errlen, const char *what, int e);
 int perf_kprobe_open(const char *name, uint64_t offset, int retprobe, char *err, size_t errlen);
 int perf_tracepoint_open(uint32_t id);
 int perf_timer_open(int64_t period_ns, int cpu);
+/* A sampling counter: every `period` events, or `freq` times a second. */
+int perf_sample_open(uint32_t type, uint64_t config, uint64_t period, uint64_t freq, int cpu);
 /* PERF_EVENT_IOC_SET_BPF then PERF_EVENT_IOC_ENABLE; 0 or -1 + errno. */
 int perf_attach_prog(int perf_fd, int prog_fd);
 

@@ -37,7 +37,7 @@ static uint32_t prog_type_of(uint8_t kind)
 	switch (kind) {
 	case KTAP_EV_TRACEPOINT: return PROG_TRACEPOINT;
 	case KTAP_EV_KPROBE: case KTAP_EV_KRETPROBE: return PROG_KPROBE;
-	case KTAP_EV_TICK: case KTAP_EV_PROFILE: return PROG_PERF_EVENT;
+	case KTAP_EV_TICK: case KTAP_EV_PROFILE: case KTAP_EV_PERF: return PROG_PERF_EVENT;
 	default: return 0;
 	}
 }
@@ -547,7 +547,8 @@ static int open_perf(struct ebpf_sess *e, struct link *l)
 {
 	const struct attachment *a = &e->att[l->att];
 	const struct ktap_ievent *ev = &e->img->events[a->event];
-	uint32_t n = ev->kind == KTAP_EV_PROFILE ? e->env.nonline : 1, c;
+	uint32_t n = ev->kind == KTAP_EV_PROFILE || ev->kind == KTAP_EV_PERF ? e->env.nonline : 1, c;
+	const struct ktap_perf_event *pe = ktap_perf_event_find(ev->name.s, ev->name.len);
 
 	l->perf_fds = xmalloc(n * sizeof(int));
 	for (c = 0; c < n; c++) {
@@ -558,8 +559,18 @@ static int open_perf(struct ebpf_sess *e, struct link *l)
 					      e->err, sizeof(e->err));
 		else if (ev->kind == KTAP_EV_TRACEPOINT)
 			fd = perf_tracepoint_open(a->fmt->id);
+		else if (ev->kind == KTAP_EV_PERF && pe)	/* each online CPU */
+			fd = perf_sample_open(pe->type, pe->config, (uint64_t)ev->period_ns,
+					      ev->offset, e->env.online[c]);
 		else	/* tick-N: the first online CPU; profile-N: each */
 			fd = perf_timer_open(ev->period_ns, e->env.online[c]);
+		if (fd < 0 && ev->kind == KTAP_EV_PERF && pe &&
+		    (errno == ENOENT || errno == EOPNOTSUPP || errno == ENODEV)) {
+			snprintf(e->err, sizeof(e->err), "%s: this CPU's PMU does not count %s (%s); "
+				 "emulated CPUs (QEMU) mostly have no hardware counters", a->name,
+				 pe->name, strerror(errno));
+			return -1;
+		}
 		if (fd < 0) {
 			if (errno != ENODEV || !e->err[0])
 				attach_error(e, ev->kind, a->name, errno);

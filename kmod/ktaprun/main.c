@@ -176,6 +176,37 @@ static int print_sha256(int n, char **files)
 	return status;
 }
 
+/* QEMU's ppce500 machine emulates an e500 without the performance monitor
+ * registers the kernel's e500 PMU driver programs: opening a hardware counter
+ * there traps on mtpmr in kernel mode, an oops. Such an image is refused
+ * before anything is loaded; real e500 boards have the registers. */
+static int emulated_pmu_would_trap(const struct ktap_image *img)
+{
+	char compat[32] = "";
+	const struct ktap_perf_event *pe = NULL;
+	uint32_t i;
+	FILE *f;
+
+	for (i = 0; i < img->nevents && !pe; i++)
+		if (img->events[i].kind == KTAP_EV_PERF) {
+			pe = ktap_perf_event_find(img->events[i].name.s, img->events[i].name.len);
+			if (pe && pe->type != 0)	/* PERF_TYPE_HARDWARE only */
+				pe = NULL;
+		}
+	if (!pe || !(f = fopen("/proc/device-tree/compatible", "r")))
+		return 0;
+	if (!fgets(compat, sizeof(compat), f))
+		compat[0] = 0;
+	fclose(f);
+	if (strcmp(compat, "fsl,qemu-e500"))
+		return 0;
+	fprintf(stderr, "ktaprun: perf:%s: this CPU's PMU does not count %s: QEMU's ppce500 "
+		"emulates no e500 performance monitor, and the kernel's driver would oops "
+		"programming it (software events such as perf:cpu-clock work)\n", pe->name,
+		pe->name);
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -202,6 +233,8 @@ int main(int argc, char **argv)
 		return KTAP_EXIT_LOAD_ERROR;
 	if (o.records)
 		status = format_file(&o, img);
+	else if (!o.resolve && emulated_pmu_would_trap(img))
+		status = KTAP_EXIT_LOAD_ERROR;
 	else if (o.resolve)
 		status = resolve(img, o.image);
 	else if (img->backend == KTAP_BACKEND_EBPF)

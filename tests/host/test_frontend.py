@@ -148,7 +148,7 @@ def test_globs_and_aliases_compile_to_events():
                      (3, "tick-100ms", 0, 100_000_000), (4, "profile-1ms", 0, 1_000_000)]
 
 
-@pytest.mark.parametrize("spec", ["perf:cycles", "ftrace:function", "kfunc:vfs_read",
+@pytest.mark.parametrize("spec", ["hardware:cycles", "ftrace:function", "kfunc:vfs_read",
                                   "fentry:vfs_read", "schd:sched_switch", "nosuch*:x"])
 def test_an_unknown_provider_is_an_error_at_the_probe_without_a_kernel(spec):
     with pytest.raises(SemanticError) as e:
@@ -173,3 +173,33 @@ def test_the_subsystem_list_holds_mainline_subsystems_and_no_other_providers():
     subsystems = tracepoint_subsystems()
     assert {"sched", "syscalls", "raw_syscalls", "irq", "block", "skb", "kmem"} <= subsystems
     assert not {"perf", "probe", "kprobe", "kfunc", "fentry", "uprobe", "ftrace"} & subsystems
+
+
+@pytest.mark.parametrize("spec, freq, period", [
+    ("perf:page-faults", 0, 1), ("perf:context-switches:10", 0, 10),
+    ("perf:cpu-clock:2ms", 0, 2_000_000), ("perf:cpu-clock", 0, 10_000_000),
+    ("perf:cycles:99hz", 99, 0), ("perf:cache-misses:1000", 0, 1000)])
+def test_perf_events_take_a_period_or_a_frequency(spec, freq, period):
+    img = compile_text(f"trace {spec} {{ }}")
+    ev = img.events[0]
+    assert (ev.name, ev.offset, ev.period_ns) == (spec.rsplit(":", 1)[0] if spec.count(":") == 2
+                                                  else spec, freq, period)
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("perf:nosuch", "unknown perf event 'nosuch'; ktap knows cpu-clock"),
+    ("perf:cycles:10", "period 10 events is too short"),
+    ("perf:page-faults:1ms", "counts events: its period is a number"),
+    ("perf:cpu-clock:99999", "period 99999 ns is too short"),
+    ("perf:cycles:20000hz", "out of range 1..10000"),
+])
+def test_bad_perf_specs_are_errors_at_the_probe(spec, needle):
+    with pytest.raises(SemanticError) as e:
+        compile_text(f"var n = 0\ntrace {spec} {{ n += 1 }}")
+    assert needle in e.value.message
+    assert (e.value.loc.line, e.value.loc.col) == (2, 7)
+
+
+def test_perf_handlers_cannot_read_arguments():
+    with pytest.raises(SemanticError, match="'arg1' is not available in perf probes"):
+        compile_text("trace perf:page-faults { print(arg1) }")

@@ -15,7 +15,7 @@ from ktap.frontend.sema import analyze
 from ktap.core.targets import get_target
 from ktap.backends.kbc.verifier import verify
 from ktap.symbols.resolve import resolve_events
-from ktap.events.kinds import EV_TRACEPOINT, TIMER_KINDS
+from ktap.events.kinds import EV_TRACEPOINT, kind
 from ktap.events.specs import known_subsystem
 from ktap.frontend.program import Limits
 
@@ -102,9 +102,11 @@ def check_probes_offline(script, src: Source, warn) -> None:
     would check them."""
     unchecked = []
     for node in script.body:
-        if not isinstance(node, A.Probe) or node.spec_parsed.kind in TIMER_KINDS:
+        if not isinstance(node, A.Probe):
             continue
         spec = node.spec_parsed
+        if not (kind(spec.kind).symbol or kind(spec.kind).fields):
+            continue            # timers and perf events: nothing to look up
         subsys = spec.name.split(":", 1)[0]
         if spec.kind == EV_TRACEPOINT and not known_subsystem(subsys):
             raise SemanticError(

@@ -21,7 +21,7 @@ from ktap.backends.kbc import opcodes, records, verifier
 from ktap.core.cache import ContentKey, cached_dir
 from ktap.core.paths import KMOD_DIR
 from ktap.core.targets import Target, all_targets, get_target
-from ktap.events import kinds
+from ktap.events import kinds, perf
 from ktap.events import specs as probes
 from ktap.frontend import printf, sema
 from ktap.frontend import program
@@ -52,8 +52,9 @@ def template_context(target: Target) -> dict:
         num_event_kinds=len(kinds.KINDS),
         kinds_c_enum=kinds.c_enum(),
         providers=attached,
-        table_mask=sum(1 << k.id for k in attached if not k.timer),
-        image_mask=sum(1 << k.id for k in attached if k.timer),
+        table_mask=sum(1 << k.id for k in attached if not k.from_image),
+        image_mask=sum(1 << k.id for k in attached if k.from_image),
+        perf_events=perf.PERF_EVENTS, perf_max_freq=perf.MAX_FREQ_HZ,
         table_log2=program.TABLE_LOG2, table_linear=program.TABLE_LINEAR,
         limit_fields=program.Limits.FIELDS, limit_max=program.Limits.MAXIMUM,
         max_frame=verifier.MAX_FRAME, max_code_words=verifier.MAX_CODE_WORDS,

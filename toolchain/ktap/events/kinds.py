@@ -26,6 +26,7 @@ class EventKind:
     config: tuple[str, ...]   # kernel options the provider needs, named in errors
     feature: str         # the profile feature that says the kernel has it ("" if none)
     kernel_symbol: str   # a symbol whose presence in System.map shows the feature
+    from_image: bool = False  # attached from the image alone, no attach-table entry
 
     @property
     def c_name(self) -> str:
@@ -42,10 +43,14 @@ KINDS = (
               ("CONFIG_KPROBES", "CONFIG_KRETPROBES"), "kretprobes", "register_kretprobe"),
     # Shorter periods would let a timer alone eat the CPU of a small board.
     EventKind(3, "tick", True, False, False, False, False, True, 1_000_000,
-              ("CONFIG_HIGH_RES_TIMERS",), "", ""),
+              ("CONFIG_HIGH_RES_TIMERS",), "", "", from_image=True),
     EventKind(4, "profile", True, False, False, False, False, True, 100_000,
-              ("CONFIG_HIGH_RES_TIMERS",), "", ""),
+              ("CONFIG_HIGH_RES_TIMERS",), "", "", from_image=True),
     EventKind(5, "trace_end", False, False, False, False, False, False, 0, (), "", ""),
+    # perf:NAME (events/perf.py): period_ns holds the sample period (a count,
+    # or nanoseconds for the clocks), offset the sample frequency in Hz instead
+    EventKind(6, "perf", True, False, False, False, False, False, 0,
+              ("CONFIG_PERF_EVENTS",), "", "", from_image=True),
 )
 
 BY_ID = {k.id: k for k in KINDS}
@@ -58,6 +63,7 @@ EV_KRETPROBE = BY_NAME["kretprobe"].id
 EV_TICK = BY_NAME["tick"].id
 EV_PROFILE = BY_NAME["profile"].id
 EV_END = BY_NAME["trace_end"].id
+EV_PERF = BY_NAME["perf"].id
 
 TIMER_KINDS = frozenset(k.id for k in KINDS if k.timer)
 

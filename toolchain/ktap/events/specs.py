@@ -1,5 +1,6 @@
 """Probe specifications: `subsys:event`, `probe:SYM[+OFF]`, `probe:SYM%return`,
-`kprobe:`/`kretprobe:` aliases, `tick-N<unit>`, `profile-N<unit>`."""
+`kprobe:`/`kretprobe:` aliases, `tick-N<unit>`, `profile-N<unit>`,
+`perf:NAME[:PERIOD|:Nhz]`."""
 from __future__ import annotations
 
 import fnmatch
@@ -8,7 +9,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from ktap.events.kinds import (BY_ID, EV_KPROBE, EV_KRETPROBE, EV_PROFILE, EV_TICK,
+from ktap.events import perf
+from ktap.events.kinds import (BY_ID, EV_KPROBE, EV_KRETPROBE, EV_PERF, EV_PROFILE, EV_TICK,
                                EV_TRACEPOINT, TIMER_KINDS)
 
 UNITS_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
@@ -17,6 +19,7 @@ MIN_PERIOD_NS = {k: BY_ID[k].min_period_ns for k in sorted(TIMER_KINDS)}
 _SYMBOL = re.compile(r"[A-Za-z_.*?\[\]][A-Za-z0-9_.*?\[\]]*$")
 _OFFSET = re.compile(r"(0[xX][0-9A-Fa-f]+|[0-9]+)$")
 _TIMER = re.compile(r"(tick|profile)-([0-9]+)(ns|us|ms|s)?$")
+_PERF_RATE = re.compile(r"([0-9]+)(hz|ns|us|ms|s)?$")
 
 
 class SpecError(Exception):
@@ -26,9 +29,9 @@ class SpecError(Exception):
 @dataclass(frozen=True)
 class Spec:
     kind: int
-    name: str            # symbol, subsys:event, or the timer spec
-    offset: int = 0
-    period_ns: int = 0
+    name: str            # symbol, subsys:event, the timer spec, perf:NAME
+    offset: int = 0      # kprobes: the offset; perf: the sample frequency (Hz)
+    period_ns: int = 0   # timers: the period; perf: the sample period
 
     @property
     def is_glob(self) -> bool:
@@ -51,6 +54,8 @@ def parse_spec(text: str) -> Spec:
     prefix, rest = text.split(":", 1)
     if prefix in ("probe", "kprobe", "kretprobe"):
         return _kprobe(prefix, rest)
+    if prefix == "perf":
+        return _perf(rest)
     return _tracepoint(prefix, rest)
 
 
@@ -87,6 +92,35 @@ def _kprobe(prefix: str, rest: str) -> Spec:
     return Spec(EV_KRETPROBE if ret else EV_KPROBE, rest, offset)
 
 
+def _perf(rest: str) -> Spec:
+    """perf:NAME, perf:NAME:PERIOD (events, or a time for the clocks: 1ms) or
+    perf:NAME:FREQhz (samples per second)."""
+    name, _, rate = rest.partition(":")
+    ev = perf.BY_NAME.get(name)
+    if ev is None:
+        raise SpecError(f"unknown perf event '{name}'; ktap knows "
+                        + ", ".join(e.name for e in perf.PERF_EVENTS))
+    if not rate:
+        return Spec(EV_PERF, f"perf:{name}", 0, ev.default_period)
+    m = _PERF_RATE.match(rate)
+    if not m:
+        raise SpecError(f"bad perf sample rate '{rate}': a period (perf:{name}:1000) or a "
+                        f"frequency (perf:{name}:99hz)")
+    n, unit = int(m.group(1)), m.group(2)
+    if unit == "hz":
+        if not 1 <= n <= perf.MAX_FREQ_HZ:
+            raise SpecError(f"perf sample frequency {n} Hz out of range 1..{perf.MAX_FREQ_HZ}")
+        return Spec(EV_PERF, f"perf:{name}", n, 0)
+    if unit is not None and not ev.clock:
+        raise SpecError(f"perf:{name} counts events: its period is a number, not a time")
+    period = n * UNITS_NS[unit] if unit else n
+    if period < ev.min_period:
+        what = "ns" if ev.clock else "events"
+        raise SpecError(f"perf:{name} period {period} {what} is too short (at least "
+                        f"{ev.min_period}): the handler would run too often")
+    return Spec(EV_PERF, f"perf:{name}", 0, period)
+
+
 def _tracepoint(subsys: str, event: str) -> Spec:
     for part, what in ((subsys, "subsystem"), (event, "event")):
         if not part or not _SYMBOL.match(part) or "." in part:
@@ -113,7 +147,11 @@ def known_subsystem(subsys: str) -> bool:
 
 def matches(pattern: Spec, fired: Spec) -> bool:
     """Whether an event that fired (in `ktap sim`) belongs to a script's probe."""
-    if pattern.kind != fired.kind or pattern.offset != fired.offset:
+    if pattern.kind != fired.kind:
+        return False
+    if pattern.kind == EV_PERF:         # a sample of the event, whatever its rate
+        return pattern.name == fired.name
+    if pattern.offset != fired.offset:
         return False
     if pattern.kind in TIMER_KINDS:
         return pattern.period_ns == fired.period_ns

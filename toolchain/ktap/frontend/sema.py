@@ -355,7 +355,8 @@ class Analyzer:
             raise self.error("'retval' is only available in return probes "
                              "(probe:SYM%return)", e.loc)
         if isinstance(ref, ArgRef) and not kind.args:
-            what = "timer probes" if kind.timer else "return probes (use retval)"
+            what = "timer probes" if kind.timer else "return probes (use retval)" if \
+                kind.retval else f"{kind.name} probes"
             raise self.error(f"'{e.name}' is not available in {what}", e.loc)
 
     def expr_Field(self, e: A.Field) -> None:

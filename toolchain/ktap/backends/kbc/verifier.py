@@ -10,7 +10,8 @@ from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc import opcodes
 from ktap.core.diagnostics import Loc, Source, VerifyError
 from ktap.frontend.printf import FormatError, parse_format
-from ktap.events.kinds import EVENT_KIND_NAMES
+from ktap.events import perf
+from ktap.events.kinds import EV_PERF, EVENT_KIND_NAMES
 from ktap.events.kinds import kind as event_kind
 from ktap.events.specs import MIN_PERIOD_NS
 from ktap.frontend.sema import MAX_LHIST_BUCKETS
@@ -118,11 +119,27 @@ class Verifier:
                                 "which is not a handler function")
             if e.kind in MIN_PERIOD_NS and e.period_ns < MIN_PERIOD_NS[e.kind]:
                 raise self.fail("bad-event", f"event {i} period {e.period_ns} ns is too short")
+            if e.kind == EV_PERF:
+                self.check_perf_event(i, e)
             if len(e.fields) > MAX_FIELDS or (e.fields and not event_kind(e.kind).fields):
                 raise self.fail("bad-event", f"event {i} has a bad field list")
             nfields = len(e.fields) if event_kind(e.kind).fields else 0
             prev = self.handler_fields.get(e.handler, nfields)
             self.handler_fields[e.handler] = min(prev, nfields)
+
+    def check_perf_event(self, i: int, e) -> None:
+        """perf:NAME of events/perf.py, sampled at a frequency (offset) or a period."""
+        ev = perf.BY_NAME.get(e.name.removeprefix("perf:")) if e.name.startswith("perf:") \
+            else None
+        if ev is None:
+            raise self.fail("bad-event", f"event {i} is no perf event ktap knows: {e.name!r}")
+        if e.offset:
+            ok = 1 <= e.offset <= perf.MAX_FREQ_HZ and e.period_ns == 0
+        else:
+            ok = e.period_ns >= ev.min_period
+        if not ok:
+            raise self.fail("bad-event", f"event {i} ({e.name}) samples too often "
+                            f"(frequency {e.offset} Hz, period {e.period_ns})")
 
     # -- function level --------------------------------------------------
     def check_proto(self, i: int) -> None:
