@@ -270,7 +270,7 @@ static void cleanup(struct ebpf_sess *e)
 
 int run_ebpf(const struct options *o, const struct ktap_image *img)
 {
-	struct formatter f = { img, NULL };
+	struct formatter f = { img, NULL, o->json };
 	struct ebpf_sess e;
 	struct stream s;
 	int status = KTAP_EXIT_LOAD_ERROR;

@@ -26,7 +26,7 @@ static void pad_right_aligned(struct sb *o, const char *text, size_t n, size_t w
 
 
 /* -- scalar values ------------------------------------------------------- */
-static void frame(const struct formatter *f, uint64_t addr, struct sb *o)
+void format_frame(const struct formatter *f, uint64_t addr, struct sb *o)
 {
 	if (f->syms && symtab_name(f->syms, addr, o))
 		return;
@@ -35,7 +35,7 @@ static void frame(const struct formatter *f, uint64_t addr, struct sb *o)
 
 /* Python's cdiv: truncating division. A zero count never reaches a record
  * (aggregates exist once fed); 0 keeps the runner alive if one did. */
-static int64_t avg(const struct kval *v)
+int64_t kval_avg(const struct kval *v)
 {
 	if (v->count == 0 || (v->sum == INT64_MIN && v->count == -1))
 		return v->count == 0 ? 0 : v->sum;
@@ -56,13 +56,13 @@ static void tostring(const struct formatter *f, const struct kval *v, struct sb 
 		for (i = 0; i < v->len; i++) {
 			if (i)
 				sb_putc(o, '\n');
-			frame(f, (uint64_t)rd_i64(v->p + 8 * i), o);
+			format_frame(f, (uint64_t)rd_i64(v->p + 8 * i), o);
 		}
 		break;
 	case KTAP_VAL_AGG:
 		sb_printf(o, "count=%lld sum=%lld min=%lld max=%lld avg=%lld",
 			  (long long)v->count, (long long)v->sum, (long long)v->min,
-			  (long long)v->max, (long long)avg(v));
+			  (long long)v->max, (long long)kval_avg(v));
 		break;
 	default: sb_puts(o, "table"); break;
 	}
@@ -227,7 +227,7 @@ static int parse_conv(const char **p, const char *end, struct conv *c)
 	return 1;
 }
 
-static void r_printf(const struct formatter *f, const struct krec *r, struct sb *o)
+void format_printf(const struct formatter *f, const struct krec *r, struct sb *o)
 {
 	static const struct kval nil = { KTAP_VAL_NIL };
 	const struct ktap_kstr *fmt;
@@ -560,8 +560,12 @@ static void r_print_hist(const struct formatter *f, const struct krec *r, struct
 
 void format_record(const struct formatter *f, const struct krec *rec, struct sb *out)
 {
+	if (f->json) {
+		format_record_json(f, rec, out);
+		return;
+	}
 	switch (rec->kind) {
-	case KTAP_REC_PRINTF: r_printf(f, rec, out); break;
+	case KTAP_REC_PRINTF: format_printf(f, rec, out); break;
 	case KTAP_REC_PRINT: r_print(f, rec, out); break;
 	case KTAP_REC_DUMP: r_dump(f, rec, out); break;
 	case KTAP_REC_PRINT_HIST: r_print_hist(f, rec, out); break;
@@ -570,12 +574,6 @@ void format_record(const struct formatter *f, const struct krec *rec, struct sb 
 }
 
 /* -- the end of a session -------------------------------------------------- */
-struct drop {
-	const unsigned char *reason;
-	uint32_t len;
-	int64_t count;
-};
-
 static int by_reason(const void *a, const void *b)
 {
 	const struct drop *x = a, *y = b;
@@ -585,8 +583,7 @@ static int by_reason(const void *a, const void *b)
 	return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
-/* sim.py's drop report: one line per reason, sorted by reason. */
-static void drop_report(const struct kstatus *st, struct sb *err)
+struct drop *status_drops(const struct kstatus *st)
 {
 	struct drop *d = xmalloc(sizeof(*d) * (st->ndrops ? st->ndrops : 1));
 	const unsigned char *p = st->drops;
@@ -599,6 +596,15 @@ static void drop_report(const struct kstatus *st, struct sb *err)
 		p += 12 + d[i].len;
 	}
 	qsort(d, st->ndrops, sizeof(*d), by_reason);
+	return d;
+}
+
+/* sim.py's drop report: one line per reason, sorted by reason. */
+static void drop_report(const struct kstatus *st, struct sb *err)
+{
+	struct drop *d = status_drops(st);
+	uint32_t i;
+
 	for (i = 0; i < st->ndrops; i++) {
 		sb_printf(err, "ktap: %lld events dropped (", (long long)d[i].count);
 		sb_put(err, (const char *)d[i].reason, d[i].len);

@@ -85,9 +85,26 @@ struct symtab;
 struct formatter {
 	const struct ktap_image *img;
 	const struct symtab *syms;	/* NULL: stacks print as raw hex */
+	int json;			/* --format json (format_json.c) */
 };
 
 void format_record(const struct formatter *f, const struct krec *rec, struct sb *out);
+/* A stack frame's text, a printf record's text and an aggregate's average,
+ * shared with the JSON formatter. */
+void format_frame(const struct formatter *f, uint64_t addr, struct sb *o);
+void format_printf(const struct formatter *f, const struct krec *r, struct sb *o);
+int64_t kval_avg(const struct kval *v);
+/* The status record's drops, sorted by reason (free() the array). */
+struct drop {
+	const unsigned char *reason;
+	uint32_t len;
+	int64_t count;
+};
+struct drop *status_drops(const struct kstatus *st);
+/* -- JSON lines (format_json.c): mirrors toolchain/ktap/refvm/jsonout.py --- */
+void format_record_json(const struct formatter *f, const struct krec *rec, struct sb *out);
+/* The status object that ends a JSON stream. */
+void format_status_json(const struct kstatus *st, struct sb *out);
 /* The status record as stderr lines (runtime error, or drop report), and the
  * exit status ktaprun ends with. */
 int format_status(const struct ktap_image *img, const struct kstatus *st, struct sb *err);

@@ -26,6 +26,9 @@ static int usage(FILE *to, int status)
 		"                        (default: ktapvm.ko next to ktaprun)\n"
 		"  -r, --raw             write the raw output records to stdout\n"
 		"  -k, --kallsyms PATH   symbols for stacks and %%p (default /proc/kallsyms)\n"
+		"  -F, --format text|json\n"
+		"                        text: what the script prints (default); json: one\n"
+		"                        JSON object per output record, then a status object\n"
 		"  -f, --format-records RECORDS\n"
 		"                        only format a saved record stream (from --raw) for\n"
 		"                        FILE.kbc, then exit with the session's status\n"
@@ -47,6 +50,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "module", required_argument, NULL, 'm' },
 		{ "raw", no_argument, NULL, 'r' },
 		{ "kallsyms", required_argument, NULL, 'k' },
+		{ "format", required_argument, NULL, 'F' },
 		{ "format-records", required_argument, NULL, 'f' },
 		{ "resolve", no_argument, NULL, 'R' },
 		{ "version", no_argument, NULL, 'V' },
@@ -60,11 +64,19 @@ static int parse_args(int argc, char **argv, struct options *o)
 	memset(o, 0, sizeof(*o));
 	opterr = 0;
 	/* '+': stop at FILE.kbc, so the workload's own options stay its own. */
-	while ((c = getopt_long(argc, argv, "+m:rk:f:RVhS:H", longs, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+m:rk:F:f:RVhS:H", longs, NULL)) != -1) {
 		switch (c) {
 		case 'm': o->module = optarg; break;
 		case 'r': o->raw = 1; break;
 		case 'k': o->kallsyms = optarg; break;
+		case 'F':
+			if (strcmp(optarg, "text") && strcmp(optarg, "json")) {
+				fprintf(stderr, "ktaprun: --format takes text or json, not '%s'\n",
+					optarg);
+				return -1;
+			}
+			o->json = !strcmp(optarg, "json");
+			break;
 		case 'f': o->records = optarg; break;
 		case 'R': o->resolve = 1; break;
 		case 'V': o->version = 1; return 0;
@@ -121,7 +133,7 @@ static struct ktap_image *load_image(const char *path, unsigned char **data, siz
 /* --format-records: what the host does with a --raw capture. */
 static int format_file(const struct options *o, const struct ktap_image *img)
 {
-	struct formatter f = { img, NULL };
+	struct formatter f = { img, NULL, o->json };
 	struct stream s;
 	unsigned char *data;
 	size_t len;

@@ -379,7 +379,7 @@ static int pump(struct reader *r, struct stream *s, pid_t child, const sigset_t 
 int run_session(const struct options *o, const struct ktap_image *img,
 		const unsigned char *data, size_t size, const char *argv0)
 {
-	struct formatter f = { img, NULL };
+	struct formatter f = { img, NULL, o->json };
 	struct reader r;
 	struct stream s;
 	sigset_t waitmask;

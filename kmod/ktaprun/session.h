@@ -7,6 +7,7 @@
 struct options {
 	const char *module;	/* -m: ktapvm.ko to load */
 	const char *kallsyms;	/* -k */
+	int json;		/* --format json: records as JSON lines */
 	const char *records;	/* -f: format this record file, run nothing */
 	const char *image;
 	char **cmd;		/* after "--": the workload, NULL-terminated */

@@ -104,6 +104,13 @@ int stream_finish(struct stream *s, const char *what)
 		return KTAP_EXIT_LOAD_ERROR;
 	}
 	status = format_status(s->fmt->img, &s->status, &err);
+	if (s->fmt->json) {
+		struct sb out = { 0 };
+
+		format_status_json(&s->status, &out);
+		fwrite(out.b, 1, out.len, stdout);
+		sb_free(&out);
+	}
 	fflush(stdout);
 	if (err.len)
 		fwrite(err.b, 1, err.len, stderr);

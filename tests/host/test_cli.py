@@ -2,6 +2,7 @@
 
 import argparse
 import importlib
+import json
 import subprocess
 import sys
 
@@ -137,3 +138,24 @@ def test_command_table_matches_the_module_that_registers_it(command):
     shown = {a.dest: a.help for a in sub._choices_actions}
     assert shown[command] == help_line
     assert set(shown) == {c for c, m, _ in main.COMMANDS if m == module}
+
+
+def test_sim_json_lines_end_with_the_status(tmp_path):
+    events = tmp_path / "ev.jsonl"
+    events.write_text('{"probe": "probe:vfs_write", "args": [4], "execname": "sh"}\n'
+                      '{"probe": "probe:vfs_write", "args": [0]}\n')
+    r = run("sim", "--format", "json", "--events", str(events), "-e",
+            'var t = {}\ntrace probe:vfs_write { t[execname] = 10 / arg1 }\n'
+            'trace_end { print(t) }')
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    # the runtime error: no trace_end output, the status says where, stderr too
+    assert lines == [{"type": "status", "state": "error", "exit_code": 0, "drops": {},
+                      "error": {"message": "division by zero", "line": 2, "col": 42}}]
+    assert r.returncode == 3 and "runtime error: division by zero" in r.stderr
+    r = run("sim", "--format", "json", "-e", 'print("a\\tb", 3)\nexit(4)')
+    assert [json.loads(x) for x in r.stdout.splitlines()] == [
+        {"type": "print", "values": ["a\tb", 3]},
+        {"type": "status", "state": "exit", "exit_code": 4, "drops": {}}]
+    assert r.returncode == 4
+    r = run("sim", "--format", "yaml", "-e", "print(1)")
+    assert r.returncode == 2 and "invalid choice: 'yaml'" in r.stderr

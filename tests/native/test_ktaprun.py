@@ -18,6 +18,8 @@ from ktap.backends.kbc import bytecode as bc
 from ktap.build import ktaprun as runner
 from ktap.core import tools
 from ktap.core.targets import target_names
+from ktap.backends.kbc.records import STATE
+from ktap.refvm.jsonout import JsonFormatter
 from ktap.refvm.output import Formatter
 from ktap.refvm.records import decode_records
 from ktap.refvm.sim import parse_events
@@ -222,6 +224,34 @@ def test_formatter_matches_output_py(name, target, builds, tmp_path):
     assert r.stdout == want_out
     assert r.stderr == want_err
     assert r.returncode == want_status
+
+
+def expected_json(image: bc.Image, data: bytes, symbolize=None) -> bytes:
+    records, status = decode_records(data, image.target)
+    fmt = JsonFormatter(image, symbolize)
+    error = (status.message, status.line, status.col) if status.state == STATE["error"] else None
+    out = "".join(fmt.render(r) for r in records) + \
+        JsonFormatter.status(status.state, status.exit_code, status.drops, error)
+    return out.encode("utf-8", "surrogateescape")
+
+
+@needs_cc
+@pytest.mark.parametrize("target", FORMAT_TARGETS)
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_json_lines_match_jsonout_py(name, target, builds, tmp_path):
+    harness, exe = builds(target)
+    text, events = SCRIPTS[name]
+    image, image_path = compile_to(tmp_path, name, text, target)
+    data = harness_stream(harness, image, image_path, events, tmp_path)
+    records = tmp_path / "records.bin"
+    records.write_bytes(data)
+    want = expected_json(image, data)
+    r = run_format(exe, records, image_path, "--format", "json")
+    assert r.stdout == want
+    _, want_err, want_status = expected_text(image, data)
+    assert (r.stderr, r.returncode) == (want_err, want_status)
+    lines = [json.loads(line) for line in r.stdout.decode("utf-8", "replace").splitlines()]
+    assert lines[-1]["type"] == "status" and all("type" in x for x in lines)
 
 
 @needs_cc

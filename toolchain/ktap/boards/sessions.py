@@ -38,6 +38,7 @@ class Session:
     image: bytes
     workload: list[str]
     before: list[list[str]] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)      # more ktaprun options
 
 
 @dataclass
@@ -96,7 +97,7 @@ def run_sessions(target: Target | str, sessions: list[Session], timeout: float =
         steps = [(None, c) for c in before]
         for name, s in zip(images, sessions):
             steps += [(None, c) for c in s.before]
-            steps.append((s, bundle.command(GUEST_DIR, name, s.workload)))
+            steps.append((s, bundle.command(GUEST_DIR, name, s.workload, s.options)))
         commands = [c for _, c in steps]
         unload = unload and bundle.module is not None
         if unload:

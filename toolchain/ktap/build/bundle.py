@@ -29,10 +29,10 @@ class BundleError(Exception):
 
 
 def session_argv(runner: str, image: str, *, module: str | None = None,
-                 workload: Sequence[str] = ()) -> list[str]:
+                 workload: Sequence[str] = (), options: Sequence[str] = ()) -> list[str]:
     """ktaprun's command line for a session (kmod/ktaprun/main.c):
-    `RUNNER [-m MODULE] IMAGE [-- CMD ARGS]`."""
-    argv = [runner] + (["-m", module] if module is not None else []) + [image]
+    `RUNNER [-m MODULE] [OPTIONS] IMAGE [-- CMD ARGS]`."""
+    argv = [runner] + (["-m", module] if module is not None else []) + list(options) + [image]
     # main.c refuses a workload that does not follow "--".
     return argv + (["--", *workload] if workload else [])
 
@@ -72,11 +72,13 @@ class Bundle:
     def path(directory: str, name: str) -> str:
         return f"{directory.rstrip('/')}/{name}"
 
-    def command(self, directory: str, image: str, workload: Sequence[str] = ()) -> list[str]:
-        """The ktaprun command that runs `image` with the bundle in `directory`."""
+    def command(self, directory: str, image: str, workload: Sequence[str] = (),
+                options: Sequence[str] = ()) -> list[str]:
+        """The ktaprun command that runs `image` with the bundle in `directory`
+        (options: more of ktaprun's, such as --format json)."""
         module = None if self.module is None else self.path(directory, MODULE_NAME)
         return session_argv(self.path(directory, RUNNER_NAME), self.path(directory, image),
-                            module=module, workload=workload)
+                            module=module, workload=workload, options=options)
 
 
 def module_vermagic(ko: Path) -> str:

@@ -18,7 +18,8 @@ from ktap.boards.sessions import Session, run_sessions
 from ktap.build.bundle import BundleError
 from ktap.build.kbuild import KmodError
 from ktap.build.ktaprun import RunnerError
-from ktap.cli.common import add_backend_arg, image_for_run, split_script_and_workload
+from ktap.cli.common import (add_backend_arg, add_format_arg, image_for_run,
+                             split_script_and_workload)
 from ktap.core.diagnostics import KtapError
 from ktap.core.tools import MissingTool
 from ktap.core.targets import TargetError, get_target, target_names
@@ -60,6 +61,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                        "config.")
     r.add_argument("-e", dest="program", metavar="PROGRAM", help="script text on the command line")
     add_backend_arg(r)
+    add_format_arg(r)
     r.add_argument("--limit", action="append", metavar="NAME=N", help="override a limit")
     r.add_argument("rest", nargs=argparse.REMAINDER, metavar="[SCRIPT|FILE.kbc] [-- CMD ARGS]",
                    help="the script or image, then the workload run in the board")
@@ -162,8 +164,9 @@ def cmd_run(args) -> int:
         config = parse_config((build.directory / ".config").read_text()) if build else None
         data = bc.dump(image_for_run(args, target.name, config=config,
                                      where=f"the {target.name} board's {args.kernel} kernel"))
-        run = run_sessions(target, [Session("run", data, workload)], timeout=args.timeout,
-                           kernel=args.kernel)
+        run = run_sessions(target, [Session("run", data, workload,
+                                            options=["--format", args.format])],
+                           timeout=args.timeout, kernel=args.kernel)
     except KtapError as e:
         print(e.render(), file=sys.stderr)
         return e.exit_status

@@ -100,5 +100,11 @@ def kernel_info(args) -> api.KernelInfo:
                           getattr(args, "profile", None))
 
 
+def add_format_arg(p) -> None:
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text: what the script prints (default); json: one JSON object per "
+                        "output record, then a status object (docs/output.md)")
+
+
 def warn(text: str) -> None:
     print(text, file=sys.stderr)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
-from ktap.cli.common import add_backend_arg, image_for_run, split_script_and_workload
+from ktap.cli.common import (add_backend_arg, add_format_arg, image_for_run,
+                             split_script_and_workload)
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import target_names
 from ktap.deploy import deploy
@@ -48,6 +49,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-e", dest="program", metavar="PROGRAM", help="script text on the command line")
     p.add_argument("--limit", action="append", metavar="NAME=N", help="override a limit")
     add_backend_arg(p)
+    add_format_arg(p)
     p.add_argument("-v", "--verbose", action="store_true", help="say what is pushed, and timings")
     p.add_argument("rest", nargs=argparse.REMAINDER, metavar="[SCRIPT|FILE.kbc] [-- CMD ARGS]")
     p.set_defaults(func=cmd_run)
@@ -74,7 +76,8 @@ def cmd_run(args) -> int:
                             serial=args.serial) as t:
             result = deploy.deploy_and_run(t, bundle, workload,
                                            args.remote_dir or deploy.DEFAULT_REMOTE_DIR,
-                                           log=log, keepalive=args.keepalive)
+                                           log=log, keepalive=args.keepalive,
+                                           options=["--format", args.format])
     except KtapError as e:
         print(e.render(), file=sys.stderr)
         return e.exit_status

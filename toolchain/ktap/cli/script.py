@@ -9,7 +9,8 @@ from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc.disasm import disassemble
 from ktap.backends.kbc.verifier import verify
-from ktap.cli.common import add_script_args, backend, kernel_info, limits, source, warn
+from ktap.cli.common import (add_format_arg, add_script_args, backend, kernel_info, limits,
+                             source, warn)
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import get_target, target_names
 from ktap.refvm.sim import EventsFile, parse_events, run_sim
@@ -58,7 +59,7 @@ def cmd_sim(args) -> int:
         except (OSError, UnicodeDecodeError) as e:
             raise KtapError(f"cannot read events file: {e}", filename=args.events) from None
         events = parse_events(text, args.events)
-    status, drops = run_sim(image, sys.stdout.write, src, events)
+    status, drops = run_sim(image, sys.stdout.write, src, events, as_json=args.format == "json")
     sys.stdout.flush()
     for line in drops:
         print(line, file=sys.stderr)
@@ -96,6 +97,7 @@ def register(sub) -> None:
                        "board prints. The events file format is in docs/language.md.")
     add_script_args(p, with_backend=False)
     p.add_argument("--events", metavar="FILE", help="events to feed (JSON lines)")
+    add_format_arg(p)
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("targets", help="list the supported targets")

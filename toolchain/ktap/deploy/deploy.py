@@ -175,9 +175,10 @@ class RunResult:
 
 def deploy_and_run(transport: Transport, bundle: Bundle, workload: list[str] = (),
                    remote_dir: str = DEFAULT_REMOTE_DIR, out=None, err=None,
-                   log: Callable[[str], None] | None = None, keepalive: int = 5) -> RunResult:
-    """info -> preflight -> sync -> run the bundle's image. out/err receive the
-    output as it arrives."""
+                   log: Callable[[str], None] | None = None, keepalive: int = 5,
+                   options: list[str] = ()) -> RunResult:
+    """info -> preflight -> sync -> run the bundle's image (with more ktaprun
+    options). out/err receive the output as it arrives."""
     timings = {}
     t0 = time.monotonic()
     info = transport.info()
@@ -197,8 +198,8 @@ def deploy_and_run(transport: Transport, bundle: Bundle, workload: list[str] = (
 
     t2 = time.monotonic()
     (image,) = bundle.images
-    status = transport.run(bundle.command(remote_dir, image.name, list(workload)), out, on_err,
-                           keepalive=keepalive)
+    status = transport.run(bundle.command(remote_dir, image.name, list(workload), options),
+                           out, on_err, keepalive=keepalive)
     timings["run"] = time.monotonic() - t2
     text = tail.decode(errors="replace")
     return RunResult(status, pushed, text, hint_for(text) if status == 1 else None, timings)

@@ -23,6 +23,8 @@ from ktap.backends.kbc import bytecode as bc
 from ktap.core.diagnostics import KtapError, RuntimeErr, Source
 from ktap.events.kinds import EV_END
 from ktap.events.kinds import kind as event_kind
+from ktap.backends.kbc.records import STATE
+from ktap.refvm.jsonout import JsonFormatter
 from ktap.refvm.output import Formatter
 from ktap.events.specs import Spec, SpecError, matches, parse_spec
 from ktap.refvm.vm import EventContext, Exit, Machine
@@ -137,9 +139,9 @@ class Session:
     """Runs a whole session: setup, the events in order, then trace_end."""
 
     def __init__(self, image: bc.Image, write, source: Source | None = None,
-                 events: EventsFile | None = None, symbolize=None):
+                 events: EventsFile | None = None, symbolize=None, as_json: bool = False):
         self.img = image
-        self.fmt = Formatter(image, symbolize)
+        self.fmt = (JsonFormatter if as_json else Formatter)(image, symbolize)
         self.write = write
         self.events = events or EventsFile()
         self.vm = Machine(image, self._emit, source, self.events.memory, self.events.user_memory)
@@ -178,9 +180,22 @@ class Session:
                 sorted(self.vm.drops.items())]
 
 
-def run_sim(image: bc.Image, write, source: Source | None, events: EventsFile) -> tuple[int, list[str]]:
-    s = Session(image, write, source, events)
-    status = s.run()
+def run_sim(image: bc.Image, write, source: Source | None, events: EventsFile,
+            as_json: bool = False) -> tuple[int, list[str]]:
+    """Runs a session; returns its exit status and the drop report's lines.
+    as_json: the records as JSON lines, and a status object after them."""
+    s = Session(image, write, source, events, as_json=as_json)
+    try:
+        status = s.run()
+    except RuntimeErr as e:
+        if as_json:
+            write(JsonFormatter.status(STATE["error"], 0, s.vm.drops,
+                                       (e.message, e.loc.line if e.loc else 0,
+                                        e.loc.col if e.loc else 0)))
+        raise
+    if as_json:
+        state = STATE["exit"] if s.vm.exit_code is not None else STATE["ran"]
+        write(JsonFormatter.status(state, status, s.vm.drops))
     return status, s.drop_report()
 
 
