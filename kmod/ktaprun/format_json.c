@@ -9,38 +9,6 @@
 
 static const char *const state_names[] = { "ran", "exit", "error" };
 
-/* The length of a valid UTF-8 sequence at p (Python's strict decoder: no
- * overlong forms, no surrogates, nothing past U+10FFFF), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	unsigned char c = p[0];
-	size_t len, i;
-	unsigned char lo = 0x80, hi = 0xBF;
-
-	if (c >= 0xC2 && c <= 0xDF)
-		len = 2;
-	else if (c >= 0xE0 && c <= 0xEF)
-		len = 3;
-	else if (c >= 0xF0 && c <= 0xF4)
-		len = 4;
-	else
-		return 0;
-	if (c == 0xE0)
-		lo = 0xA0;
-	else if (c == 0xED)
-		hi = 0x9F;
-	else if (c == 0xF0)
-		lo = 0x90;
-	else if (c == 0xF4)
-		hi = 0x8F;
-	if (n < len || p[1] < lo || p[1] > hi)
-		return 0;
-	for (i = 2; i < len; i++)
-		if (p[i] < 0x80 || p[i] > 0xBF)
-			return 0;
-	return len;
-}
-
 static void json_str(struct sb *o, const unsigned char *p, size_t n)
 {
 	size_t i = 0, len;
@@ -67,7 +35,7 @@ static void json_str(struct sb *o, const unsigned char *p, size_t n)
 				sb_printf(o, "\\u%04x", c);
 			else
 				sb_putc(o, (char)c);
-		} else if ((len = utf8_len(p + i, n - i))) {
+		} else if ((len = utf8_step(p, n, i)) > 1) {
 			sb_put(o, (const char *)p + i, len);
 			i += len;
 			continue;

@@ -36,6 +36,9 @@ void sb_free(struct sb *s);
 /* Characters as Python counts them after decoding UTF-8 with surrogateescape:
  * a valid sequence is one character, every other byte is one. */
 size_t utf8_chars(const char *p, size_t n);
+/* Bytes of the valid UTF-8 sequence at p[i], or 1 (an ASCII byte, or one that
+ * is no UTF-8: the host decodes it as a lone surrogate escape). */
+size_t utf8_step(const unsigned char *p, size_t n, size_t i);
 /* Bytes taken by the first `chars` characters of p[0..n). */
 size_t utf8_prefix(const char *p, size_t n, size_t chars);
 

@@ -108,7 +108,7 @@ static int cont(const unsigned char *p, size_t n, size_t i)
 /* Length of the valid UTF-8 sequence at p[i], or 1 for a byte Python's
  * surrogateescape would turn into one lone character. Same ranges as
  * CPython's decoder: no overlongs, no surrogates, nothing above U+10FFFF. */
-static size_t utf8_step(const unsigned char *p, size_t n, size_t i)
+size_t utf8_step(const unsigned char *p, size_t n, size_t i)
 {
 	unsigned char c = p[i], lo = 0x80, hi = 0xBF;
 	size_t len, k;

@@ -209,16 +209,23 @@ def run_format(exe: Path, records: Path, image_path: Path, *extra: str):
                           capture_output=True, timeout=60)
 
 
-@needs_cc
-@pytest.mark.parametrize("target", FORMAT_TARGETS)
-@pytest.mark.parametrize("name", sorted(SCRIPTS))
-def test_formatter_matches_output_py(name, target, builds, tmp_path):
+def script_records(builds, target: str, name: str, tmp_path: Path):
+    """A formatter script's records from the C harness, saved to a file:
+    (host ktaprun, image, image path, the records, their file)."""
     harness, exe = builds(target)
     text, events = SCRIPTS[name]
     image, image_path = compile_to(tmp_path, name, text, target)
     data = harness_stream(harness, image, image_path, events, tmp_path)
     records = tmp_path / "records.bin"
     records.write_bytes(data)
+    return exe, image, image_path, data, records
+
+
+@needs_cc
+@pytest.mark.parametrize("target", FORMAT_TARGETS)
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_formatter_matches_output_py(name, target, builds, tmp_path):
+    exe, image, image_path, data, records = script_records(builds, target, name, tmp_path)
     want_out, want_err, want_status = expected_text(image, data)
     r = run_format(exe, records, image_path)
     assert r.stdout == want_out
@@ -239,12 +246,7 @@ def expected_json(image: bc.Image, data: bytes, symbolize=None) -> bytes:
 @pytest.mark.parametrize("target", FORMAT_TARGETS)
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_json_lines_match_jsonout_py(name, target, builds, tmp_path):
-    harness, exe = builds(target)
-    text, events = SCRIPTS[name]
-    image, image_path = compile_to(tmp_path, name, text, target)
-    data = harness_stream(harness, image, image_path, events, tmp_path)
-    records = tmp_path / "records.bin"
-    records.write_bytes(data)
+    exe, image, image_path, data, records = script_records(builds, target, name, tmp_path)
     want = expected_json(image, data)
     r = run_format(exe, records, image_path, "--format", "json")
     assert r.stdout == want
