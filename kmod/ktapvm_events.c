@@ -10,6 +10,8 @@
 #include <linux/uaccess.h>
 #include <linux/kallsyms.h>
 #include <linux/rcupdate.h>
+#include <linux/perf_event.h>
+#include <linux/cpumask.h>
 #include "ktapvm_probe.h"
 
 /* -- the image's needs ------------------------------------------------------- */
@@ -95,6 +97,39 @@ static const char *const kind_names[KTAP_EV_NKINDS] = KTAP_EV_NAMES;
 static const char *kind_name(u32 kind)
 {
 	return kind < KTAP_EV_NKINDS && providers[kind] ? kind_names[kind] : "event";
+}
+
+void ktapvm_counters_close(struct perf_event **pe)
+{
+	int cpu;
+
+	for (cpu = 0; pe && cpu < nr_cpu_ids; cpu++)
+		if (pe[cpu]) {
+			perf_event_release_kernel(pe[cpu]);
+			pe[cpu] = NULL;
+		}
+}
+
+int ktapvm_counters_open(struct perf_event_attr *attr, perf_overflow_handler_t fn, void *ctx,
+			 struct perf_event ***pe)
+{
+	int cpu;
+
+	*pe = kcalloc(nr_cpu_ids, sizeof(**pe), GFP_KERNEL);
+	if (!*pe)
+		return -ENOMEM;
+	for_each_online_cpu(cpu) {
+		struct perf_event *e = perf_event_create_kernel_counter(attr, cpu, NULL, fn, ctx);
+
+		if (IS_ERR(e)) {
+			if (!cpu_online(cpu))
+				continue;
+			ktapvm_counters_close(*pe);
+			return PTR_ERR(e);
+		}
+		(*pe)[cpu] = e;
+	}
+	return 0;
 }
 
 const char *ktapvm_errname(int e)

@@ -16,6 +16,7 @@
 #include <linux/cred.h>
 #include <linux/uidgid.h>
 #include <linux/stacktrace.h>
+#include <linux/perf_event.h>
 #include "ktapvm_mod.h"
 #include "ktap_features.h"
 
@@ -57,6 +58,18 @@ KTAP_EV_PROVIDERS(KTAPVM_DECLARE_PROVIDER)
 
 /* "-ENOENT" and the like, for error messages. */
 const char *ktapvm_errname(int e);
+
+/* A perf counter with `attr` on every online CPU, each calling fn(ctx):
+ * *pe becomes an array indexed by CPU id. Not under cpus_read_lock():
+ * registering a tracepoint's perf probe takes it again (static calls on
+ * x86, jump labels), and a percpu rwsem read twice deadlocks once a
+ * CPU-hotplug writer waits in between (lockdep reported it on x86_64's
+ * PREEMPT_RT kernel). A CPU that goes offline meanwhile is skipped; one
+ * that comes online later gets no counter. On failure (the errno) none
+ * stays open. ktapvm_counters_close() releases them; kfree(*pe) after. */
+int ktapvm_counters_open(struct perf_event_attr *attr, perf_overflow_handler_t fn, void *ctx,
+			 struct perf_event ***pe);
+void ktapvm_counters_close(struct perf_event **pe);
 
 /* The task part of the event context, and what depends only on the probe:
  * inline, as it runs in every handler. */

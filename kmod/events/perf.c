@@ -48,24 +48,14 @@ static int perf_setup(struct ktapvm_probe *p, const struct ktap_ievent *iev,
 
 static void perf_detach(struct ktapvm_probe *p)
 {
-	struct perf_probe *pp = container_of(p, struct perf_probe, p);
-	int cpu;
-
-	for (cpu = 0; pp->pe && cpu < nr_cpu_ids; cpu++)
-		if (pp->pe[cpu]) {
-			perf_event_release_kernel(pp->pe[cpu]);
-			pp->pe[cpu] = NULL;
-		}
+	ktapvm_counters_close(container_of(p, struct perf_probe, p)->pe);
 }
 
-/* A counter on every online CPU, as tracepoint.c does (and for the same
- * reason not under cpus_read_lock()); if one cannot be created, the ones that
- * were are released again. */
 static int perf_attach(struct ktapvm_probe *p, char *err, size_t errlen)
 {
 	struct perf_probe *pp = container_of(p, struct perf_probe, p);
 	struct perf_event_attr attr;
-	int ret = 0, cpu;
+	int ret;
 
 	memset(&attr, 0, sizeof(attr));
 	attr.type = pp->what->type;
@@ -76,24 +66,9 @@ static int perf_attach(struct ktapvm_probe *p, char *err, size_t errlen)
 		attr.sample_freq = pp->freq;
 	else
 		attr.sample_period = pp->period;
-	pp->pe = kcalloc(nr_cpu_ids, sizeof(*pp->pe), GFP_KERNEL);
-	if (!pp->pe)
-		return -ENOMEM;
-	for_each_online_cpu(cpu) {
-		struct perf_event *pe;
-
-		pe = perf_event_create_kernel_counter(&attr, cpu, NULL, perf_overflow, pp);
-		if (IS_ERR(pe)) {
-			if (!cpu_online(cpu))
-				continue;
-			ret = PTR_ERR(pe);
-			break;
-		}
-		pp->pe[cpu] = pe;
-	}
-	if (!ret)
-		return 0;
-	perf_detach(p);
+	ret = ktapvm_counters_open(&attr, perf_overflow, pp, &pp->pe);
+	if (!ret || ret == -ENOMEM)
+		return ret;
 	if (ret == -ENOENT || ret == -EOPNOTSUPP || ret == -ENODEV)
 		snprintf(err, errlen, "%s: this CPU's PMU does not count %s (%s); emulated CPUs "
 			 "(QEMU) mostly have no hardware counters", p->name, pp->what->name,

@@ -168,23 +168,14 @@ static int tracepoint_setup(struct ktapvm_probe *p, const struct ktap_ievent *ie
 
 static void tracepoint_detach(struct ktapvm_probe *p)
 {
-	struct tracepoint_probe *tp = container_of(p, struct tracepoint_probe, p);
-	int cpu;
-
-	for (cpu = 0; cpu < nr_cpu_ids; cpu++)
-		if (tp->pe[cpu]) {
-			perf_event_release_kernel(tp->pe[cpu]);
-			tp->pe[cpu] = NULL;
-		}
+	ktapvm_counters_close(container_of(p, struct tracepoint_probe, p)->pe);
 }
 
-/* A counter on every online CPU; if one cannot be created, the ones that
- * were are released again. */
 static int tracepoint_attach(struct ktapvm_probe *p, char *err, size_t errlen)
 {
 	struct tracepoint_probe *tp = container_of(p, struct tracepoint_probe, p);
 	struct perf_event_attr attr;
-	int ret = 0, cpu;
+	int ret;
 
 	memset(&attr, 0, sizeof(attr));
 	attr.type = PERF_TYPE_TRACEPOINT;
@@ -192,29 +183,8 @@ static int tracepoint_attach(struct ktapvm_probe *p, char *err, size_t errlen)
 	attr.config = tp->tp_id;
 	attr.sample_period = 1;
 	attr.sample_type = PERF_SAMPLE_RAW;
-	tp->pe = kcalloc(nr_cpu_ids, sizeof(*tp->pe), GFP_KERNEL);
-	if (!tp->pe)
-		return -ENOMEM;
-	/* Not under cpus_read_lock(): registering the tracepoint's perf probe
-	 * takes it again (static calls on x86, jump labels), and a percpu rwsem
-	 * read twice deadlocks once a CPU-hotplug writer waits in between
-	 * (lockdep reported it on x86_64's PREEMPT_RT kernel). A CPU that goes
-	 * offline meanwhile is skipped; one that comes online later gets no
-	 * counter, as with the lock. */
-	for_each_online_cpu(cpu) {
-		struct perf_event *pe;
-
-		pe = perf_event_create_kernel_counter(&attr, cpu, NULL, tp_overflow, tp);
-		if (IS_ERR(pe)) {
-			if (!cpu_online(cpu))
-				continue;
-			ret = PTR_ERR(pe);
-			break;
-		}
-		tp->pe[cpu] = pe;
-	}
-	if (ret) {
-		tracepoint_detach(p);
+	ret = ktapvm_counters_open(&attr, tp_overflow, tp, &tp->pe);
+	if (ret && ret != -ENOMEM) {
 		snprintf(err, errlen, "tracepoint %s (id %u): cannot attach (%s, %d)",
 			 p->name, tp->tp_id, ktapvm_errname(ret), ret);
 	}
