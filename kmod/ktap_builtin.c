@@ -132,6 +132,53 @@ static int b_print_hist(struct ktap_session *s, struct bargs *a)
 	return entries_record(s, KTAP_REC_PRINT_HIST, t, n.u.n);
 }
 
+/* zero(t): numbers become 0 and aggregates empty; the keys, and their order,
+ * stay (values.Table.zero). */
+static int b_zero(struct ktap_session *s, struct bargs *a)
+{
+	const struct ktap_value *bad;
+	struct ktap_table *t = NULL;
+	int rc = get_table(s, a->v[0], &t, a->f, a->pc);
+	uint32_t i;
+
+	if (rc)
+		return rc;
+	bad = entry_not_of(t, 1u << KTAP_T_NUM | 1u << KTAP_T_AGG);
+	if (bad)
+		return RTERR(s, a->f, a->pc, "zero() needs numbers or aggregates, found a %s entry",
+			     tname(*bad));
+	for (i = 0; i < t->used; i++) {
+		if (!t->e[i].live)
+			continue;
+		if (t->e[i].val.t == KTAP_T_AGG)
+			ktap_agg_reset(t, i);
+		else
+			t->e[i].val = num(0);
+	}
+	return KTAP_RUN_OK;
+}
+
+/* stats(t): each entry's count, sum, min, max and avg, as print(t) shows an
+ * aggregate table. */
+static int b_stats(struct ktap_session *s, struct bargs *a)
+{
+	const struct ktap_value *bad;
+	struct ktap_table *t = NULL;
+	int rc = get_table(s, a->v[0], &t, a->f, a->pc);
+	size_t at;
+
+	if (rc)
+		return rc;
+	bad = entry_not_of(t, 1u << KTAP_T_AGG);
+	if (bad)
+		return RTERR(s, a->f, a->pc, "stats() needs a table fed with <<<, found a %s entry",
+			     tname(*bad));
+	at = ktap_rec_begin(s, KTAP_REC_DUMP);
+	ktap_put_entries(s, t);
+	ktap_rec_end(s, at);
+	return KTAP_RUN_OK;
+}
+
 static int b_read_string(struct ktap_session *s, struct bargs *a, int user, struct ktap_value *out)
 {
 	uint32_t max = (uint32_t)s->limits[KTAP_LIMIT_STRING_SIZE];
@@ -191,6 +238,8 @@ int ktap_callb(struct ktap_session *s, unsigned id, struct ktap_value *R, unsign
 	case KTAP_B_KERNEL_STRING: rc = b_read_string(s, &a, 0, &out); break;
 	case KTAP_B_USER_STRING: rc = b_read_string(s, &a, 1, &out); break;
 	case KTAP_B_STACK: rc = b_stack(s, &a, &out); break;
+	case KTAP_B_ZERO: rc = b_zero(s, &a); break;
+	case KTAP_B_STATS: rc = b_stats(s, &a); break;
 	}
 	if (!rc)
 		R[0] = out;

@@ -304,8 +304,8 @@ int ktap_table_call(struct ktap_session *s, uint32_t g, unsigned id,
 	uint32_t i, f, pc;
 	int rc = KTAP_RUN_OK;
 
-	if ((id != KTAP_B_PRINT && id != KTAP_B_HIST && id != KTAP_B_LHIST &&
-	     id != KTAP_B_PRINT_HIST) || n > KTAP_CALL_MAX_ARGS || n + 1 < builtin_info[id].min_args ||
+	if (id >= KTAP_NUM_BUILTINS || !builtin_info[id].table_call || n > KTAP_CALL_MAX_ARGS ||
+	    n + 1 < builtin_info[id].min_args ||
 	    n + 1 > builtin_info[id].max_args || !ktap_global_table(s, g))
 		return -1;
 	if (s->stopped)

@@ -144,6 +144,7 @@ void ebpf_close_maps(struct ebpf_sess *e);
 struct ebpf_map *ebpf_table_map(struct ebpf_sess *e, uint32_t global);
 void ebpf_pull_table(struct ebpf_sess *e, const struct ebpf_map *em);
 void ebpf_clear_table(struct ebpf_sess *e, const struct ebpf_map *em);
+void ebpf_zero_table(struct ebpf_sess *e, const struct ebpf_map *em);
 
 /* ebpf_call.c: a program's CALL record run, its output left in the
  * interpreter's buffer for the caller to print. -1: a record ktaprun cannot

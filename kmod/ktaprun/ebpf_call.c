@@ -33,8 +33,7 @@ static int bad_call(struct ebpf_sess *e, const char *fmt, ...)
 
 static int table_builtin(unsigned id)
 {
-	return id == KTAP_B_PRINT || id == KTAP_B_HIST || id == KTAP_B_LHIST ||
-	       id == KTAP_B_PRINT_HIST;
+	return id < KTAP_NUM_BUILTINS && builtins[id].table_call;
 }
 
 /* The record's built-in and global, checked against the image and the maps. */
@@ -45,8 +44,8 @@ static struct ebpf_map *call_target(struct ebpf_sess *e, const struct krec *r)
 	struct ebpf_map *em;
 
 	if (id != KTAP_CALL_CLEAR && !table_builtin(id)) {
-		bad_call(e, "asks for built-in %u (%s), which is none of print, hist, lhist, "
-			 "print_hist and %u (delete)", id, id < KTAP_NUM_BUILTINS ?
+		bad_call(e, "asks for built-in %u (%s), which takes no table, and is not %u "
+			 "(delete)", id, id < KTAP_NUM_BUILTINS ?
 			 builtins[id].name : "no built-in", KTAP_CALL_CLEAR);
 		return NULL;
 	}
@@ -110,6 +109,8 @@ static int run_call(struct ebpf_sess *e, const struct krec *r, const struct ebpf
 	/* the built-in's runtime error stops the session as a program's would */
 	if (rc == KTAP_RUN_ERROR || rc == KTAP_RUN_EXIT)
 		e->stopped = 1;
+	else if (rc == KTAP_RUN_OK && r->n == KTAP_B_ZERO)
+		ebpf_zero_table(e, em);		/* the map too, or the next read undoes it */
 	return 0;
 }
 

@@ -830,6 +830,26 @@ static uint64_t *read_drops(struct ebpf_sess *e)
 	return sums;
 }
 
+/* zero(t) in the map: every CPU's copy of every value keeps its stamp and
+ * nothing else. A program adding meanwhile may keep its addition. */
+void ebpf_zero_table(struct ebpf_sess *e, const struct ebpf_map *em)
+{
+	size_t n, i, bytes = value_bytes(e, em->m), c, copies = is_percpu(em->m) ? e->env.ncpus : 1;
+	unsigned char *keys = walk_keys(em, &n), *val = xmalloc(bytes);
+
+	for (i = 0; i < n; i++) {
+		const unsigned char *key = keys + i * em->m->key_size;
+
+		if (bpf_map_lookup(em->fd, key, val) < 0)
+			continue;
+		for (c = 0; c < copies; c++)
+			memset(val + c * stride(em->m) + SEQ_BYTES, 0, stride(em->m) - SEQ_BYTES);
+		bpf_map_update(em->fd, key, val);	/* deleted meanwhile: back, zeroed */
+	}
+	free(keys);
+	free(val);
+}
+
 int ebpf_read_back(struct ebpf_sess *e, uint64_t lost)
 {
 	uint64_t n, *drops;

@@ -235,3 +235,23 @@ def test_clocks_have_values_in_setup_handlers_and_trace_end():
     events = ('{"probe": "probe:vfs_write", "nsecs": 5000, "time_ns": 7000}\n'
               '{"probe": "probe:vfs_write"}\n')
     assert out(text, events) == "5000 7000\n6000 8000\n6000 8000\n"
+
+
+def test_zero_keeps_keys_clear_drops_them_stats_prints_aggregates():
+    text = ('var t = {}\nvar a = {}\n'
+            'trace probe:vfs_write { t[execname] += 1\n  a[execname] <<< arg1 }\n'
+            'trace_end { stats(a)\n  zero(t)\n  zero(a)\n  t["new"] += 5\n  print(t)\n'
+            '  print(count(a["sh"]), avg(a["sh"]))\n  clear(t)\n  print(len(t), len(a)) }')
+    events = ('{"probe": "probe:vfs_write", "execname": "sh", "args": [4], "repeat": 2}\n'
+              '{"probe": "probe:vfs_write", "execname": "ls", "args": [9]}\n')
+    assert out(text, events) == ("sh\tcount=2 sum=8 min=4 max=4 avg=4\n"
+                                 "ls\tcount=1 sum=9 min=9 max=9 avg=9\n"
+                                 "sh\t0\nls\t0\nnew\t5\n0 0\n0 2\n")
+
+
+@pytest.mark.parametrize("call, needle", [("zero(s)", "zero() needs numbers or aggregates"),
+                                          ("stats(t)", "stats() needs a table fed with <<<")])
+def test_zero_and_stats_refuse_other_entries(call, needle):
+    with pytest.raises(RuntimeErr) as e:
+        sim(f'var s = {{}}\nvar t = {{}}\ns["a"] = "x"\nt["b"] = 1\n{call}')
+    assert needle in e.value.message and e.value.loc.line == 5

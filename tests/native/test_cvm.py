@@ -518,5 +518,6 @@ def test_generated_tables_come_from_opcodes():
     for op in opcodes.OPS:
         assert f"KTAP_OP_{op.name} = {op.code}," in h
     for b in builtins.BUILTINS:
-        assert f'{{ "{b.name}", {b.min_args}, {b.max_args} }}' in h
+        table_call = int(b.name in builtins.TABLE_CALLS)
+        assert f'{{ "{b.name}", {b.min_args}, {b.max_args}, {table_call} }}' in h
     assert "#define KTAP_BIG_ENDIAN 1" in h and "#define KTAP_WORD_SIZE 4" in h

@@ -24,7 +24,12 @@ _BUILTINS = [
     ("kernel_string",    1, 1,  "copy a NUL-terminated string from a kernel address; nil if unreadable"),
     ("user_string",      1, 1,  "copy a NUL-terminated string from a user address; nil if unreadable"),
     ("stack",            0, 1,  "the kernel stack of the current event as a value (default depth 16)"),
+    ("zero",             1, 1,  "set every entry of a table to 0, or an empty aggregate; the keys stay"),
+    ("stats",            1, 1,  "emit count, sum, min, max and avg of each entry of an aggregate table"),
 ]
+# Built-ins that take a whole table first: on the eBPF backend a handler's
+# call is a CALL record that ktaprun runs on the map's contents (docs/ebpf.md)
+TABLE_CALLS = ("print", "hist", "lhist", "print_hist", "zero", "stats")
 
 
 @dataclass(frozen=True)

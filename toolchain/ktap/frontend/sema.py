@@ -24,7 +24,7 @@ _ARGN = re.compile(r"arg([1-9])$")
 
 # Built-ins compiled to their own instructions or checked specially, beyond CALLB ones.
 SPECIAL_CALLS = {"printf": (1, 17), "len": (1, 1), "delete": (1, 2), "pairs": (1, 1),
-                 "lhist": (4, 4)}
+                 "lhist": (4, 4), "clear": (1, 1)}
 
 
 @dataclass(eq=False)

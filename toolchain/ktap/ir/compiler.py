@@ -367,7 +367,7 @@ class FunctionCompiler:
         elif name == "len":
             self.emit("LEN", Reg(r), Reg(self.expr_any(args[0])))
             return
-        elif name == "delete":
+        elif name in ("delete", "clear"):      # clear(t) is delete(t): every key goes
             t = self.expr_any(args[0])
             if len(args) == 1:
                 self.emit("CLEAR", Reg(t))

@@ -78,7 +78,7 @@ class Agg:
 
     @property
     def avg(self) -> int:
-        return cdiv(self.sum, self.count)
+        return cdiv(self.sum, self.count) if self.count else 0     # zero() leaves none
 
     def copy(self) -> "Agg":
         return Agg(self.count, self.sum, self.min, self.max, dict(self.log2), dict(self.linear))
@@ -135,6 +135,11 @@ class Table:
     def clear(self) -> None:
         for key in list(self.index):
             self.delete(key)
+
+    def zero(self) -> None:
+        """Numbers become 0 and aggregates empty; every key stays where it is."""
+        for key, i in self.index.items():
+            self.slots[i] = (key, Agg() if isinstance(self.slots[i][1], Agg) else 0)
 
     def next(self, cursor: int):
         for i in range(max(cursor, 0), len(self.slots)):

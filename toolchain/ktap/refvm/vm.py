@@ -411,34 +411,30 @@ class Machine:
             raise self.error(f"expected an aggregate (fed with <<<), got a {type_name(v)}", f, pc)
         return v
 
-    def b_count(self, args, f, pc):
+    def agg_field(self, args, f, pc, name: str, of_nil):
+        """count(a) and the like: a field of the aggregate, or of_nil for nil."""
         v = self.aggregate(args, f, pc)
-        return v.count if v else 0
+        return getattr(v, name) if v else of_nil
 
-    def b_sum(self, args, f, pc):
-        v = self.aggregate(args, f, pc)
-        return v.sum if v else 0
+    def b_count(self, args, f, pc): return self.agg_field(args, f, pc, "count", 0)
+    def b_sum(self, args, f, pc): return self.agg_field(args, f, pc, "sum", 0)
+    def b_min(self, args, f, pc): return self.agg_field(args, f, pc, "min", None)
+    def b_max(self, args, f, pc): return self.agg_field(args, f, pc, "max", None)
+    def b_avg(self, args, f, pc): return self.agg_field(args, f, pc, "avg", None)
 
-    def b_min(self, args, f, pc):
-        v = self.aggregate(args, f, pc)
-        return v.min if v else None
-
-    def b_max(self, args, f, pc):
-        v = self.aggregate(args, f, pc)
-        return v.max if v else None
-
-    def b_avg(self, args, f, pc):
-        v = self.aggregate(args, f, pc)
-        return v.avg if v else None
+    def table_of(self, args, f, pc, name: str, kinds, what: str) -> Table:
+        """args[0] as a table whose entries are all `kinds`, else the runtime error."""
+        t = self.table(args[0], f, pc)
+        for _, v in t.items():
+            if not isinstance(v, kinds) or isinstance(v, bool):
+                raise self.error(f"{name}() needs {what}, found a {type_name(v)} entry", f, pc)
+        return t
 
     def histogram(self, kind: str, flag: int, args, f, pc):
         t = self.table(args[0], f, pc)
         if not t.desc.flags & flag:
             raise self.error(f"{kind}() on a table not declared for it", f, pc)
-        for _, v in t.items():
-            if not isinstance(v, Agg):
-                raise self.error(f"{kind}() needs a table fed with <<<, found a "
-                                 f"{type_name(v)} entry", f, pc)
+        t = self.table_of(args, f, pc, kind, Agg, "a table fed with <<<")
         self.emit((kind, t.snapshot(), t.desc_index))
 
     def b_hist(self, args, f, pc):
@@ -448,15 +444,19 @@ class Machine:
         self.histogram("lhist", program.TABLE_LINEAR, args, f, pc)
 
     def b_print_hist(self, args, f, pc):
-        t = self.table(args[0], f, pc)
+        self.table(args[0], f, pc)
         n = args[1] if len(args) > 1 else 20
         if not isinstance(n, int) or isinstance(n, bool):
             raise self.error(f"print_hist's count must be a number, got a {type_name(n)}", f, pc)
-        for _, v in t.items():
-            if not isinstance(v, (int, Agg)) or isinstance(v, bool):
-                raise self.error(f"print_hist() needs numbers or aggregates, found a "
-                                 f"{type_name(v)} entry", f, pc)
+        t = self.table_of(args, f, pc, "print_hist", (int, Agg), "numbers or aggregates")
         self.emit(("print_hist", t.snapshot(), n))
+
+    def b_zero(self, args, f, pc):
+        self.table_of(args, f, pc, "zero", (int, Agg), "numbers or aggregates").zero()
+
+    def b_stats(self, args, f, pc):
+        t = self.table_of(args, f, pc, "stats", Agg, "a table fed with <<<")
+        self.emit(("dump", t.snapshot()))
 
     def b_gettimeofday_ns(self, args, f, pc): return self.clock_ns
     def b_gettimeofday_us(self, args, f, pc): return self.clock_ns // 1_000

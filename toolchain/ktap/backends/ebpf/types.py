@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ktap.core.diagnostics import Loc, SemanticError, Source
+from ktap.frontend.builtins import TABLE_CALLS
 from ktap.ir import nodes as ir
 
 NIL, BOOL, NUM, STR = "nil", "boolean", "number", "string"
@@ -163,7 +164,8 @@ NUM_RESULT = {"ADD", "SUB", "MUL", "DIV", "MOD", "UNM"}
 BOOL_RESULT = {"NOT", "EQ", "NE", "LT", "LE"}
 NIL_BUILTINS = {"print", "exit"}
 # built-ins on a whole table: ktaprun runs them (a CALL record, docs/ebpf.md)
-TABLE_BUILTINS = {"hist", "lhist", "print_hist"}
+# built-ins a handler calls on a whole table (print(t) is told apart by its arity)
+TABLE_BUILTINS = set(TABLE_CALLS) - {"print"}
 STRING_BUILTINS = {"kernel_string", "user_string"}
 
 

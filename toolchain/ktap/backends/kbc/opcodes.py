@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ktap.frontend.builtins import BUILTINS, MAX_ARGS, STACK_MAX_DEPTH, VARIABLES
+from ktap.frontend.builtins import BUILTINS, MAX_ARGS, STACK_MAX_DEPTH, TABLE_CALLS, VARIABLES
 
 FORMATS = ("ABC", "ABx", "AsBx", "AX64")
 
@@ -171,7 +171,7 @@ def decode(code: list[int], pc: int) -> Decoded:
 
 def c_context() -> dict:
     """The context the kernel module's Jinja templates render the C tables from."""
-    return {"ops": OPS, "builtins": BUILTINS, "variables": VARIABLES,
+    return {"ops": OPS, "builtins": BUILTINS, "variables": VARIABLES, "table_calls": TABLE_CALLS,
             "max_args": MAX_ARGS, "stack_max_depth": STACK_MAX_DEPTH}
 
 
