@@ -195,6 +195,24 @@ static int b_read_string(struct ktap_session *s, struct bargs *a, int user, stru
 	return ktap_str_make(s, s->scratch, (size_t)len, out);
 }
 
+/* ksym(addr): a one-frame stack, so the address prints as its symbol the
+ * way stack frames do, symbolized in user space. */
+static int b_ksym(struct ktap_session *s, struct bargs *a, struct ktap_value *out)
+{
+	uint64_t addr;
+	struct ktap_str *x;
+
+	if (!is_num(a->v[0]))
+		return RTERR(s, a->f, a->pc, "expected an address, got a %s", tname(a->v[0]));
+	addr = (uint64_t)a->v[0].u.n;
+	x = ktap_str_intern(s, KTAP_T_STACK, &addr, 1);
+	if (!x)
+		return drop(s, KTAP_DROP_STRINGS_FULL);
+	out->t = KTAP_T_STACK;
+	out->u.s = x;
+	return KTAP_RUN_OK;
+}
+
 static int b_stack(struct ktap_session *s, struct bargs *a, struct ktap_value *out)
 {
 	struct ktap_value d = a->n ? a->v[0] : num(KTAP_STACK_DEFAULT_DEPTH);
@@ -240,6 +258,7 @@ int ktap_callb(struct ktap_session *s, unsigned id, struct ktap_value *R, unsign
 	case KTAP_B_STACK: rc = b_stack(s, &a, &out); break;
 	case KTAP_B_ZERO: rc = b_zero(s, &a); break;
 	case KTAP_B_STATS: rc = b_stats(s, &a); break;
+	case KTAP_B_KSYM: rc = b_ksym(s, &a, &out); break;
 	}
 	if (!rc)
 		R[0] = out;

@@ -255,3 +255,13 @@ def test_zero_and_stats_refuse_other_entries(call, needle):
     with pytest.raises(RuntimeErr) as e:
         sim(f'var s = {{}}\nvar t = {{}}\ns["a"] = "x"\nt["b"] = 1\n{call}')
     assert needle in e.value.message and e.value.loc.line == 5
+
+
+def test_ksym_is_a_one_frame_stack_printed_as_its_symbol():
+    text = ('var seen = {}\ntrace probe:vfs_write { seen[ksym(arg1)] += 1 }\n'
+            'trace_end { print(seen) }')
+    events = '{"probe": "probe:vfs_write", "args": [3221225488], "repeat": 2}\n'
+    assert out(text, events) == "0x00000000c0000010\n    2\n"
+    with pytest.raises(RuntimeErr) as e:
+        sim('print(ksym("vfs_write"))')
+    assert "expected an address, got a string" in e.value.message

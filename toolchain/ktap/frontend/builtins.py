@@ -26,6 +26,7 @@ _BUILTINS = [
     ("stack",            0, 1,  "the kernel stack of the current event as a value (default depth 16)"),
     ("zero",             1, 1,  "set every entry of a table to 0, or an empty aggregate; the keys stay"),
     ("stats",            1, 1,  "emit count, sum, min, max and avg of each entry of an aggregate table"),
+    ("ksym",             1, 1,  "a kernel address as a value that prints as its symbol (symbolized in user space)"),
 ]
 # Built-ins that take a whole table first: on the eBPF backend a handler's
 # call is a CALL record that ktaprun runs on the map's contents (docs/ebpf.md)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc import opcodes
 from ktap.core.diagnostics import Loc, RuntimeErr, Source
+from ktap.refvm.tablebuiltins import TableBuiltins
 from ktap.refvm.values import Agg, Stack, Table, TableFull, cdiv, cmod, type_name, wrap
-from ktap.frontend import program
 from ktap.frontend import builtins
 
 OPS = {op.code: op.name for op in opcodes.OPS}
@@ -45,7 +45,7 @@ class Dropped(Exception):
         self.reason = reason
 
 
-class Machine:
+class Machine(TableBuiltins):
     def __init__(self, image: bc.Image, emit, source: Source | None = None,
                  memory: dict[int, str] | None = None, user_memory: dict[int, str] | None = None):
         self.img = image
@@ -422,52 +422,19 @@ class Machine:
     def b_max(self, args, f, pc): return self.agg_field(args, f, pc, "max", None)
     def b_avg(self, args, f, pc): return self.agg_field(args, f, pc, "avg", None)
 
-    def table_of(self, args, f, pc, name: str, kinds, what: str) -> Table:
-        """args[0] as a table whose entries are all `kinds`, else the runtime error."""
-        t = self.table(args[0], f, pc)
-        for _, v in t.items():
-            if not isinstance(v, kinds) or isinstance(v, bool):
-                raise self.error(f"{name}() needs {what}, found a {type_name(v)} entry", f, pc)
-        return t
-
-    def histogram(self, kind: str, flag: int, args, f, pc):
-        t = self.table(args[0], f, pc)
-        if not t.desc.flags & flag:
-            raise self.error(f"{kind}() on a table not declared for it", f, pc)
-        t = self.table_of(args, f, pc, kind, Agg, "a table fed with <<<")
-        self.emit((kind, t.snapshot(), t.desc_index))
-
-    def b_hist(self, args, f, pc):
-        self.histogram("hist", program.TABLE_LOG2, args, f, pc)
-
-    def b_lhist(self, args, f, pc):
-        self.histogram("lhist", program.TABLE_LINEAR, args, f, pc)
-
-    def b_print_hist(self, args, f, pc):
-        self.table(args[0], f, pc)
-        n = args[1] if len(args) > 1 else 20
-        if not isinstance(n, int) or isinstance(n, bool):
-            raise self.error(f"print_hist's count must be a number, got a {type_name(n)}", f, pc)
-        t = self.table_of(args, f, pc, "print_hist", (int, Agg), "numbers or aggregates")
-        self.emit(("print_hist", t.snapshot(), n))
-
-    def b_zero(self, args, f, pc):
-        self.table_of(args, f, pc, "zero", (int, Agg), "numbers or aggregates").zero()
-
-    def b_stats(self, args, f, pc):
-        t = self.table_of(args, f, pc, "stats", Agg, "a table fed with <<<")
-        self.emit(("dump", t.snapshot()))
-
     def b_gettimeofday_ns(self, args, f, pc): return self.clock_ns
     def b_gettimeofday_us(self, args, f, pc): return self.clock_ns // 1_000
     def b_gettimeofday_ms(self, args, f, pc): return self.clock_ns // 1_000_000
     def b_gettimeofday_s(self, args, f, pc): return self.clock_ns // 1_000_000_000
 
-    def read_string(self, memory, args, f, pc):
+    def address(self, args, f, pc) -> int:
         addr = args[0]
         if not isinstance(addr, int) or isinstance(addr, bool):
             raise self.error(f"expected an address, got a {type_name(addr)}", f, pc)
-        s = memory.get(addr & 0xFFFFFFFFFFFFFFFF)
+        return addr & 0xFFFFFFFFFFFFFFFF
+
+    def read_string(self, memory, args, f, pc):
+        s = memory.get(self.address(args, f, pc))
         return None if s is None else self.clip(s)
 
     def b_kernel_string(self, args, f, pc):
@@ -475,6 +442,9 @@ class Machine:
 
     def b_user_string(self, args, f, pc):
         return self.read_string(self.user_memory, args, f, pc)
+
+    def b_ksym(self, args, f, pc):       # a one-frame stack: it prints as its symbol
+        return Stack([self.address(args, f, pc)])
 
     def b_stack(self, args, f, pc):
         depth = args[0] if args else builtins.STACK_DEFAULT_DEPTH
