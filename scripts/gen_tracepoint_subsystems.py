@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes toolchain/ktap/events/tracepoint_subsystems.txt: the tracepoint
 subsystems of mainline Linux, so `ktap check` without a kernel can tell a
-tracepoint provider from a typo or another tool's provider (perf:, kfunc:).
+tracepoint provider from a typo or another tool's provider (hardware:, kfunc:).
 
     scripts/gen_tracepoint_subsystems.py KERNEL_SOURCE_DIR...
 

@@ -831,19 +831,22 @@ static uint64_t *read_drops(struct ebpf_sess *e)
 }
 
 /* zero(t) in the map: every CPU's copy of every value keeps its stamp and
- * nothing else. A program adding meanwhile may keep its addition. */
+ * nothing else. What programs added since the CALL record was written is
+ * zeroed too (docs/ebpf.md, "Where the backends differ"). */
 void ebpf_zero_table(struct ebpf_sess *e, const struct ebpf_map *em)
 {
-	size_t n, i, bytes = value_bytes(e, em->m), c, copies = is_percpu(em->m) ? e->env.ncpus : 1;
-	unsigned char *keys = walk_keys(em, &n), *val = xmalloc(bytes);
+	const struct ktap_bpf_map *m = em->m;
+	size_t n, i, c, copies = is_percpu(m) ? e->env.ncpus : 1;
+	size_t each = is_percpu(m) ? stride(m) : m->value_size;	/* one copy */
+	unsigned char *keys = walk_keys(em, &n), *val = xmalloc(value_bytes(e, m));
 
 	for (i = 0; i < n; i++) {
-		const unsigned char *key = keys + i * em->m->key_size;
+		const unsigned char *key = keys + i * m->key_size;
 
 		if (bpf_map_lookup(em->fd, key, val) < 0)
 			continue;
 		for (c = 0; c < copies; c++)
-			memset(val + c * stride(em->m) + SEQ_BYTES, 0, stride(em->m) - SEQ_BYTES);
+			memset(val + c * each + SEQ_BYTES, 0, each - SEQ_BYTES);
 		bpf_map_update(em->fd, key, val);	/* deleted meanwhile: back, zeroed */
 	}
 	free(keys);

@@ -442,11 +442,12 @@ static void explain_refusal(struct ebpf_sess *e, const struct ktap_bpf_prog *p,
 	else if (first_errno == KERNEL_ENOTSUPP && jit_enabled())
 		/* the verifier passed it (its log holds only statistics); the JIT
 		 * could not compile an instruction */
-		snprintf(e->err, sizeof(e->err), "the kernel's eBPF JIT cannot compile the program "
-			 "for %s (net.core.bpf_jit_enable is on): this architecture's JIT lacks an "
-			 "instruction it needs (`ktap compile --backend ebpf` warns which, at its "
-			 "line). Set net.core.bpf_jit_enable to 0 to run it in the kernel's "
-			 "interpreter, or use --backend ktapvm", probe);
+		snprintf(e->err, sizeof(e->err), "the kernel's eBPF JIT could not compile the "
+			 "program for %s (ENOTSUPP, net.core.bpf_jit_enable is on). The 32-bit JITs "
+			 "of arm and powerpc lack 64-bit atomic adds and divisions: `ktap compile "
+			 "--backend ebpf` warns where a script needs one. Set "
+			 "net.core.bpf_jit_enable to 0 to run it in the kernel's interpreter, or "
+			 "use --backend ktapvm", probe);
 	else if (log[0])
 		show_refusal(e, p, probe, log);
 	else

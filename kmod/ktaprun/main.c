@@ -107,6 +107,11 @@ static int parse_args(int argc, char **argv, struct options *o)
 		fputs("ktaprun: --format-records takes no command and no --raw\n", stderr);
 		return -1;
 	}
+	if (o->raw && o->json) {
+		fputs("ktaprun: --raw writes the records themselves: no --format json with it\n",
+		      stderr);
+		return -1;
+	}
 	return 0;
 }
 

@@ -63,6 +63,6 @@ def test_jit_gaps_are_avoided_or_explained(target):
     assert out[1][:2] == (0, f"{WRITES} {WRITES}\n"), out[1]
     status, stdout, stderr = out[2]
     assert status != 0 and stdout == "", out[2]
-    assert "eBPF JIT cannot compile the program" in stderr, stderr
+    assert "eBPF JIT could not compile the program" in stderr, stderr
     assert "net.core.bpf_jit_enable" in stderr, stderr
     assert out[4][:2] == (0, f"{WRITES}\n"), out[4]

@@ -152,10 +152,14 @@ def test_sim_json_lines_end_with_the_status(tmp_path):
     assert lines == [{"type": "status", "state": "error", "exit_code": 0, "drops": {},
                       "error": {"message": "division by zero", "line": 2, "col": 42}}]
     assert r.returncode == 3 and "runtime error: division by zero" in r.stderr
+    # exit() in the setup code: trace_end still runs, and ends the session ("ran")
     r = run("sim", "--format", "json", "-e", 'print("a\\tb", 3)\nexit(4)')
     assert [json.loads(x) for x in r.stdout.splitlines()] == [
         {"type": "print", "values": ["a\tb", 3]},
-        {"type": "status", "state": "exit", "exit_code": 4, "drops": {}}]
+        {"type": "status", "state": "ran", "exit_code": 4, "drops": {}}]
     assert r.returncode == 4
+    r = run("sim", "--format", "json", "-e", "trace_end { exit(2) }")
+    assert json.loads(r.stdout) == {"type": "status", "state": "exit", "exit_code": 2,
+                                    "drops": {}}
     r = run("sim", "--format", "yaml", "-e", "print(1)")
     assert r.returncode == 2 and "invalid choice: 'yaml'" in r.stderr

@@ -165,8 +165,9 @@ def test_a_global_handlers_only_add_to_is_a_per_cpu_counter():
     ("s[execname] += arg3", True),
     ("s[execname] += 1\n if (s[execname] > 3) { printf(\"x\") }", False),
     ("s[execname] = 1", False),
-    ("s[pid] += 1\n delete(s)", False),
-    ("s[pid] += 1\n print(s)", False),
+    ("s[pid] += 1\n delete(s)", True),
+    ("s[pid] += 1\n print(s)\n zero(s)", True),
+    ("s[pid] += 1\n delete(s, pid)", True),
 ])
 def test_a_table_handlers_only_add_to_is_a_per_cpu_hash(handler, per_cpu):
     img = ebpf(f"var s = {{}}\ntrace probe:vfs_write {{ {handler} }}")

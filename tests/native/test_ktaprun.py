@@ -22,7 +22,8 @@ from ktap.backends.kbc.records import STATE
 from ktap.refvm.jsonout import JsonFormatter
 from ktap.refvm.output import Formatter
 from ktap.refvm.records import decode_records
-from ktap.refvm.sim import parse_events
+from ktap.core.diagnostics import RuntimeErr
+from ktap.refvm.sim import parse_events, run_sim
 from ktapdev import harness as cvm
 
 
@@ -140,6 +141,16 @@ trace_end {
   printf("n=%d\\n", n)
 }
 """, [{"probe": EV, "repeat": 10}]),
+    "exit_in_trace_end": ("""
+var n = 0
+trace probe:vfs_write {
+  n += 1
+}
+trace_end {
+  printf("n=%d\\n", n)
+  exit(n + 1)
+}
+""", [{"probe": EV, "repeat": 4}]),
 }
 KALLSYMS = """\
 c0000000 T _stext
@@ -254,6 +265,23 @@ def test_json_lines_match_jsonout_py(name, target, builds, tmp_path):
     assert (r.stderr, r.returncode) == (want_err, want_status)
     lines = [json.loads(line) for line in r.stdout.decode("utf-8", "replace").splitlines()]
     assert lines[-1]["type"] == "status" and all("type" in x for x in lines)
+
+
+@needs_cc
+@pytest.mark.parametrize("name", ["exit", "runtime_error", "exit_in_trace_end", "drops"])
+def test_json_status_matches_the_simulators_session(name, builds, tmp_path):
+    """The status object's state and exit code come from the session's rules
+    (exit() before trace_end still ends "ran"), which sim and kmod's core keep."""
+    events = SCRIPTS[name][1]
+    exe, image, image_path, _, records = script_records(builds, "arm", name, tmp_path)
+    parts = []
+    try:
+        run_sim(image, parts.append, None, parse_events("\n".join(json.dumps(e) for e in events),
+                                                         "ev"), as_json=True)
+    except RuntimeErr:
+        pass
+    r = run_format(exe, records, image_path, "--format", "json")
+    assert r.stdout.decode() == "".join(parts)
 
 
 @needs_cc

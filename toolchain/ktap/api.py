@@ -98,8 +98,8 @@ def compile_source(src: Source, target_name: str, limits: dict[str, int] | None 
 def check_probes_offline(script, src: Source, warn) -> None:
     """Without a kernel to check probes against: a tracepoint subsystem that
     mainline Linux does not have is an error (a typo, or another tool's
-    provider such as perf: or kfunc:). The rest get one warning naming what
-    would check them."""
+    provider such as hardware: or kfunc:). The rest get one warning naming
+    what would check them."""
     unchecked = []
     for node in script.body:
         if not isinstance(node, A.Probe):
@@ -112,8 +112,8 @@ def check_probes_offline(script, src: Source, warn) -> None:
             raise SemanticError(
                 f"unknown probe provider '{subsys}:' (not a tracepoint subsystem of Linux "
                 "5.10 to 6.12); ktap traces probe:SYMBOL, probe:SYMBOL%return, SUBSYSTEM:EVENT "
-                "tracepoints, tick-N and profile-N. A subsystem only your kernel has is "
-                "checked against it with --profile DIR or --vmlinux FILE",
+                "tracepoints, perf:EVENT, tick-N and profile-N. A subsystem only your kernel "
+                "has is checked against it with --profile DIR or --vmlinux FILE",
                 src, node.spec_loc or node.loc)
         unchecked.append(node.spec)
     if unchecked and warn is not None:

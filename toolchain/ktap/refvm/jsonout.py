@@ -16,6 +16,9 @@ _SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b":
 
 
 def json_string(s: str) -> str:
+    # bytes that were no UTF-8 alone may be with their neighbours (a printf
+    # that puts two such strings side by side): decode the whole again
+    s = s.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
     out = ['"']
     for ch in s:
         o = ord(ch)

@@ -167,12 +167,15 @@ class Session:
                         vm.fire(handler, ev.ctx, fields)
         except Exit:
             pass
+        # as on the board, the session's state is trace_end's: "exit" only
+        # when trace_end itself calls exit()
+        self.end_exited = False
         try:
             for e in self.img.events:
                 if e.kind == EV_END:
                     vm.run_end(e.handler)
         except Exit:
-            pass
+            self.end_exited = True
         return vm.exit_code or 0
 
     def drop_report(self) -> list[str]:
@@ -189,12 +192,12 @@ def run_sim(image: bc.Image, write, source: Source | None, events: EventsFile,
         status = s.run()
     except RuntimeErr as e:
         if as_json:
-            write(JsonFormatter.status(STATE["error"], 0, s.vm.drops,
+            write(JsonFormatter.status(STATE["error"], s.vm.exit_code or 0, s.vm.drops,
                                        (e.message, e.loc.line if e.loc else 0,
                                         e.loc.col if e.loc else 0)))
         raise
     if as_json:
-        state = STATE["exit"] if s.vm.exit_code is not None else STATE["ran"]
+        state = STATE["exit"] if s.end_exited else STATE["ran"]
         write(JsonFormatter.status(state, status, s.vm.drops))
     return status, s.drop_report()
 

@@ -147,7 +147,8 @@ def table_map(name: str, use: TableUse, gindex: int, desc: TableDesc, entries: i
     if "string" in use.value_kinds:
         return im.Map(name, im.ROLE_TABLE, MAP_TYPES["hash"], key_size,
                       8 + round8(use.value_size), entries, gindex, key_kind, im.VAL_STR)
-    # handlers that only add to the entries add to this CPU's share, summed when read
+    # handlers that only add to the entries (and print, zero or delete them
+    # through ktaprun) add to this CPU's share, summed when read
     kind = "percpu_hash" if use.only_added else "hash"
     return im.Map(name, im.ROLE_TABLE, MAP_TYPES[kind], key_size, 16, entries, gindex,
                   key_kind, im.VAL_NUM)

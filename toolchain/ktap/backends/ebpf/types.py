@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ktap.core.diagnostics import Loc, SemanticError, Source
-from ktap.frontend.builtins import TABLE_CALLS
+from ktap.frontend.builtins import CLOCK_VARIABLES, TABLE_CALLS
 from ktap.ir import nodes as ir
 
 NIL, BOOL, NUM, STR = "nil", "boolean", "number", "string"
@@ -120,7 +120,8 @@ def setup_facts(prog: ir.IRProgram) -> Facts:
             regs[a[0].n] = ("table", a[1].index, [])
         elif item.op == "GETUPV" and a[1].name in tables:
             regs[a[0].n] = ("table", tables[a[1].name], entries[a[1].name])
-        elif item.op in ("LOADI", "LOADI64", "ADD", "SUB", "MUL", "UNM"):
+        elif item.op in ("LOADI", "LOADI64", "ADD", "SUB", "MUL", "UNM") or \
+                (item.op == "LOADVAR" and a[1].name in CLOCK_VARIABLES):
             regs[a[0].n] = (NUM, 0)
         elif item.op == "LOADBOOL":
             regs[a[0].n] = (BOOL, 0)
@@ -206,7 +207,10 @@ class Inference:
             self.reg_strsize[r.n] = max(self.reg_strsize[r.n], ty.strsize)
         return state[:r.n] + (ty,) + state[r.n + 1:]
 
-    def table(self, state: State, r: ir.Reg, loc: Loc, added: bool = False) -> TableUse:
+    def table(self, state: State, r: ir.Reg, loc: Loc, per_cpu_ok: bool = False) -> TableUse:
+        """The table r holds. per_cpu_ok: this use works on a per-CPU map too
+        (adding, deleting, and what ktaprun does for a CALL record, which sums
+        the CPUs' shares); reading or storing an entry in a handler does not."""
         ty = state[r.n]
         if ty is None or ty.table is None or ty.kinds:
             raise SemanticError("the ebpf backend needs a table here that a global holds "
@@ -215,7 +219,7 @@ class Inference:
         if use is None:
             use = self.facts.tables[ty.table] = TableUse(ty.table, loc=loc)
             self.setup_entries(use, loc)
-        use.only_added = use.only_added and added
+        use.only_added = use.only_added and per_cpu_ok
         return use
 
     def setup_entries(self, use: TableUse, loc: Loc) -> None:
@@ -311,7 +315,7 @@ class Inference:
             if name in TABLE_BUILTINS or (name == "print" and a[2].value == 1 and
                                           state[a[0].n] is not None and
                                           state[a[0].n].table is not None):
-                self.table(state, a[0], loc)
+                self.table(state, a[0], loc, per_cpu_ok=True)
                 return self.set(state, a[0], t(NIL))
             if name in NIL_BUILTINS:
                 return self.set(state, a[0], t(NIL))
@@ -319,10 +323,10 @@ class Inference:
                 return self.set(state, a[0], T(frozenset((STR, NIL)), self.facts.string_bytes))
             raise unsupported(self.src, loc, f"{name}()")
         if op == "CLEAR":
-            self.table(state, a[0], loc)
+            self.table(state, a[0], loc, per_cpu_ok=True)
             return state
         if op == "DELETE":
-            self.key(self.table(state, a[0], loc), state[a[1].n], loc)
+            self.key(self.table(state, a[0], loc, per_cpu_ok=True), state[a[1].n], loc)
             return state
         if op in ("PRINTF", "JMPF", "JMPT", "NOP"):
             return state
@@ -353,7 +357,7 @@ class Inference:
 
     def table_write(self, item: ir.Instr, state: State) -> None:
         op, a, loc = item.op, item.args, item.loc
-        use = self.table(state, a[0], loc, added=op in ("TADD", "TADDI"))
+        use = self.table(state, a[0], loc, per_cpu_ok=op in ("TADD", "TADDI"))
         self.key(use, self.const_type(a[1]) if op == "SETTABLEK" else state[a[1].n], loc)
         if op in ("TADD", "TADDI"):
             self.value(use, NUM, 8, loc)
