@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from ktap import api
+
 from conftest import ROOT
 from ktap.cli import main
 
@@ -163,3 +165,12 @@ def test_sim_json_lines_end_with_the_status(tmp_path):
                                     "drops": {}}
     r = run("sim", "--format", "yaml", "-e", "print(1)")
     assert r.returncode == 2 and "invalid choice: 'yaml'" in r.stderr
+
+
+def test_run_commands_leave_the_probe_check_to_the_board():
+    heard = []
+    text = "trace probe:vfs_write { }"
+    api.compile_source(api.Source("t.kp", text), "arm", warn=heard.append, checked_later=True)
+    assert heard == []
+    api.compile_source(api.Source("t.kp", text), "arm", warn=heard.append)
+    assert heard and "not checked against a kernel" in heard[0]

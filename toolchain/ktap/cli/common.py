@@ -54,7 +54,7 @@ def image_for_run(args, target: str, kernel: api.KernelInfo | None = None,
     if args.script and args.script.endswith(".kbc") and args.program is None:
         return api.load_image(args.script)
     return api.compile_source(source(args), target, limits(args.limit), kernel, warn,
-                              backend(args, config, where))
+                              backend(args, config, where), checked_later=True)
 
 
 def add_script_args(p: argparse.ArgumentParser, target_default: str | None = "x86_64",
