@@ -20,17 +20,24 @@ static int64_t floor_div(int64_t a, int64_t b)
 	return (q * b != a && a < 0) ? q - 1 : q;
 }
 
+/* print(t) of a table, and stats(t): a DUMP record of its entries. */
+static int dump_record(struct ktap_session *s, const struct ktap_table *t)
+{
+	size_t at = ktap_rec_begin(s, KTAP_REC_DUMP);
+
+	ktap_put_entries(s, t);
+	ktap_rec_end(s, at);
+	return KTAP_RUN_OK;
+}
+
 static int b_print(struct ktap_session *s, struct bargs *a)
 {
 	size_t at;
 
-	if (a->n == 1 && a->v[0].t == KTAP_T_TABLE) {
-		at = ktap_rec_begin(s, KTAP_REC_DUMP);
-		ktap_put_entries(s, a->v[0].u.tab);
-	} else {
-		at = ktap_rec_begin(s, KTAP_REC_PRINT);
-		ktap_put_values(s, a->v, a->n);
-	}
+	if (a->n == 1 && a->v[0].t == KTAP_T_TABLE)
+		return dump_record(s, a->v[0].u.tab);
+	at = ktap_rec_begin(s, KTAP_REC_PRINT);
+	ktap_put_values(s, a->v, a->n);
 	ktap_rec_end(s, at);
 	return KTAP_RUN_OK;
 }
@@ -95,10 +102,25 @@ static int entries_record(struct ktap_session *s, uint8_t kind, const struct kta
 	return KTAP_RUN_OK;
 }
 
+#define AGGS (1u << KTAP_T_AGG)
+#define NUMS_OR_AGGS (1u << KTAP_T_NUM | 1u << KTAP_T_AGG)
+
+/* The entries of table t must all be of the types in `ok`, else the built-in
+ * `name` stops with "NAME() needs WHAT" (tablebuiltins.table_of). */
+static int entries_of(struct ktap_session *s, struct bargs *a, const struct ktap_table *t,
+		      unsigned ok, const char *name, const char *what)
+{
+	const struct ktap_value *bad = entry_not_of(t, ok);
+
+	if (bad)
+		return RTERR(s, a->f, a->pc, "%s() needs %s, found a %s entry", name, what,
+			     tname(*bad));
+	return KTAP_RUN_OK;
+}
+
 static int b_histogram(struct ktap_session *s, struct bargs *a, int linear)
 {
 	const char *kind = linear ? "lhist" : "hist";
-	const struct ktap_value *bad;
 	struct ktap_table *t = NULL;
 	int rc = get_table(s, a->v[0], &t, a->f, a->pc);
 
@@ -106,17 +128,13 @@ static int b_histogram(struct ktap_session *s, struct bargs *a, int linear)
 		return rc;
 	if (!(t->desc->flags & (linear ? KTAP_TABLE_LINEAR : KTAP_TABLE_LOG2)))
 		return RTERR(s, a->f, a->pc, "%s() on a table not declared for it", kind);
-	bad = entry_not_of(t, 1u << KTAP_T_AGG);
-	if (bad)
-		return RTERR(s, a->f, a->pc, "%s() needs a table fed with <<<, found a %s entry",
-			     kind, tname(*bad));
-	return entries_record(s, linear ? KTAP_REC_LHIST : KTAP_REC_HIST, t, 0);
+	rc = entries_of(s, a, t, AGGS, kind, "a table fed with <<<");
+	return rc ? rc : entries_record(s, linear ? KTAP_REC_LHIST : KTAP_REC_HIST, t, 0);
 }
 
 static int b_print_hist(struct ktap_session *s, struct bargs *a)
 {
 	struct ktap_value n = a->n > 1 ? a->v[1] : num(20);
-	const struct ktap_value *bad;
 	struct ktap_table *t = NULL;
 	int rc = get_table(s, a->v[0], &t, a->f, a->pc);
 
@@ -125,28 +143,22 @@ static int b_print_hist(struct ktap_session *s, struct bargs *a)
 	if (!is_num(n))
 		return RTERR(s, a->f, a->pc, "print_hist's count must be a number, got a %s",
 			     tname(n));
-	bad = entry_not_of(t, 1u << KTAP_T_NUM | 1u << KTAP_T_AGG);
-	if (bad)
-		return RTERR(s, a->f, a->pc, "print_hist() needs numbers or aggregates, found a "
-			     "%s entry", tname(*bad));
-	return entries_record(s, KTAP_REC_PRINT_HIST, t, n.u.n);
+	rc = entries_of(s, a, t, NUMS_OR_AGGS, "print_hist", "numbers or aggregates");
+	return rc ? rc : entries_record(s, KTAP_REC_PRINT_HIST, t, n.u.n);
 }
 
 /* zero(t): numbers become 0 and aggregates empty; the keys, and their order,
  * stay (values.Table.zero). */
 static int b_zero(struct ktap_session *s, struct bargs *a)
 {
-	const struct ktap_value *bad;
 	struct ktap_table *t = NULL;
 	int rc = get_table(s, a->v[0], &t, a->f, a->pc);
 	uint32_t i;
 
+	if (!rc)
+		rc = entries_of(s, a, t, NUMS_OR_AGGS, "zero", "numbers or aggregates");
 	if (rc)
 		return rc;
-	bad = entry_not_of(t, 1u << KTAP_T_NUM | 1u << KTAP_T_AGG);
-	if (bad)
-		return RTERR(s, a->f, a->pc, "zero() needs numbers or aggregates, found a %s entry",
-			     tname(*bad));
 	for (i = 0; i < t->used; i++) {
 		if (!t->e[i].live)
 			continue;
@@ -162,21 +174,12 @@ static int b_zero(struct ktap_session *s, struct bargs *a)
  * aggregate table. */
 static int b_stats(struct ktap_session *s, struct bargs *a)
 {
-	const struct ktap_value *bad;
 	struct ktap_table *t = NULL;
 	int rc = get_table(s, a->v[0], &t, a->f, a->pc);
-	size_t at;
 
-	if (rc)
-		return rc;
-	bad = entry_not_of(t, 1u << KTAP_T_AGG);
-	if (bad)
-		return RTERR(s, a->f, a->pc, "stats() needs a table fed with <<<, found a %s entry",
-			     tname(*bad));
-	at = ktap_rec_begin(s, KTAP_REC_DUMP);
-	ktap_put_entries(s, t);
-	ktap_rec_end(s, at);
-	return KTAP_RUN_OK;
+	if (!rc)
+		rc = entries_of(s, a, t, AGGS, "stats", "a table fed with <<<");
+	return rc ? rc : dump_record(s, t);
 }
 
 static int b_read_string(struct ktap_session *s, struct bargs *a, int user, struct ktap_value *out)
