@@ -26,6 +26,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/sdt.h>
 
 static int usage(void)
 {
@@ -53,7 +54,9 @@ static int usage(void)
 		"                            output after a '@@child N status=S' line\n"
 		"       ktapw runas UID CMD...     exec CMD as UID/GID UID without groups\n"
 		"       ktapw write-file PATH TEXT  write TEXT to PATH (debugfs controls)\n"
-		"       ktapw writelat N     N timed one-byte writes: max_ns, total_ns\n");
+		"       ktapw writelat N     N timed one-byte writes: max_ns, total_ns\n"
+		"       ktapw calls N        N calls of ktapw_tick(i), i = 1..N, each passing\n"
+		"                            the USDT probe ktapw:iteration with i\n");
 	return 2;
 }
 
@@ -641,6 +644,31 @@ static int do_writelat(long n)
 	return 0;
 }
 
+/* The user-space probes' workload: uprobes on ktapw_tick, uretprobes on its
+ * return value (2 * i), the USDT probe ktapw:iteration (arg1 = i), and user
+ * stacks ktapw_tick <- ktapw_calls <- main. noipa keeps GCC from inlining
+ * or cloning them, so each stays one function under its own name. */
+__attribute__((noipa)) int ktapw_tick(int i)
+{
+	DTRACE_PROBE1(ktapw, iteration, i);
+	return 2 * i;
+}
+
+__attribute__((noipa)) static long ktapw_calls(long n)
+{
+	long i, sum = 0;
+
+	for (i = 1; i <= n; i++)
+		sum += ktapw_tick((int)i);
+	return sum;
+}
+
+static int do_calls(long n)
+{
+	printf("calls=%ld sum=%ld\n", n, ktapw_calls(n));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	long n;
@@ -658,6 +686,8 @@ int main(int argc, char **argv)
 			return do_sleep(n);
 		if (!strcmp(cmd, "spin"))
 			return do_spin(n);
+		if (!strcmp(cmd, "calls"))
+			return do_calls(n);
 	}
 	if (argc == 4 && !strcmp(cmd, "open") && parse_count(argv[3], &n))
 		return do_open(argv[2], n);

@@ -161,7 +161,9 @@ static int check_events(struct vstate *v)
 			return VFAIL(v, KTAP_R_BAD_EVENT, -1, -1, "event %u (%.*s) is no perf event "
 				     "ktap knows, or samples too often", i, (int)e->name.len,
 				     e->name.s);
-		if (e->nfields > KTAP_MAX_FIELDS || (e->nfields && e->kind != KTAP_EV_TRACEPOINT))
+		/* user probes' fields define their uprobe_events entry (ktaprun) */
+		if (e->nfields > KTAP_MAX_FIELDS ||
+		    (e->nfields && e->kind != KTAP_EV_TRACEPOINT && !KTAP_EV_USER(e->kind)))
 			return VFAIL(v, KTAP_R_BAD_EVENT, -1, -1, "event %u has a bad field list", i);
 		/* a handler shared by several events may only use the fields all have */
 		nfields = e->kind == KTAP_EV_TRACEPOINT ? (int32_t)e->nfields : 0;

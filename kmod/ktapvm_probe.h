@@ -52,9 +52,14 @@ struct ktapvm_provider {
 	void (*release)(struct ktapvm_probe *p);
 };
 
-#define KTAPVM_DECLARE_PROVIDER(KIND, name) extern const struct ktapvm_provider ktapvm_provider_##name;
-KTAP_EV_PROVIDERS(KTAPVM_DECLARE_PROVIDER)
+#define KTAPVM_DECLARE_PROVIDER(name) extern const struct ktapvm_provider ktapvm_provider_##name;
+KTAP_EV_PROVIDER_NAMES(KTAPVM_DECLARE_PROVIDER)
 #undef KTAPVM_DECLARE_PROVIDER
+
+/* One field of a perf raw record (a tracepoint's, or a uprobe_events
+ * entry's fetch argument), bounds-checked against the record's size. */
+void ktapvm_field_decode(const struct ktap_field *f, const unsigned char *rec, u32 size,
+			 struct ktap_fieldval *out);
 
 /* "-ENOENT" and the like, for error messages. */
 const char *ktapvm_errname(int e);

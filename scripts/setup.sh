@@ -11,6 +11,7 @@ DEBS=(
   linux-source-6.1
   clang llvm libclang-rt-14-dev
   openssh-client adb dropbear-bin busybox-static
+  systemtap-sdt-dev
 )
 # Each target's cross compiler, static libc and QEMU: the [packages] table of
 # targets/*/target.toml, so that a new target needs no edit here.

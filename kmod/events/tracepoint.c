@@ -17,7 +17,7 @@ struct tracepoint_probe {
 	s16 *named;
 };
 
-static void field_decode(const struct ktap_field *f, const unsigned char *rec, u32 size,
+void ktapvm_field_decode(const struct ktap_field *f, const unsigned char *rec, u32 size,
 			 struct ktap_fieldval *out)
 {
 	u32 off = f->offset;
@@ -106,10 +106,10 @@ static void tp_overflow(struct perf_event *pe, struct perf_sample_data *data,
 	/* only what handlers read: argN up to the highest N in the image, and
 	 * this event's fields by name */
 	for (i = 0; i < tp->nfields && i < s->nargs; i++)
-		field_decode(&tp->fields[i], rec, size, &s->fields[i]);
+		ktapvm_field_decode(&tp->fields[i], rec, size, &s->fields[i]);
 	for (i = 0; i < tp->nnamed; i++) {
 		if (tp->named[i] >= 0)
-			field_decode(&tp->fields[tp->named[i]], rec, size, &s->named[i]);
+			ktapvm_field_decode(&tp->fields[tp->named[i]], rec, size, &s->named[i]);
 		else
 			s->named[i].t = KTAP_T_NIL;
 	}

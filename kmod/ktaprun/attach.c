@@ -14,7 +14,7 @@
 #include "ktaprun.h"
 #include "sysdep.h"
 
-static void names_add(struct names *l, const char *s, size_t len)
+void names_add(struct names *l, const char *s, size_t len)
 {
 	if (l->n == l->cap) {
 		l->cap = l->cap ? l->cap * 2 : 64;
@@ -58,7 +58,7 @@ static int is_glob(const char *s)
 }
 
 /* -- tracefs --------------------------------------------------------------------- */
-static const char *tracefs(void)
+const char *tracefs_root(void)
 {
 	static const char *root;
 	if (root)
@@ -89,7 +89,7 @@ static unsigned char *read_tracefs(const char *rel, size_t *len)
 {
 	char path[512];
 
-	snprintf(path, sizeof(path), "%s/%s", tracefs(), rel);
+	snprintf(path, sizeof(path), "%s/%s", tracefs_root(), rel);
 	return read_whole(path, len);
 }
 
@@ -101,12 +101,12 @@ static void glob_tracepoints(const char *pattern, struct names *out)
 	DIR *top, *sub;
 	struct dirent *s, *e;
 
-	snprintf(path, sizeof(path), "%s/events", tracefs());
+	snprintf(path, sizeof(path), "%s/events", tracefs_root());
 	top = opendir(path);
 	if (!top)
 		return;
 	while ((s = readdir(top))) {
-		snprintf(path, sizeof(path), "%s/events/%s", tracefs(), s->d_name);
+		snprintf(path, sizeof(path), "%s/events/%s", tracefs_root(), s->d_name);
 		if (s->d_name[0] == '.' || !is_dir(path) || !(sub = opendir(path)))
 			continue;
 		while ((e = readdir(sub))) {
@@ -219,7 +219,9 @@ static void parse_field(const char *line, struct tp_format *fmt)
 	for (name = end; name > decl && name[-1] != ' ' && name[-1] != '*'; name--)
 		;
 	len = (size_t)(end - name);
-	if (!len || len >= 64 || !strncmp(name, "common_", 7))
+	/* uprobe_events entries start with __probe_ip (__probe_func and
+	 * __probe_ret_ip on returns): argN are the fetch arguments after them */
+	if (!len || len >= 64 || !strncmp(name, "common_", 7) || !strncmp(name, "__probe_", 8))
 		return;
 	f.offset = (uint16_t)number_after(line, "offset:");
 	f.size = (uint16_t)size;
@@ -247,7 +249,7 @@ int tp_read_format(const char *tp, struct tp_format *fmt, char *err, size_t errl
 	snprintf(rel, sizeof(rel), "events/%.*s/%s/format", (int)(colon - tp), tp, colon + 1);
 	text = read_tracefs(rel, &len);
 	if (!text) {
-		snprintf(err, errlen, "tracepoint %s: cannot read %s/%s", tp, tracefs(), rel);
+		snprintf(err, errlen, "tracepoint %s: cannot read %s/%s", tp, tracefs_root(), rel);
 		return -1;
 	}
 	for (line = strtok((char *)text, "\n"); line; line = strtok(NULL, "\n")) {
@@ -258,7 +260,7 @@ int tp_read_format(const char *tp, struct tp_format *fmt, char *err, size_t errl
 	}
 	free(text);
 	if (!fmt->id) {
-		snprintf(err, errlen, "tracepoint %s: no ID in %s/%s", tp, tracefs(), rel);
+		snprintf(err, errlen, "tracepoint %s: no ID in %s/%s", tp, tracefs_root(), rel);
 		return -1;
 	}
 	return 0;
@@ -280,13 +282,14 @@ static void put_entry(struct sb *t, uint32_t event, const struct ktap_ievent *ev
 	if (fmt) {
 		a.tp_id = fmt->id;
 		a.nfields = fmt->n;
-		a.nnamed = (uint16_t)ev->nfields;
+		/* a user probe's image fields define it; it has no named fields */
+		a.nnamed = KTAP_EV_USER(ev->kind) ? 0 : (uint16_t)ev->nfields;
 	}
 	sb_put(t, (const char *)&a, sizeof(a));
 	sb_put(t, name, a.name_len);
 	if (fmt) {
 		sb_put(t, (const char *)fmt->f, sizeof(fmt->f[0]) * fmt->n);
-		for (i = 0; i < ev->nfields; i++) {
+		for (i = 0; i < a.nnamed; i++) {
 			idx = -1;
 			for (j = 0; j < fmt->n; j++)
 				if (strlen(fmt->name[j]) == ev->fields[i].len &&
@@ -325,6 +328,24 @@ int attach_match(const struct ktap_ievent *ev, struct names *out, char *err, siz
 	return ret;
 }
 
+/* A user probe: defined in uprobe_events, then attached like a tracepoint
+ * under the name it is printed by. */
+static int add_user_event(struct sb *t, uint32_t index, const struct ktap_ievent *ev,
+			  uint32_t *count, char *err, size_t errlen)
+{
+	struct tp_format *fmt = xmalloc(sizeof(*fmt));
+	char tp[96], *name = xstrndup(ev->name.s, ev->name.len);
+	int ret = uprobe_define(ev, tp, sizeof(tp), err, errlen);
+
+	if (ret == 0)
+		ret = tp_read_format(tp, fmt, err, errlen);
+	if (ret == 0)
+		put_entry(t, index, ev, name, fmt, count);
+	free(name);
+	free(fmt);
+	return ret;
+}
+
 static int add_event(struct sb *t, uint32_t index, const struct ktap_ievent *ev, uint32_t *count,
 		     char *err, size_t errlen)
 {
@@ -357,7 +378,8 @@ int attach_build(const struct ktap_image *img, struct attach_table *out, char *e
 
 		if (!KTAP_EV_IN_TABLE(ev->kind))
 			continue;	/* timers and trace_end: the module has them */
-		if (add_event(&t, i, ev, &out->count, err, errlen) < 0) {
+		if ((KTAP_EV_USER(ev->kind) ? add_user_event : add_event)(&t, i, ev, &out->count,
+									   err, errlen) < 0) {
 			sb_free(&t);
 			return -1;
 		}
@@ -392,7 +414,7 @@ void attach_print(const struct attach_table *t, FILE *to)
 		p += a.name_len;
 		if (a.offset)
 			fprintf(to, " +0x%llx", (unsigned long long)a.offset);
-		if (a.kind == KTAP_EV_TRACEPOINT)
+		if (a.kind == KTAP_EV_TRACEPOINT || KTAP_EV_USER(a.kind))
 			fprintf(to, " id=%u fields=", a.tp_id);
 		for (j = 0; j < a.nfields; j++, p += sizeof(f)) {
 			memcpy(&f, p, sizeof(f));

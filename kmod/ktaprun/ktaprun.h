@@ -150,7 +150,10 @@ struct names {
 	size_t n, cap;
 };
 
+void names_add(struct names *l, const char *s, size_t len);
 void names_free(struct names *l);
+/* Where tracefs is (mounted on first use; KTAPRUN_TRACEFS overrides). */
+const char *tracefs_root(void);
 /* Globs expanded against tracefs or the kernel's functions (sorted, without
  * duplicates, kprobe-blacklisted functions left out); a name without glob
  * characters as written. -1 with a reason when a glob matches nothing. */
@@ -172,6 +175,13 @@ int tp_read_format(const char *tp, struct tp_format *fmt, char *err, size_t errl
 int attach_build(const struct ktap_image *img, struct attach_table *out, char *err, size_t errlen);
 void attach_free(struct attach_table *t);
 void attach_print(const struct attach_table *t, FILE *to);
+
+/* -- user-space probes (uprobes.c) ----------------------------------------- */
+/* Checks the board's file against the image event's build-id and defines the
+ * probe in uprobe_events; tp gets its "group:event" for tp_read_format. */
+int uprobe_define(const struct ktap_ievent *ev, char *tp, size_t tplen, char *err, size_t errlen);
+/* Removes every definition this process made (after the module let go). */
+void uprobes_remove(void);
 
 /* -- helpers (util.c) ------------------------------------------------------ */
 unsigned char *read_whole(const char *path, size_t *len);	/* NULL + errno */

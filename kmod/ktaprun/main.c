@@ -168,10 +168,12 @@ static int resolve(const struct ktap_image *img, const char *file)
 
 	if (attach_build(img, &t, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ktaprun: %s: %s\n", file, err);
+		uprobes_remove();
 		return KTAP_EXIT_LOAD_ERROR;
 	}
 	attach_print(&t, stdout);
 	attach_free(&t);
+	uprobes_remove();
 	return 0;
 }
 

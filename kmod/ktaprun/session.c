@@ -391,6 +391,7 @@ int run_session(const struct options *o, const struct ktap_image *img,
 		return KTAP_EXIT_LOAD_ERROR;
 	if (preflight(fd) < 0 || load_and_start(fd, o, img, data, size) < 0) {
 		close(fd);
+		uprobes_remove();
 		if (wrong_release)	/* the device is closed: the module can go */
 			syscall(SYS_delete_module, KTAP_MODULE_NAME, O_NONBLOCK);
 		return KTAP_EXIT_LOAD_ERROR;
@@ -411,7 +412,8 @@ int run_session(const struct options *o, const struct ktap_image *img,
 	stream_free(&s);
 	free(r.buf);
 	symtab_free((struct symtab *)f.syms);
-	close(fd);
+	close(fd);		/* the module lets go of the probes... */
+	uprobes_remove();	/* ...so their definitions can go */
 	return status;
 }
 #endif

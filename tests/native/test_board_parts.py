@@ -18,7 +18,7 @@ from ktap.boards.batch import drive
 from ktap.boards.check import parse_key_values
 from ktap.boards.errors import BoardError, BoardTimeout
 from ktap.boards.frames import COMMANDS_FILE, FrameParser, encode_commands
-from ktap.boards.initramfs import CpioEntry, compile_static, gzip_bytes, newc_archive, run_archive
+from ktap.boards.initramfs import CpioEntry, compile_ktapw, gzip_bytes, newc_archive, run_archive
 from ktap.boards.qemu import qemu_command, require_qemu
 from ktap.core import tools
 from ktap.core.paths import GUEST_DIR
@@ -213,7 +213,7 @@ def host_ktapw(tmp_path_factory):
     if platform.machine() != "x86_64":
         pytest.skip("host is not x86_64")
     out = tmp_path_factory.mktemp("ktapw") / "ktapw"
-    compile_static(t, GUEST_DIR / "ktapw.c", out)
+    compile_ktapw(t, out)
     return out
 
 

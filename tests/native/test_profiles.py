@@ -100,8 +100,7 @@ def host_ktapw(tmp_path_factory):
     """The x86_64 guest program runs on an x86_64 host too: cat/dump without a boot."""
     import platform
 
-    from ktap.boards.initramfs import compile_static
-    from ktap.core.paths import GUEST_DIR
+    from ktap.boards.initramfs import compile_ktapw
     if platform.machine() != "x86_64":
         pytest.skip("host is not x86_64")
     t = get_target("x86_64")
@@ -110,7 +109,7 @@ def host_ktapw(tmp_path_factory):
     except tools.MissingTool as e:
         pytest.skip(str(e))
     out = tmp_path_factory.mktemp("ktapw") / "ktapw"
-    compile_static(t, GUEST_DIR / "ktapw.c", out)
+    compile_ktapw(t, out)
     return out
 
 

@@ -15,7 +15,9 @@ from ktap.frontend.sema import analyze
 from ktap.core.targets import get_target
 from ktap.backends.kbc.verifier import verify
 from ktap.symbols.resolve import resolve_events
-from ktap.events.kinds import EV_TRACEPOINT, kind
+from ktap.symbols.uresolve import UserProbeError, resolve_user_events
+from ktap.backends.kbc import opcodes
+from ktap.events.kinds import EV_TRACEPOINT, USER_KINDS, kind
 from ktap.events.specs import known_subsystem
 from ktap.frontend.program import Limits
 
@@ -74,19 +76,24 @@ def choose_backend(requested: str, config: dict[str, str] | None,
 
 def compile_source(src: Source, target_name: str, limits: dict[str, int] | None = None,
                    kernel: KernelInfo | None = None, warn=None,
-                   backend: str = "ktapvm", checked_later: bool = False) -> bc.Image:
+                   backend: str = "ktapvm", checked_later: bool = False,
+                   sysroot: str | None = None, resolve_user: bool = True) -> bc.Image:
     """Parses, analyses, compiles and verifies. Raises KtapError on any problem.
     With `kernel`, probes are checked against that kernel and globs expanded;
     `warn(text)` receives its warnings and notices. backend "ebpf" adds the
     handlers as eBPF programs (docs/ebpf.md). checked_later: a board checks
     the probes as it attaches them (run commands), so without `kernel` no
-    warning says they went unchecked."""
+    warning says they went unchecked. sysroot: the host copy of the board's
+    files, where user-space probes are resolved (resolve_user=False leaves
+    them as written: `ktap sim` feeds events by name)."""
     target = get_target(target_name)
     base = Limits(**(limits or {}))
     script = parse(src)
     program = analyze(script, src, base, set(limits or {}))
     ir_program = compile_program(script, program, src)
     image = generate(ir_program, target)
+    if resolve_user:
+        image.events = resolve_user_probes(image, script, src, sysroot)
     if kernel:
         image.events = resolve_probes(image, script, src, kernel, warn)
     else:
@@ -94,9 +101,39 @@ def compile_source(src: Source, target_name: str, limits: dict[str, int] | None 
         # so no warning says they went unchecked
         check_probes_offline(script, src, None if checked_later else warn)
     if backend == "ebpf":
+        refuse_user_probes_in_ebpf(script, src)
         ebpf_codegen.generate(ir_program, image, src, warn)
     verify(image, src)
     return image
+
+
+def refuse_user_probes_in_ebpf(script, src: Source) -> None:
+    for node in script.body:
+        if isinstance(node, A.Probe) and node.spec_parsed.kind in USER_KINDS:
+            raise SemanticError("user-space probes are not in the ebpf backend yet "
+                                "(use --backend ktapvm)", src, node.spec_loc or node.loc)
+
+
+def highest_arg(image: bc.Image) -> int:
+    """The highest argN any function reads: what user probes fetch."""
+    arg, top = opcodes.BY_NAME["ARG"], 0
+    for proto in image.protos:
+        pc = 0
+        while pc < len(proto.code):
+            op = opcodes.decode(proto.code, pc)
+            if op.op is arg:
+                top = max(top, op.b)
+            pc += 3 if op.op.fmt == "AX64" else 1
+    return top
+
+
+def resolve_user_probes(image: bc.Image, script, src: Source, sysroot: str | None) -> list:
+    """User-space probes resolved in the sysroot; errors point at the probe."""
+    try:
+        return resolve_user_events(image.events, image.target, sysroot, highest_arg(image))
+    except UserProbeError as e:
+        where = {n.spec: n.spec_loc or n.loc for n in script.body if isinstance(n, A.Probe)}
+        raise SemanticError(f"probe '{e.spec}': {e.message}", src, where.get(e.spec)) from None
 
 
 def check_probes_offline(script, src: Source, warn) -> None:

@@ -13,6 +13,7 @@ from ktap.boards import choice, kernels
 from ktap.boards.batch import DEFAULT_TIMEOUT, run_commands
 from ktap.boards.check import CHECK_COMMANDS, check_board, evaluate_check
 from ktap.boards.errors import BoardError
+from ktap.boards.initramfs import guest_sysroot
 from ktap.boards.shell import interactive_shell
 from ktap.boards.sessions import Session, run_sessions
 from ktap.build.bundle import BundleError
@@ -63,6 +64,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     add_backend_arg(r)
     add_format_arg(r)
     r.add_argument("--limit", action="append", metavar="NAME=N", help="override a limit")
+    r.add_argument("--sysroot", metavar="DIR",
+                   help="where user-space probes are resolved (default: the board's own "
+                        "files, unstripped: ktapw, ktapdyn, their libraries)")
     r.add_argument("rest", nargs=argparse.REMAINDER, metavar="[SCRIPT|FILE.kbc] [-- CMD ARGS]",
                    help="the script or image, then the workload run in the board")
     r.set_defaults(func=cmd_run)
@@ -163,7 +167,8 @@ def cmd_run(args) -> int:
         build = choice.boot_kernel(target, args.kernel) if args.backend == "auto" else None
         config = parse_config((build.directory / ".config").read_text()) if build else None
         data = bc.dump(image_for_run(args, target.name, config=config,
-                                     where=f"the {target.name} board's {args.kernel} kernel"))
+                                     where=f"the {target.name} board's {args.kernel} kernel",
+                                     sysroot=str(guest_sysroot(target))))
         run = run_sessions(target, [Session("run", data, workload,
                                             options=["--format", args.format])],
                            timeout=args.timeout, kernel=args.kernel)

@@ -48,17 +48,20 @@ def split_script_and_workload(prog: str, rest: list[str]) -> tuple[str | None, l
 
 
 def image_for_run(args, target: str, kernel: api.KernelInfo | None = None,
-                  config: dict[str, str] | None = None, where: str = "the target kernel"):
+                  config: dict[str, str] | None = None, where: str = "the target kernel",
+                  sysroot: str | None = None):
     """The image a run command sends: a .kbc as given, else the script compiled
-    (`config`: the kernel's, for --backend auto)."""
+    (`config`: the kernel's, for --backend auto; `sysroot`: the board's files
+    when --sysroot does not name them)."""
     if args.script and args.script.endswith(".kbc") and args.program is None:
         return api.load_image(args.script)
     return api.compile_source(source(args), target, limits(args.limit), kernel, warn,
-                              backend(args, config, where), checked_later=True)
+                              backend(args, config, where), checked_later=True,
+                              sysroot=getattr(args, "sysroot", None) or sysroot)
 
 
 def add_script_args(p: argparse.ArgumentParser, target_default: str | None = "x86_64",
-                    with_backend: bool = True) -> None:
+                    with_backend: bool = True, with_sysroot: bool = True) -> None:
     p.add_argument("script", nargs="?", help="script file (.kp)")
     if with_backend:
         add_backend_arg(p)
@@ -71,6 +74,15 @@ def add_script_args(p: argparse.ArgumentParser, target_default: str | None = "x8
     k.add_argument("--vmlinux", metavar="FILE", help="the target's vmlinux (symbols, code checks)")
     k.add_argument("--system-map", metavar="FILE", help="the target's System.map")
     k.add_argument("--profile", metavar="DIR", help="a target profile from 'ktap target sync'")
+    if with_sysroot:
+        add_sysroot_arg(p)
+
+
+def add_sysroot_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sysroot", metavar="DIR",
+                   help="a copy of the board's root filesystem with unstripped binaries: "
+                        "user-space probes (probe:/PATH:SYMBOL, sdt:/PATH:PROVIDER:NAME) are "
+                        "resolved in its files")
 
 
 def add_backend_arg(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
-from ktap.cli.common import (add_backend_arg, add_format_arg, image_for_run,
+from ktap.cli.common import (add_backend_arg, add_format_arg, add_sysroot_arg, image_for_run,
                              split_script_and_workload)
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import target_names
@@ -39,6 +39,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-t", "--target", required=True, choices=target_names(),
                    help="target architecture")
     p.add_argument("--profile", metavar="DIR", help="target profile: check probes offline")
+    add_sysroot_arg(p)
     p.add_argument("--kdir", metavar="DIR",
                    help="the board kernel's build tree for ktapvm.ko (default: the QEMU board "
                    "kernel from the cache)")

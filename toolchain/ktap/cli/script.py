@@ -19,7 +19,7 @@ from ktap.refvm.sim import EventsFile, parse_events, run_sim
 def cmd_compile(args) -> int:
     src = source(args)
     image = api.compile_source(src, args.target, limits(args.limit), kernel_info(args), warn,
-                               backend(args))
+                               backend(args), sysroot=args.sysroot)
     out = args.output or (Path(args.script).with_suffix(".kbc").name if args.script else "a.kbc")
     Path(out).write_bytes(bc.dump(image))
     if args.verbose:
@@ -30,7 +30,7 @@ def cmd_compile(args) -> int:
 def cmd_check(args) -> int:
     src = source(args)
     api.compile_source(src, args.target, limits(args.limit), kernel_info(args), warn,
-                       backend(args))
+                       backend(args), sysroot=args.sysroot)
     print(f"{src.name}: ok ({args.target}, {backend(args)})")
     return 0
 
@@ -51,7 +51,7 @@ def cmd_sim(args) -> int:
         verify(image)
     else:
         src = source(args)
-        image = api.compile_source(src, args.target, limits(args.limit))
+        image = api.compile_source(src, args.target, limits(args.limit), resolve_user=False)
     events = EventsFile()
     if args.events:
         try:
@@ -95,7 +95,7 @@ def register(sub) -> None:
                        description="Runs the setup code, feeds the events of --events FILE "
                        "to the matching probes, then runs trace_end. The output is what a "
                        "board prints. The events file format is in docs/language.md.")
-    add_script_args(p, with_backend=False)
+    add_script_args(p, with_backend=False, with_sysroot=False)
     p.add_argument("--events", metavar="FILE", help="events to feed (JSON lines)")
     add_format_arg(p)
     p.set_defaults(func=cmd_sim)

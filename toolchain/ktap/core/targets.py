@@ -28,6 +28,18 @@ class Abi:
 
 
 @dataclass(frozen=True)
+class UserAbi:
+    """User space: uprobe_events' names for the argument registers, the USDT
+    operand syntax (symbols/usdt.py) and extra flags for the guest programs."""
+    args: tuple[str, ...] = ()
+    usdt_syntax: str = ""
+    guest_cflags: tuple[str, ...] = ()
+
+
+USDT_SYNTAXES = ("att", "arm", "arm64", "mips", "powerpc")
+
+
+@dataclass(frozen=True)
 class Packages:
     """The Debian packages behind a target's host tools, named when one is missing."""
     gcc: str                 # provides <cross_compile>gcc
@@ -69,6 +81,7 @@ class Target:
     qemu: dict = field(default_factory=dict)
     # What the arch's eBPF JIT cannot compile, of BPF_JIT_GAPS
     bpf_jit_lacks: tuple[str, ...] = ()
+    user: UserAbi = field(default_factory=UserAbi)
     directory: Path = TARGETS_DIR
 
     @property
@@ -97,6 +110,9 @@ def _load(path: Path) -> Target:
     lacks = tuple(d.get("bpf_jit", {}).get("lacks", ()))
     if not set(lacks) <= set(BPF_JIT_GAPS):
         raise TargetError(f"{path}: bpf_jit.lacks may name {', '.join(BPF_JIT_GAPS)}")
+    user = d.get("user", {})
+    if user.get("usdt_syntax", "att") not in USDT_SYNTAXES:
+        raise TargetError(f"{path}: user.usdt_syntax must be one of {', '.join(USDT_SYNTAXES)}")
     try:
         abi, packages = d["abi"], d["packages"]
         return Target(
@@ -114,6 +130,9 @@ def _load(path: Path) -> Target:
             mapping_symbols=bool(d.get("mapping_symbols", False)),
             capstone=dict(d.get("capstone", {})), qemu=dict(d.get("qemu", {})),
             bpf_jit_lacks=lacks, directory=path.parent,
+            user=UserAbi(args=tuple(user.get("args", ())),
+                         usdt_syntax=user.get("usdt_syntax", ""),
+                         guest_cflags=tuple(user.get("guest_cflags", ()))),
         )
     except KeyError as e:
         raise TargetError(f"{path}: missing {e.args[0]!r}") from None

@@ -27,12 +27,20 @@ class EventKind:
     feature: str         # the profile feature that says the kernel has it ("" if none)
     kernel_symbol: str   # a symbol whose presence in System.map shows the feature
     from_image: bool = False  # attached from the image alone, no attach-table entry
+    user: bool = False   # a user-space probe: resolved in the target's ELF files (--sysroot)
+    provider: str = ""   # the kmod/events/ provider, when kinds share one ("" = name)
+
+    @property
+    def provider_name(self) -> str:
+        return self.provider or self.name
 
     @property
     def c_name(self) -> str:
         """KTAP_EV_<this> in C; trace_end is KTAP_EV_END there."""
         return "END" if self.name == "trace_end" else self.name.upper()
 
+
+_UPROBE_OPTIONS = ("CONFIG_UPROBES", "CONFIG_UPROBE_EVENTS", "CONFIG_PERF_EVENTS")
 
 KINDS = (
     EventKind(0, "tracepoint", True, False, True, False, True, False, 0,
@@ -51,6 +59,15 @@ KINDS = (
     # or nanoseconds for the clocks), offset the sample frequency in Hz instead
     EventKind(6, "perf", True, False, False, False, False, False, 0,
               ("CONFIG_PERF_EVENTS",), "", "", from_image=True),
+    # User space: ktaprun defines each as a uprobe_events entry whose fetch
+    # arguments (the image event's fields, docs/bytecode.md) carry argN, the
+    # USDT operands or $retval; the module attaches it like a tracepoint.
+    EventKind(7, "uprobe", True, False, True, False, False, False, 0,
+              _UPROBE_OPTIONS, "", "", user=True),
+    EventKind(8, "uretprobe", True, False, False, True, False, False, 0,
+              _UPROBE_OPTIONS, "", "", user=True, provider="uprobe"),
+    EventKind(9, "usdt", True, False, True, False, False, False, 0,
+              _UPROBE_OPTIONS, "", "", user=True, provider="uprobe"),
 )
 
 BY_ID = {k.id: k for k in KINDS}
@@ -64,8 +81,12 @@ EV_TICK = BY_NAME["tick"].id
 EV_PROFILE = BY_NAME["profile"].id
 EV_END = BY_NAME["trace_end"].id
 EV_PERF = BY_NAME["perf"].id
+EV_UPROBE = BY_NAME["uprobe"].id
+EV_URETPROBE = BY_NAME["uretprobe"].id
+EV_USDT = BY_NAME["usdt"].id
 
 TIMER_KINDS = frozenset(k.id for k in KINDS if k.timer)
+USER_KINDS = frozenset(k.id for k in KINDS if k.user)
 
 
 def kind(kind_id: int) -> EventKind:

@@ -1,6 +1,8 @@
 """Probe specifications: `subsys:event`, `probe:SYM[+OFF]`, `probe:SYM%return`,
 `kprobe:`/`kretprobe:` aliases, `tick-N<unit>`, `profile-N<unit>`,
-`perf:NAME[:PERIOD|:Nhz]`."""
+`perf:NAME[:PERIOD|:Nhz]`, and in user space `probe:/PATH:SYM[+OFF]`,
+`probe:/PATH:0xADDR`, `probe:/PATH:SYM%return` (`uprobe:`/`uretprobe:`
+aliases) and `sdt:/PATH:PROVIDER:NAME` (`usdt:`)."""
 from __future__ import annotations
 
 import fnmatch
@@ -11,7 +13,8 @@ from pathlib import Path
 
 from ktap.events import perf
 from ktap.events.kinds import (BY_ID, EV_KPROBE, EV_KRETPROBE, EV_PERF, EV_PROFILE, EV_TICK,
-                               EV_TRACEPOINT, TIMER_KINDS)
+                               EV_TRACEPOINT, EV_UPROBE, EV_URETPROBE, EV_USDT, TIMER_KINDS,
+                               USER_KINDS)
 
 UNITS_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 MIN_PERIOD_NS = {k: BY_ID[k].min_period_ns for k in sorted(TIMER_KINDS)}
@@ -20,6 +23,8 @@ _SYMBOL = re.compile(r"[A-Za-z_.*?\[\]][A-Za-z0-9_.*?\[\]]*$")
 _OFFSET = re.compile(r"(0[xX][0-9A-Fa-f]+|[0-9]+)$")
 _TIMER = re.compile(r"(tick|profile)-([0-9]+)(ns|us|ms|s)?$")
 _PERF_RATE = re.compile(r"([0-9]+)(hz|ns|us|ms|s)?$")
+_USER_SYMBOL = re.compile(r"[A-Za-z_.$*?\[\]][A-Za-z0-9_.$*?\[\]]*$")
+_USDT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class SpecError(Exception):
@@ -39,9 +44,20 @@ class Spec:
 
     @property
     def probename(self) -> str:
-        if self.kind == EV_KPROBE and self.offset:
+        if self.kind in (EV_KPROBE, EV_UPROBE) and self.offset:
             return f"{self.name}+{self.offset:#x}"
         return self.name
+
+    @property
+    def user_path(self) -> str:
+        """The target file of a user-space probe."""
+        return self.name.split(":", 1)[0] if self.kind in USER_KINDS else ""
+
+    @property
+    def user_where(self) -> str:
+        """What a user-space probe names in its file: a symbol or glob, an
+        0xADDRESS, or PROVIDER:NAME for USDT."""
+        return self.name.split(":", 1)[1] if self.kind in USER_KINDS else ""
 
 
 def parse_spec(text: str) -> Spec:
@@ -52,6 +68,13 @@ def parse_spec(text: str) -> Spec:
         raise SpecError(f"unknown probe '{text}': expected SUBSYS:EVENT, probe:SYMBOL, "
                         f"tick-N or profile-N")
     prefix, rest = text.split(":", 1)
+    if prefix in ("probe", "uprobe", "uretprobe") and rest.startswith("/"):
+        return _uprobe(prefix, rest)
+    if prefix in ("sdt", "usdt"):
+        return _usdt(rest)
+    if prefix in ("uprobe", "uretprobe"):
+        raise SpecError(f"'{prefix}:' needs a file path on the target: "
+                        f"{prefix}:/PATH:SYMBOL")
     if prefix in ("probe", "kprobe", "kretprobe"):
         return _kprobe(prefix, rest)
     if prefix == "perf":
@@ -90,6 +113,55 @@ def _kprobe(prefix: str, rest: str) -> Spec:
     if not _SYMBOL.match(rest):
         raise SpecError(f"bad symbol name '{rest}'")
     return Spec(EV_KRETPROBE if ret else EV_KPROBE, rest, offset)
+
+
+def _user_path(rest: str, usage: str) -> tuple[str, str]:
+    path, sep, where = rest.partition(":")
+    if not sep or not where:
+        raise SpecError(f"a user-space probe names a file and what to probe in it: {usage}")
+    if any(c in path for c in "*?[") or "//" in path or not path.startswith("/"):
+        raise SpecError(f"bad file path '{path}': an absolute path on the target, no globs")
+    return path, where
+
+
+def _uprobe(prefix: str, rest: str) -> Spec:
+    """probe:/PATH:SYM, /PATH:SYM+OFF, /PATH:0xADDR (a virtual address in the
+    file), /PATH:SYM%return; uprobe:/uretprobe: say the same."""
+    path, where = _user_path(rest, f"{prefix}:/PATH:SYMBOL")
+    ret = prefix == "uretprobe"
+    if "%return" in where and not where.endswith("%return"):
+        raise SpecError("a return probe cannot have an offset")
+    if where.endswith("%return"):
+        if ret:
+            raise SpecError("'uretprobe:' already means the return; drop '%return'")
+        where, ret = where[: -len("%return")], True
+    offset = 0
+    if "+" in where:
+        where, off = where.split("+", 1)
+        if not _OFFSET.match(off):
+            raise SpecError(f"bad offset '{off}' (decimal or 0x hex)")
+        offset = int(off, 0)
+    if ret and (offset or "%" in where):
+        raise SpecError("a return probe cannot have an offset")
+    if where.lower().startswith("0x"):
+        if not _OFFSET.match(where) or offset:
+            raise SpecError(f"bad address '{where}' (0x hex, a virtual address in {path})")
+        where = f"{int(where, 16):#x}"
+    elif not _USER_SYMBOL.match(where):
+        raise SpecError(f"bad symbol name '{where}'")
+    return Spec(EV_URETPROBE if ret else EV_UPROBE, f"{path}:{where}", offset)
+
+
+def _usdt(rest: str) -> Spec:
+    """sdt:/PATH:PROVIDER:NAME, a statically defined probe (.note.stapsdt)."""
+    path, where = _user_path(rest, "sdt:/PATH:PROVIDER:NAME")
+    provider, _, name = where.partition(":")
+    if not name:
+        raise SpecError(f"'{where}': a USDT probe is PROVIDER:NAME (sdt:{path}:PROVIDER:NAME)")
+    for part in (provider, name):
+        if not _USDT_NAME.match(part):
+            raise SpecError(f"bad USDT name '{part}'")
+    return Spec(EV_USDT, f"{path}:{provider}:{name}")
 
 
 def _perf(rest: str) -> Spec:

@@ -26,6 +26,9 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"0[xX][0-9A-Fa-f]+|[0-9]+")
 _TIMER = re.compile(r"(tick|profile)-([0-9]+)(ns|us|ms|s)?\b")
 _SPEC = re.compile(r"[A-Za-z0-9_*?.:+%\[\]-]+")
+# A user-space probe names a file: `probe:/lib/libc.so.6:malloc`. Only there
+# may a spec hold '/', which elsewhere opens the filter (`trace E /pid == 1/`).
+_USER_SPEC = re.compile(r"(?:probe|uprobe|uretprobe|sdt|usdt):/[^\s:{}]*(?::[A-Za-z0-9_*?.:+%$\[\]-]*)?")
 # One alternation, longest operator first: a single match instead of a loop of
 # startswith() calls per token (the lexer is the compiler's hottest loop).
 _OPERATOR = re.compile("|".join(re.escape(op) for op in OPERATORS))
@@ -160,7 +163,7 @@ class Lexer:
         assert self._peeked is None, "spec() must follow next(), not peek()"
         self._skip_space()
         loc = self._loc()
-        m = _SPEC.match(self.text, self.pos)
+        m = _USER_SPEC.match(self.text, self.pos) or _SPEC.match(self.text, self.pos)
         if not m:
             raise self.error("expected a probe specification after 'trace'", loc)
         self.pos = m.end()

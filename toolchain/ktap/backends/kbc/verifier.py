@@ -121,7 +121,10 @@ class Verifier:
                 raise self.fail("bad-event", f"event {i} period {e.period_ns} ns is too short")
             if e.kind == EV_PERF:
                 self.check_perf_event(i, e)
-            if len(e.fields) > MAX_FIELDS or (e.fields and not event_kind(e.kind).fields):
+            row = event_kind(e.kind)
+            # user probes' fields are what ktaprun defines them with, not
+            # fields a handler reads by name (docs/bytecode.md)
+            if len(e.fields) > MAX_FIELDS or (e.fields and not (row.fields or row.user)):
                 raise self.fail("bad-event", f"event {i} has a bad field list")
             nfields = len(e.fields) if event_kind(e.kind).fields else 0
             prev = self.handler_fields.get(e.handler, nfields)
