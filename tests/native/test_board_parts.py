@@ -21,7 +21,6 @@ from ktap.boards.frames import COMMANDS_FILE, FrameParser, encode_commands
 from ktap.boards.initramfs import CpioEntry, compile_ktapw, gzip_bytes, newc_archive, run_archive
 from ktap.boards.qemu import qemu_command, require_qemu
 from ktap.core import tools
-from ktap.core.paths import GUEST_DIR
 from ktap.core.targets import get_target, target_names
 
 

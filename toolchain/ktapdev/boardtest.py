@@ -12,6 +12,7 @@ from pathlib import Path
 from ktap import api
 from ktap.backends.ebpf.codegen import jit_gaps
 from ktap.backends.kbc import bytecode as bc
+from ktap.boards.initramfs import guest_sysroot
 from ktap.boards.sessions import Session, SuiteRun, run_sessions
 from ktap.core.diagnostics import KtapError, Source
 from ktap.core.targets import get_target
@@ -91,7 +92,8 @@ def build_image(case: Case, target: str, builders, backend: str = "ktapvm") -> b
         return builders[case.bad_image](get_target(target))
     src = Source(f"{case.name}.kp", case.script)
     try:
-        return bc.dump(api.compile_source(src, target, case.limits or None, backend=backend))
+        return bc.dump(api.compile_source(src, target, case.limits or None, backend=backend,
+                                          sysroot=str(guest_sysroot(target))))
     except KtapError as e:
         raise CaseError(f"case {case.name} does not compile for {target}:\n{e.render()}") from None
 

@@ -1,0 +1,79 @@
+"""User-space probes where the board and the host disagree, on the big-endian
+mips board: a board file that is not the host copy the probe was resolved in
+(another build-id), a file the board lacks, and the uprobe_events definitions
+ktaprun leaves behind (none, even when a session fails half-way)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ktap import api
+from ktap.backends.kbc import bytecode as bc
+from ktap.boards.initramfs import guest_sysroot
+from ktap.boards.sessions import Session, run_sessions
+from ktap.core.diagnostics import Source
+from ktap.symbols.userelf import open_user_elf
+from ktap.core.targets import get_target
+
+TARGET = "mips"
+COUNT = "var n = 0\ntrace probe:/bin/ktapw:ktapw_tick { n += 1 }\ntrace_end { print(n) }\n"
+
+
+def image(script: str, sysroot: Path) -> bytes:
+    return bc.dump(api.compile_source(Source("u.kp", script), TARGET, sysroot=str(sysroot)))
+
+
+def other_build_id(sysroot: Path) -> str:
+    """bin/ktapw with one byte of its build-id changed: the same code and
+    symbols, but not the board's file."""
+    elf = open_user_elf(sysroot, "/bin/ktapw", get_target(TARGET))
+    old = bytes.fromhex(elf.build_id)
+    elf.close()
+    path = sysroot / "bin" / "ktapw"
+    data = path.read_bytes()
+    assert data.count(old) == 1
+    new = bytes([old[0] ^ 0xff]) + old[1:]
+    path.write_bytes(data.replace(old, new))
+    return new.hex()
+
+
+@pytest.fixture(scope="module")
+def sysroots(tmp_path_factory):
+    """The board's own files; a copy with a host-only file beside them; and a
+    copy whose ktapw has another build-id (with that id)."""
+    if shutil.which("qemu-system-mips") is None:
+        pytest.skip("qemu-system-mips is not installed (scripts/setup.sh)")
+    real = guest_sysroot(TARGET)
+    extra = tmp_path_factory.mktemp("extra")
+    shutil.copytree(real, extra, dirs_exist_ok=True)
+    shutil.copyfile(real / "bin" / "ktapw", extra / "bin" / "ktapw-host-only")
+    other = tmp_path_factory.mktemp("other")
+    shutil.copytree(real, other, dirs_exist_ok=True)
+    return real, extra, other, other_build_id(other)
+
+
+@pytest.mark.board
+def test_board_refuses_other_files_and_leaves_no_definitions(sysroots):
+    real, extra, other, other_id = sysroots
+    # the first probe is defined before the second fails: it must go again
+    half = ("var n = 0\ntrace probe:/bin/ktapw:ktapw_tick { n += 1 }\n"
+            "trace probe:/bin/ktapw-host-only:ktapw_tick { n += 1 }\n")
+    sessions = [
+        Session("missing", image(half, extra), ["ktapw", "calls", "3"]),
+        Session("mismatch", image(COUNT, other), ["ktapw", "calls", "3"]),
+        Session("listing", image(COUNT, real),
+                ["ktapw", "cat", "/sys/kernel/tracing/uprobe_events"]),
+    ]
+    run = run_sessions(TARGET, sessions, timeout=600)
+    missing, mismatch, listing = run.sessions
+    assert missing.status == 1, missing
+    assert "/bin/ktapw-host-only: No such file or directory on the board" in missing.stderr
+    assert mismatch.status == 1, mismatch
+    assert f"the host copy's {other_id}" in mismatch.stderr
+    assert "re-sync" in mismatch.stderr
+    # only the listing session's own definition: the failed ones were removed
+    defs = [line for line in listing.stdout.splitlines() if ":ktap_" in line]
+    assert len(defs) == 1 and "/bin/ktapw:0x" in defs[0], listing.stdout
+    assert run.trouble == [] and run.unload_status == 0
+

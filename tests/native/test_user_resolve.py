@@ -1,0 +1,90 @@
+"""User-space probes resolved offline in each target's real guest files (built
+by the cross compilers): what the image carries, and every refusal with the
+probe's line and column."""
+
+import re
+import shutil
+
+import pytest
+
+from ktap import api
+from ktap.boards.initramfs import guest_sysroot
+from ktap.core.diagnostics import KtapError, Source
+from ktap.core.targets import get_target, target_names
+from ktap.events.kinds import EV_URETPROBE, EV_USDT
+from ktap.symbols.userelf import open_user_elf
+
+
+def compile_user(script: str, target: str, sysroot):
+    return api.compile_source(Source("u.kp", script), target, sysroot=str(sysroot))
+
+
+def error_of(script: str, target: str, sysroot) -> str:
+    with pytest.raises(KtapError) as e:
+        compile_user(script, target, sysroot)
+    return e.value.render()
+
+
+@pytest.fixture(scope="module", params=target_names())
+def board(request):
+    return request.param, guest_sysroot(request.param)
+
+
+def test_probes_carry_file_offset_build_id_and_fetch_arguments(board):
+    target, root = board
+    t = get_target(target)
+    image = compile_user(
+        "var s = 0\n"
+        "trace probe:/bin/ktapw:ktapw_tick { s += arg2 }\n"
+        "trace probe:/bin/ktapw:ktapw_tick%return { s += retval }\n"
+        "trace sdt:/bin/ktapw:ktapw:iteration { s += arg1 }\n", target, root)
+    elf = open_user_elf(root, "/bin/ktapw", t)
+    tick = elf.symbols.function("ktapw_tick")
+    entry, ret, usdt = image.events[:3]
+    word = 8 * t.word_size
+    assert entry.offset == ret.offset == elf.file_offset(tick.addr)
+    assert entry.fields == [elf.build_id, ""] + [f"{r}:s{word}" for r in t.user.args[:2]]
+    assert (ret.kind, ret.fields[2:]) == (EV_URETPROBE, [f"$retval:s{word}"])
+    # ktapw_tick(int i) passes i to the USDT probe: the first argument register
+    assert usdt.kind == EV_USDT and usdt.fields[2:] == [f"{t.user.args[0]}:s32"]
+    assert tick.addr <= elf.usdt_notes[0].pc < tick.addr + tick.size
+    assert len(elf.build_id) == 40
+    elf.close()
+
+
+def test_refusals_name_the_probe_and_the_reason(board, tmp_path):
+    target, root = board
+    cases = {
+        "probe:/bin/nothere:f": r"/bin/nothere is not in the sysroot",
+        "probe:/bin/ktapw:ktapw_tik": r"no symbol 'ktapw_tik' in /bin/ktapw; did you mean "
+                                      r"'ktapw_tick'",
+        "probe:/lib/libc.so.6:environ": r"'environ' in /lib/libc.so.6 is a data object",
+        "probe:/bin/ktapw:ktapw_tick+2": r"ktapw_tick\+0x2 is not an instruction boundary",
+        "sdt:/bin/ktapw:ktapw:nope": r"no USDT probe ktapw:nope in /bin/ktapw; it has "
+                                     r"ktapw:iteration",
+        "sdt:/bin/ktapdyn:ktapw:iteration": r"no USDT probe .* \(it has no .note.stapsdt",
+    }
+    for spec, message in cases.items():
+        text = error_of(f"var n = 0\n\ntrace {spec} {{ n += 1 }}\n", target, root)
+        assert text.startswith("u.kp:3:7: error: probe '" + spec + "': "), text
+        assert re.search(message, text), text
+
+
+def test_stripped_copy_gets_the_sysroot_hint(board, tmp_path):
+    target, root = board
+    (tmp_path / "bin").mkdir()
+    shutil.copyfile(root.parent / "stripped" / "ktapw", tmp_path / "bin" / "ktapw")
+    text = error_of("trace probe:/bin/ktapw:ktapw_tick { }\n", target, tmp_path)
+    assert "is stripped" in text and "--sysroot needs the unstripped copy" in text
+
+
+def test_arm_thumb_code_is_refused():
+    root = guest_sysroot("arm")
+    text = error_of("trace probe:/lib/libc.so.6:getppid { }\n", "arm", root)
+    assert "is Thumb code: arm uprobes decode ARM instructions only" in text
+
+
+def test_without_a_sysroot_the_probe_asks_for_one():
+    with pytest.raises(KtapError) as e:
+        api.compile_source(Source("u.kp", "trace probe:/bin/ktapw:ktapw_tick { }\n"), "mips")
+    assert e.value.loc.line == 1 and "give --sysroot DIR" in e.value.message
