@@ -274,6 +274,33 @@ int perf_kprobe_open(const char *name, uint64_t offset, int retprobe, char *err,
 	return perf_open(&attr, 0);
 }
 
+#define UPROBE_PMU "/sys/bus/event_source/devices/uprobe"
+
+int perf_uprobe_open(const char *path, uint64_t offset, uint64_t ref_ctr, int retprobe, char *err,
+		     size_t errlen)
+{
+	static long type = -2, retbit = -1;
+	struct perf_event_attr attr;
+
+	if (type == -2) {
+		type = sysfs_number(UPROBE_PMU "/type", "");
+		retbit = sysfs_number(UPROBE_PMU "/format/retprobe", "config:");
+	}
+	if (type < 0 || (retprobe && retbit < 0)) {
+		snprintf(err, errlen, "this kernel has no uprobe PMU (%s): it needs CONFIG_UPROBES, "
+			 "CONFIG_UPROBE_EVENTS and Linux 4.17 or later", UPROBE_PMU);
+		errno = ENODEV;
+		return -1;
+	}
+	memset(&attr, 0, sizeof(attr));
+	attr.type = (uint32_t)type;
+	/* the USDT semaphore's file offset: the PMU's ref_ctr_offset, config:32-63 */
+	attr.config = (retprobe ? 1ULL << retbit : 0) | ref_ctr << 32;
+	attr.config1 = PTR(path);	/* uprobe_path */
+	attr.config2 = offset;		/* probe_offset: in the file */
+	return perf_open(&attr, 0);
+}
+
 int perf_tracepoint_open(uint32_t id)
 {
 	struct perf_event_attr attr;

@@ -39,6 +39,9 @@ void bpf_error(char *err, size_t errlen, const char *what, int e);
  * PMU (name and offset), a tracepoint by id, a cpu-clock timer of period_ns
  * on one CPU. Disabled until PERF_EVENT_IOC_ENABLE. fd, or -1 + errno. */
 int perf_kprobe_open(const char *name, uint64_t offset, int retprobe, char *err, size_t errlen);
+/* A uprobe through the uprobe PMU on PATH at a file offset: closing it removes it. */
+int perf_uprobe_open(const char *path, uint64_t offset, uint64_t ref_ctr, int retprobe, char *err,
+		     size_t errlen);
 int perf_tracepoint_open(uint32_t id);
 int perf_timer_open(int64_t period_ns, int cpu);
 /* A sampling counter: every `period` events, or `freq` times a second. */

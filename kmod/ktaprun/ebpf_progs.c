@@ -37,6 +37,8 @@ static uint32_t prog_type_of(uint8_t kind)
 	switch (kind) {
 	case KTAP_EV_TRACEPOINT: return PROG_TRACEPOINT;
 	case KTAP_EV_KPROBE: case KTAP_EV_KRETPROBE: return PROG_KPROBE;
+	/* a uprobe's program reads the user registers, as a kprobe's the kernel's */
+	case KTAP_EV_UPROBE: case KTAP_EV_URETPROBE: case KTAP_EV_USDT: return PROG_KPROBE;
 	case KTAP_EV_TICK: case KTAP_EV_PROFILE: case KTAP_EV_PERF: return PROG_PERF_EVENT;
 	default: return 0;
 	}
@@ -149,10 +151,11 @@ static int expand_event(struct ebpf_sess *e, uint32_t index)
 	size_t i;
 	int ret = 0;
 
-	if (!KTAP_EV_IN_TABLE(ev->kind)) {
+	if (!KTAP_EV_IN_TABLE(ev->kind) || KTAP_EV_USER(ev->kind)) {
 		snprintf(name, sizeof(name), "%.*s", (int)ev->name.len, ev->name.s);
 		add_att(e, index, name);
-		return 0;
+		/* user probes: the board's file is the one the host resolved in */
+		return KTAP_EV_USER(ev->kind) ? uprobe_check(ev, e->err, sizeof(e->err)) : 0;
 	}
 	if (attach_match(ev, &matched, e->err, sizeof(e->err)) < 0)
 		return -1;
@@ -544,6 +547,23 @@ static void attach_error(struct ebpf_sess *e, uint8_t kind, const char *name, in
 		snprintf(e->err, sizeof(e->err), "%s %s: %s (%s)", kind_names[kind], name, why, code);
 }
 
+static int open_uprobe(const struct ktap_ievent *ev, char *err, size_t errlen)
+{
+	char *path = uprobe_path(ev), *ref = NULL;
+	uint64_t ref_ctr = 0;
+	int fd;
+
+	if (ev->nfields > 1 && ev->fields[1].len) {	/* "0x..." */
+		ref = xstrndup(ev->fields[1].s, ev->fields[1].len);
+		ref_ctr = strtoull(ref, NULL, 16);
+	}
+	fd = perf_uprobe_open(path, ev->offset, ref_ctr, ev->kind == KTAP_EV_URETPROBE, err,
+			      errlen);
+	free(ref);
+	free(path);
+	return fd;
+}
+
 static int open_perf(struct ebpf_sess *e, struct link *l)
 {
 	const struct attachment *a = &e->att[l->att];
@@ -558,6 +578,8 @@ static int open_perf(struct ebpf_sess *e, struct link *l)
 		if (ev->kind == KTAP_EV_KPROBE || ev->kind == KTAP_EV_KRETPROBE)
 			fd = perf_kprobe_open(a->target, ev->offset, ev->kind == KTAP_EV_KRETPROBE,
 					      e->err, sizeof(e->err));
+		else if (KTAP_EV_USER(ev->kind))
+			fd = open_uprobe(ev, e->err, sizeof(e->err));
 		else if (ev->kind == KTAP_EV_TRACEPOINT)
 			fd = perf_tracepoint_open(a->fmt->id);
 		else if (ev->kind == KTAP_EV_PERF && pe)	/* each online CPU */

@@ -180,6 +180,10 @@ void attach_print(const struct attach_table *t, FILE *to);
 /* Checks the board's file against the image event's build-id and defines the
  * probe in uprobe_events; tp gets its "group:event" for tp_read_format. */
 int uprobe_define(const struct ktap_ievent *ev, char *tp, size_t tplen, char *err, size_t errlen);
+/* The probed file's path on the board (malloc'd). */
+char *uprobe_path(const struct ktap_ievent *ev);
+/* The board's file checked alone (the eBPF backend attaches through the uprobe PMU). */
+int uprobe_check(const struct ktap_ievent *ev, char *err, size_t errlen);
 /* Removes every definition this process made (after the module let go). */
 void uprobes_remove(void);
 

@@ -163,10 +163,26 @@ static int check_file(const struct ktap_ievent *ev, const char *path, char *err,
 	return -1;
 }
 
+/* Image strings are not NUL-terminated: PATH is the name up to its first ':'. */
+char *uprobe_path(const struct ktap_ievent *ev)
+{
+	const char *colon = memchr(ev->name.s, ':', ev->name.len);
+
+	return xstrndup(ev->name.s, colon ? (size_t)(colon - ev->name.s) : ev->name.len);
+}
+
+int uprobe_check(const struct ktap_ievent *ev, char *err, size_t errlen)
+{
+	char *path = uprobe_path(ev);
+	int ret = ev->nfields < 2 ? 0 : check_file(ev, path, err, errlen);
+
+	free(path);
+	return ret;
+}
+
 int uprobe_define(const struct ktap_ievent *ev, char *tp, size_t tplen, char *err, size_t errlen)
 {
-	size_t plen = strcspn(ev->name.s, ":");
-	char *path = xstrndup(ev->name.s, plen < ev->name.len ? plen : ev->name.len);
+	char *path = uprobe_path(ev);
 	char group[64], why[400];
 	struct sb line = { 0 };
 	uint32_t i;

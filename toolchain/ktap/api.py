@@ -17,7 +17,7 @@ from ktap.backends.kbc.verifier import verify
 from ktap.symbols.resolve import resolve_events
 from ktap.symbols.uresolve import UserProbeError, resolve_user_events
 from ktap.backends.kbc import opcodes
-from ktap.events.kinds import EV_TRACEPOINT, USER_KINDS, kind
+from ktap.events.kinds import EV_TRACEPOINT, kind
 from ktap.events.specs import known_subsystem
 from ktap.frontend.program import Limits
 
@@ -101,17 +101,9 @@ def compile_source(src: Source, target_name: str, limits: dict[str, int] | None 
         # so no warning says they went unchecked
         check_probes_offline(script, src, None if checked_later else warn)
     if backend == "ebpf":
-        refuse_user_probes_in_ebpf(script, src)
         ebpf_codegen.generate(ir_program, image, src, warn)
     verify(image, src)
     return image
-
-
-def refuse_user_probes_in_ebpf(script, src: Source) -> None:
-    for node in script.body:
-        if isinstance(node, A.Probe) and node.spec_parsed.kind in USER_KINDS:
-            raise SemanticError("user-space probes are not in the ebpf backend yet "
-                                "(use --backend ktapvm)", src, node.spec_loc or node.loc)
 
 
 def highest_arg(image: bc.Image) -> int:

@@ -14,12 +14,16 @@ from ktap.backends.ebpf.tables import TableOps
 from ktap.backends.ebpf.types import NIL, NUM, STR, Facts, Inference, T, unsupported
 from ktap.core.diagnostics import Source
 from ktap.core.targets import Target
-from ktap.events.kinds import EV_KPROBE, EV_KRETPROBE, EV_PERF, EV_PROFILE, EV_TICK, EV_TRACEPOINT
+from ktap.events.kinds import (EV_KPROBE, EV_KRETPROBE, EV_PERF, EV_PROFILE, EV_TICK,
+                               EV_TRACEPOINT, EV_UPROBE, EV_URETPROBE, EV_USDT)
 from ktap.ir import nodes as ir
 
 PROG_TYPE = {EV_KPROBE: PROG_TYPES["kprobe"], EV_KRETPROBE: PROG_TYPES["kprobe"],
              EV_TRACEPOINT: PROG_TYPES["tracepoint"], EV_TICK: PROG_TYPES["perf_event"],
-             EV_PROFILE: PROG_TYPES["perf_event"], EV_PERF: PROG_TYPES["perf_event"]}
+             EV_PROFILE: PROG_TYPES["perf_event"], EV_PERF: PROG_TYPES["perf_event"],
+             # user probes run kprobe programs on the user registers (uprobe PMU)
+             EV_UPROBE: PROG_TYPES["kprobe"], EV_URETPROBE: PROG_TYPES["kprobe"],
+             EV_USDT: PROG_TYPES["kprobe"]}
 ARITH = {"ADD": "add", "SUB": "sub", "MUL": "mul"}
 
 

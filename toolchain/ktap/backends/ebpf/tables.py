@@ -11,7 +11,8 @@ from ktap.backends.ebpf.insn import (BPF_NOEXIST, DW, MAP_TYPES, R0, R1, R2, R3,
                                      R10, W, alu64, ld_imm64, ldx, mov, mov32, movi, st, stx,
                                      xadd)
 from ktap.backends.ebpf.types import NIL, STR, unsupported
-from ktap.events.kinds import EV_KPROBE, EV_KRETPROBE, EV_TRACEPOINT
+from ktap.events.kinds import (EV_KPROBE, EV_KRETPROBE, EV_TRACEPOINT, EV_UPROBE, EV_URETPROBE,
+                               EV_USDT)
 from ktap.frontend.program import TABLE_LINEAR, TABLE_LOG2
 from ktap.ir import nodes as ir
 
@@ -346,7 +347,7 @@ class TableOps:
             self.probename(r)
             return
         elif name == "retval":
-            if self.kind != EV_KRETPROBE:
+            if self.kind not in (EV_KRETPROBE, EV_URETPROBE):
                 self.set_tag(r, NIL)
                 return
             self.ctx_word(R0, self.target.abi.pt_regs_retval, signed=True)
@@ -374,10 +375,35 @@ class TableOps:
         if self.kind == EV_TRACEPOINT:
             self.field_load(r, im.RELOC_FIELD_POS, n.value - 1)
             return
+        if self.kind == EV_USDT:
+            self.usdt_arg(item, r, n.value)
+            return
         regs = self.target.abi.pt_regs_args
-        if self.kind not in (EV_KPROBE, EV_KRETPROBE) or n.value > len(regs):
+        if self.kind not in (EV_KPROBE, EV_KRETPROBE, EV_UPROBE) or n.value > len(regs):
             raise unsupported(self.src, item.loc, f"arg{n.value} here")
-        self.ctx_word(R0, regs[n.value - 1], signed=False)
+        # user arguments as ktapvm fetches them: signed words
+        self.ctx_word(R0, regs[n.value - 1], signed=self.kind == EV_UPROBE)
+        self.set_num(r, R0)
+
+    def usdt_arg(self, item, r: ir.Reg, n: int) -> None:
+        """A USDT operand in an argument register, from the user pt_regs,
+        sign- or zero-extended from its size (the event's fetch argument,
+        `%r4:s32`, says which register and size). Others need user memory
+        reads, which this backend does not make yet."""
+        fetch = self.fields[2:]
+        if n > len(fetch):
+            self.set_tag(r, NIL)
+            return
+        reg, _, kind = fetch[n - 1].partition(":")
+        user_regs = self.target.user.args
+        if reg not in user_regs:
+            raise unsupported(self.src, item.loc, f"USDT arg{n} (operand {reg}: memory, a "
+                              f"constant or a register other than the argument registers)")
+        self.ctx_word(R0, self.target.abi.pt_regs_args[user_regs.index(reg)], signed=False)
+        bits = int(kind[1:])
+        if bits < 64:
+            self.asm.add(alu64("lsh", R0, None, 64 - bits),
+                         alu64("arsh" if kind[0] == "s" else "rsh", R0, None, 64 - bits))
         self.set_num(r, R0)
 
     def op_FIELD(self, item, r, name) -> None:
