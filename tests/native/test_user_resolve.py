@@ -11,8 +11,10 @@ from ktap import api
 from ktap.boards.initramfs import guest_sysroot
 from ktap.core.diagnostics import KtapError, Source
 from ktap.core.targets import get_target, target_names
-from ktap.events.kinds import EV_URETPROBE, EV_USDT
+from ktap.backends.kbc import bytecode as bc
+from ktap.events.kinds import EV_END, EV_URETPROBE, EV_USDT, USER_KINDS
 from ktap.symbols.userelf import open_user_elf
+from ktapdev import boardtest
 
 
 def compile_user(script: str, target: str, sysroot):
@@ -88,3 +90,20 @@ def test_without_a_sysroot_the_probe_asks_for_one():
     with pytest.raises(KtapError) as e:
         api.compile_source(Source("u.kp", "trace probe:/bin/ktapw:ktapw_tick { }\n"), "mips")
     assert e.value.loc.line == 1 and "give --sysroot DIR" in e.value.message
+
+
+def test_user_board_cases_compile_for_both_backends(board):
+    """What the board suite will run, checked on the host first."""
+    target, _ = board
+    builders = boardtest.bad_image_builders()
+    cases = [c for c in boardtest.load_cases() if boardtest.uses_user_probes(c)]
+    assert len(cases) >= 8
+    for case in cases:
+        if case.skip_reason(target):
+            continue
+        for backend in ("ktapvm", "ebpf"):
+            image = bc.load(boardtest.build_image(case, target, builders, backend))
+            assert any(e.kind in USER_KINDS for e in image.events)
+            if backend == "ebpf":
+                handlers = sum(1 for e in image.events if e.kind != EV_END)
+                assert len(image.ebpf.programs) == handlers
