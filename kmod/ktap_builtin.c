@@ -216,6 +216,29 @@ static int b_ksym(struct ktap_session *s, struct bargs *a, struct ktap_value *ou
 	return KTAP_RUN_OK;
 }
 
+/* ustack(n): the first n lines of the frames the event's glue walked, as a
+ * string (the host symbolizes PATH+0xOFFSET). */
+static int b_ustack(struct ktap_session *s, struct bargs *a, struct ktap_value *out)
+{
+	struct ktap_value d = a->n ? a->v[0] : num(KTAP_STACK_DEFAULT_DEPTH);
+	const char *p = s->ev ? s->ev->ustack : NULL;
+	uint32_t len = p ? s->ev->ustack_len : 0, at = 0;
+	int64_t depth;
+
+	if (!is_num(d))
+		return RTERR(s, a->f, a->pc, "stack depth must be a number, got a %s", tname(d));
+	depth = d.u.n < 1 ? 1 : d.u.n > KTAP_STACK_MAX_DEPTH ? KTAP_STACK_MAX_DEPTH : d.u.n;
+	while (at < len && depth > 0) {
+		const char *nl = memchr(p + at, '\n', len - at);
+
+		at = nl ? (uint32_t)(nl - p) + 1 : len;
+		depth--;
+	}
+	if (at && p[at - 1] == '\n')
+		at--;		/* frames are separated, not terminated */
+	return ktap_str_make(s, p ? p : "", at, out);
+}
+
 static int b_stack(struct ktap_session *s, struct bargs *a, struct ktap_value *out)
 {
 	struct ktap_value d = a->n ? a->v[0] : num(KTAP_STACK_DEFAULT_DEPTH);
@@ -259,6 +282,7 @@ int ktap_callb(struct ktap_session *s, unsigned id, struct ktap_value *R, unsign
 	case KTAP_B_KERNEL_STRING: rc = b_read_string(s, &a, 0, &out); break;
 	case KTAP_B_USER_STRING: rc = b_read_string(s, &a, 1, &out); break;
 	case KTAP_B_STACK: rc = b_stack(s, &a, &out); break;
+	case KTAP_B_USTACK: rc = b_ustack(s, &a, &out); break;
 	case KTAP_B_ZERO: rc = b_zero(s, &a); break;
 	case KTAP_B_STATS: rc = b_stats(s, &a); break;
 	case KTAP_B_KSYM: rc = b_ksym(s, &a, &out); break;

@@ -209,6 +209,8 @@ struct ktap_event {
 	uint32_t nargs;
 	const uint64_t *stack;		/* innermost first */
 	uint32_t nstack;
+	const char *ustack;		/* user frames, "PATH+0xOFFSET\n" each, innermost first */
+	uint32_t ustack_len;
 	int is_tracepoint;
 	const struct ktap_fieldval *fields;	/* tracepoint fields in format order (argN) */
 	uint32_t nfields;

@@ -23,7 +23,7 @@ void ktapvm_scan_image(struct ktapvm_sess *s)
 	u32 f, pc;
 
 	s->nargs = 0;
-	s->need_stack = s->need_clock = s->need_mono = 0;
+	s->need_stack = s->need_clock = s->need_mono = s->need_ustack = 0;
 	s->need_vars = 0;
 	for (f = 0; f < img->nprotos; f++) {
 		const struct ktap_proto *p = &img->protos[f];
@@ -45,6 +45,8 @@ void ktapvm_scan_image(struct ktapvm_sess *s)
 			if (op == KTAP_OP_CALLB) {
 				if (b == KTAP_B_STACK)
 					s->need_stack = 1;
+				if (b == KTAP_B_USTACK)
+					s->need_ustack = 1;
 				if (b == KTAP_B_GETTIMEOFDAY_NS || b == KTAP_B_GETTIMEOFDAY_US ||
 				    b == KTAP_B_GETTIMEOFDAY_MS || b == KTAP_B_GETTIMEOFDAY_S)
 					s->need_clock = 1;

@@ -27,6 +27,7 @@ struct ktapvm_probe;
 /* Per-session scratch for one event, used under vm_lock only. */
 #define KTAPVM_MAX_TP_FIELDS	128
 #define KTAPVM_MAX_STACK	64
+#define KTAPVM_MAX_USTACK	32	/* user frames ustack() walks */
 
 struct ktapvm_sess {
 	struct mutex lock;		/* ioctls, stop, read bookkeeping */
@@ -50,7 +51,7 @@ struct ktapvm_sess {
 
 	/* what the image needs from each event (scanned at LOAD) */
 	unsigned int nargs;		/* highest argN used by any handler */
-	int need_stack, need_clock, need_mono;
+	int need_stack, need_clock, need_mono, need_ustack;
 	unsigned int need_vars;		/* bit per KTAP_V_* read by LOADVAR */
 
 	/* attached events */
@@ -70,6 +71,8 @@ struct ktapvm_sess {
 	unsigned long stack_raw[KTAPVM_MAX_STACK];
 	struct ktap_fieldval fields[KTAPVM_MAX_TP_FIELDS];
 	struct ktap_fieldval named[KTAP_MAX_FIELDS];
+	char ustack[1024];		/* ustack()'s frames as text (ktapvm_ustack.c) */
+	char upath[256];		/* d_path() scratch */
 };
 
 /* ktapvm_events.c */
@@ -77,6 +80,10 @@ int ktapvm_attach_all(struct ktapvm_sess *s, const void *table, size_t size, u32
 		      char *err, size_t errlen);
 void ktapvm_detach_all(struct ktapvm_sess *s);
 void ktapvm_scan_image(struct ktapvm_sess *s);
+/* ktapvm_ustack.c: the current task's user frames into s->ustack, as
+ * "PATH+0xOFFSET\n" lines; returns their length. at_entry: the probe sits at
+ * a function's first instruction, where the caller is in the link register. */
+u32 ktapvm_user_stack(struct ktapvm_sess *s, int at_entry);
 int ktapvm_read_str(void *ctx, int user, uint64_t addr, char *buf, uint32_t max);
 
 /* Around every handler (kmod/events/): inline, as they run on every event.

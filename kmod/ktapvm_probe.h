@@ -30,6 +30,7 @@ struct ktapvm_probe {
 	char *name;				/* NUL-terminated: symbol, subsys:event, timer */
 	char *probename;			/* what the `probename` variable reads */
 	u32 probename_len;
+	int user_entry;				/* a uprobe on a function's first instruction */
 };
 
 /* Room kept after the name in probename (a kprobe's "+0x<offset>"). */
@@ -125,6 +126,10 @@ static __always_inline void ktapvm_fill_task(struct ktapvm_sess *s, struct ktapv
 			if (!within_module(s->stack_raw[i], THIS_MODULE))
 				s->stack[k++] = s->stack_raw[i];
 		ev->nstack = k;
+	}
+	if (s->need_ustack) {
+		ev->ustack = s->ustack;
+		ev->ustack_len = ktapvm_user_stack(s, p->user_entry);
 	}
 }
 

@@ -66,6 +66,10 @@ static int uprobe_setup(struct ktapvm_probe *p, const struct ktap_ievent *iev,
 	}
 	up->tp_id = a->tp_id;
 	up->nfields = a->nfields;
+	/* "/PATH:SYMBOL" is a function's entry; "+0xOFF", "0xADDR" and USDT
+	 * sites are not (ustack() then takes no caller from the link register) */
+	p->user_entry = p->kind == KTAP_EV_UPROBE && !strstr(p->name, "+0x") &&
+			!strstr(p->name, ":0x");
 	up->fields = kzalloc((size_t)a->nfields * sizeof(struct ktap_field) + 1, GFP_KERNEL);
 	if (!up->fields)
 		return -ENOMEM;

@@ -101,7 +101,10 @@ def test_user_board_cases_compile_for_both_backends(board):
     for case in cases:
         if case.skip_reason(target):
             continue
-        for backend in ("ktapvm", "ebpf"):
+        if case.ebpf_error:
+            with pytest.raises(boardtest.CaseError, match=case.ebpf_error):
+                boardtest.build_image(case, target, builders, "ebpf")
+        for backend in ("ktapvm",) if case.ebpf_error else ("ktapvm", "ebpf"):
             image = bc.load(boardtest.build_image(case, target, builders, backend))
             assert any(e.kind in USER_KINDS for e in image.events)
             if backend == "ebpf":

@@ -17,6 +17,7 @@ from ktap.boards.sessions import Session, SuiteRun, run_sessions
 from ktap.core.diagnostics import KtapError, Source
 from ktap.core.targets import get_target
 from ktap.core.paths import BOARD_TESTS_DIR
+from ktap.symbols.usymbolize import UserSymbolizer
 
 SUITE_DIR = BOARD_TESTS_DIR
 JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
@@ -175,9 +176,12 @@ def run_target(target: str, cases: list[Case], timeout: float = 900.0,
     run = run_sessions(target, sessions, timeout=timeout) if sessions else None
     if run is not None:
         for case, result in zip(order, run.sessions):
-            problems = check(case, result.status, result.stdout, result.stderr)
+            stdout = result.stdout
+            if uses_user_probes(case):      # ustack() frames, as ktap board run shows them
+                stdout = UserSymbolizer(guest_sysroot(target), target).rewrite(stdout)
+            problems = check(case, result.status, stdout, result.stderr)
             outcomes[case.name] = Outcome(case.name, "failed" if problems else "passed",
-                                          "; ".join(problems), result.stdout)
+                                          "; ".join(problems), stdout)
     return [outcomes[c.name] for c in cases], run
 
 

@@ -21,7 +21,7 @@ from ktap.core.targets import Target, get_target
 
 # -- the kernel module ----------------------------------------------------------
 MODULE_NAME = "ktapvm"
-MODULE_MAIN = ("ktapvm_main.c", "ktapvm_events.c")
+MODULE_MAIN = ("ktapvm_main.c", "ktapvm_events.c", "ktapvm_ustack.c")
 # Objects that run in probe context get -O2: the board kernels (like most
 # embedded ones) build with -Os, which leaves the interpreter's small helpers
 # out of line and memset()s every value; handlers cost about a third less at

@@ -25,6 +25,7 @@ from ktap.core.diagnostics import KtapError
 from ktap.core.tools import MissingTool
 from ktap.core.targets import TargetError, get_target, target_names
 from ktap.symbols.profiles import parse_config
+from ktap.symbols.usymbolize import UserSymbolizer
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -166,9 +167,10 @@ def cmd_run(args) -> int:
         args.script, workload = split_script_and_workload("ktap board run", list(args.rest))
         build = choice.boot_kernel(target, args.kernel) if args.backend == "auto" else None
         config = parse_config((build.directory / ".config").read_text()) if build else None
+        sysroot = args.sysroot or str(guest_sysroot(target))
         data = bc.dump(image_for_run(args, target.name, config=config,
                                      where=f"the {target.name} board's {args.kernel} kernel",
-                                     sysroot=str(guest_sysroot(target))))
+                                     sysroot=sysroot))
         run = run_sessions(target, [Session("run", data, workload,
                                             options=["--format", args.format])],
                            timeout=args.timeout, kernel=args.kernel)
@@ -180,7 +182,7 @@ def cmd_run(args) -> int:
         print(f"ktap board: error: {e}", file=sys.stderr)
         return 1
     result = run.sessions[0]
-    sys.stdout.write(result.stdout)
+    sys.stdout.write(UserSymbolizer(sysroot, target).rewrite(result.stdout))
     sys.stderr.write(result.stderr)
     for line in run.trouble:
         print(f"ktap board: kernel reported: {line}", file=sys.stderr)

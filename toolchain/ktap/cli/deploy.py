@@ -12,6 +12,7 @@ from ktap.cli.common import (add_backend_arg, add_format_arg, add_sysroot_arg, i
                              split_script_and_workload)
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import target_names
+from ktap.symbols.usymbolize import LineRewriter, UserSymbolizer
 from ktap.deploy import deploy
 from ktap.deploy.connect import open_transport
 from ktap.deploy.transport import TransportError
@@ -72,13 +73,18 @@ def cmd_run(args) -> int:
         name = Path(args.script).stem + ".kbc" if args.script else "cmdline.kbc"
         bundle = deploy.deploy_bundle(args.target, bc.dump(image), name,
                                     kdir=Path(args.kdir) if args.kdir else None)
+        # ustack() frames: symbolized in the --sysroot copy as lines arrive
+        out = (LineRewriter(deploy.stdout_writer(), UserSymbolizer(args.sysroot, args.target))
+               if args.sysroot else None)
         with open_transport(ssh=args.ssh, key=args.key, ssh_options=args.ssh_options,
                             adb=args.adb, adb_serial=args.adb_serial,
                             serial=args.serial) as t:
             result = deploy.deploy_and_run(t, bundle, workload,
                                            args.remote_dir or deploy.DEFAULT_REMOTE_DIR,
-                                           log=log, keepalive=args.keepalive,
+                                           out=out, log=log, keepalive=args.keepalive,
                                            options=["--format", args.format])
+        if out is not None:
+            out.close()
     except KtapError as e:
         print(e.render(), file=sys.stderr)
         return e.exit_status

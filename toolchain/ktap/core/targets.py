@@ -34,9 +34,20 @@ class UserAbi:
     args: tuple[str, ...] = ()
     usdt_syntax: str = ""
     guest_cflags: tuple[str, ...] = ()
+    # ustack(): "fp" (a frame-pointer chain), "backchain" (powerpc's ABI
+    # chain through the stack pointer) or "mips" (prologue scanning); the
+    # pt_regs fields of the frame pointer and of the return address at a
+    # function's entry; where a frame holds the next frame pointer and the
+    # return address
+    unwind: str = ""
+    fp: str = ""
+    link: str = ""
+    fp_next: int = 0
+    fp_ret: int = 0
 
 
 USDT_SYNTAXES = ("att", "arm", "arm64", "mips", "powerpc")
+UNWINDERS = ("fp", "backchain", "mips")
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,8 @@ def _load(path: Path) -> Target:
     user = d.get("user", {})
     if user.get("usdt_syntax", "att") not in USDT_SYNTAXES:
         raise TargetError(f"{path}: user.usdt_syntax must be one of {', '.join(USDT_SYNTAXES)}")
+    if user.get("unwind", "fp") not in UNWINDERS:
+        raise TargetError(f"{path}: user.unwind must be one of {', '.join(UNWINDERS)}")
     try:
         abi, packages = d["abi"], d["packages"]
         return Target(
@@ -132,7 +145,10 @@ def _load(path: Path) -> Target:
             bpf_jit_lacks=lacks, directory=path.parent,
             user=UserAbi(args=tuple(user.get("args", ())),
                          usdt_syntax=user.get("usdt_syntax", ""),
-                         guest_cflags=tuple(user.get("guest_cflags", ()))),
+                         guest_cflags=tuple(user.get("guest_cflags", ())),
+                         unwind=user.get("unwind", ""), fp=user.get("fp", ""),
+                         link=user.get("link", ""), fp_next=int(user.get("fp_next", 0)),
+                         fp_ret=int(user.get("fp_ret", 0))),
         )
     except KeyError as e:
         raise TargetError(f"{path}: missing {e.args[0]!r}") from None

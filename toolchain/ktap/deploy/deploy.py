@@ -205,6 +205,11 @@ def deploy_and_run(transport: Transport, bundle: Bundle, workload: list[str] = (
     return RunResult(status, pushed, text, hint_for(text) if status == 1 else None, timings)
 
 
+def stdout_writer():
+    """The byte sink deploy_and_run() writes the output to by default."""
+    return _writer(sys.stdout)
+
+
 def _writer(stream):
     buf = getattr(stream, "buffer", None)
 

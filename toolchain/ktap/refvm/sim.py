@@ -31,7 +31,7 @@ from ktap.refvm.vm import EventContext, Exit, Machine
 
 MAX_REPEAT = 10_000_000
 EVENT_KEYS = {"probe", "pid", "tid", "uid", "cpu", "execname", "args", "fields", "retval",
-              "stack", "time_ns", "nsecs", "repeat"}
+              "stack", "ustack", "time_ns", "nsecs", "repeat"}
 
 
 @dataclass
@@ -127,6 +127,10 @@ def _event(obj: dict, lineno: int, fail) -> SimEvent:
         if not isinstance(obj["stack"], list):
             raise fail("'stack' must be a list")
         ctx.stack = [_int(a, "stack", fail) for a in obj["stack"]]
+    if "ustack" in obj:
+        if not (isinstance(obj["ustack"], list) and all(isinstance(x, str) for x in obj["ustack"])):
+            raise fail("'ustack' must be a list of strings (PATH+0xOFFSET)")
+        ctx.ustack = list(obj["ustack"])
     t, mono = obj.get("time_ns"), obj.get("nsecs")
     repeat = _int(obj.get("repeat", 1), "repeat", fail)
     if not 0 <= repeat <= MAX_REPEAT:

@@ -33,6 +33,7 @@ class EventContext:
     fields: dict[str, object] = field(default_factory=dict)
     retval: int | None = None
     stack: list[int] = field(default_factory=list)
+    ustack: list[str] = field(default_factory=list)      # "PATH+0xOFFSET", innermost first
     is_tracepoint: bool = False
 
 
@@ -445,6 +446,17 @@ class Machine(TableBuiltins):
 
     def b_ksym(self, args, f, pc):       # a one-frame stack: it prints as its symbol
         return Stack([self.address(args, f, pc)])
+
+    def b_ustack(self, args, f, pc):     # frames as the board formats them: PATH+0xOFFSET
+        depth = self.depth(args, f, pc)
+        frames = self.event.ustack if self.event else []
+        return "\n".join(frames[:depth])
+
+    def depth(self, args, f, pc) -> int:
+        depth = args[0] if args else builtins.STACK_DEFAULT_DEPTH
+        if not isinstance(depth, int) or isinstance(depth, bool):
+            raise self.error(f"stack depth must be a number, got a {type_name(depth)}", f, pc)
+        return min(max(depth, 1), builtins.STACK_MAX_DEPTH)
 
     def b_stack(self, args, f, pc):
         depth = args[0] if args else builtins.STACK_DEFAULT_DEPTH

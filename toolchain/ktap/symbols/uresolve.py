@@ -19,7 +19,7 @@ from ktap.core.targets import Target
 from ktap.events.kinds import EV_URETPROBE, EV_USDT, USER_KINDS
 from ktap.symbols.codecheck import CodeReader, check_probe_point
 from ktap.symbols.table import SymbolError, SymbolTable, did_you_mean
-from ktap.symbols.userelf import UserElf, UserElfError, debug_file, open_user_elf
+from ktap.symbols.userelf import UserElf, UserElfError, open_user_elf, symbol_table
 from ktap.symbols.usdt import UsdtError, fetch_args
 
 SYSROOT_HINT = ("user-space probes are resolved on the host in a copy of the board's files: "
@@ -45,17 +45,8 @@ class _Files:
         return self.open[path]
 
     def symbols(self, elf: UserElf) -> tuple[SymbolTable, bool]:
-        """The file's symbols, from a separate debug file when the file itself
-        is stripped; and whether a full symbol table (.symtab) was found."""
         if elf.target_path not in self.tables:
-            table, full = elf.symbols, elf.has_symtab
-            if not full:
-                dbg = debug_file(self.sysroot, elf)
-                if dbg is not None:
-                    d = UserElf(elf.target_path, dbg, self.target)
-                    table, full = d.symbols, d.has_symtab
-                    d.close()
-            self.tables[elf.target_path] = (table, full)
+            self.tables[elf.target_path] = symbol_table(self.sysroot, elf)
         return self.tables[elf.target_path]
 
     def close(self) -> None:

@@ -128,13 +128,28 @@ def _mem(offset: str | None, base: str) -> str:
 _SYNTAX = {"att": _att, "arm": _arm, "arm64": _arm64, "mips": _mips, "powerpc": _powerpc}
 
 
+def split_operands(operands: str) -> list[str]:
+    """The note's arguments, split at blanks outside brackets: an arm64
+    operand is `8@[sp, 16]`."""
+    out, depth, cur = [], 0, ""
+    for c in operands:
+        depth += (c == "[") - (c == "]")
+        if c.isspace() and depth == 0:
+            if cur:
+                out.append(cur)
+            cur = ""
+        else:
+            cur += c
+    return out + ([cur] if cur else [])
+
+
 def fetch_args(operands: str, target: Target) -> list[str]:
     """uprobe_events fetch arguments for a note's operand string, each typed by
     its size and sign (`-4@...` is :s32). Raises UsdtError naming the operand
     this translation does not know."""
     out = []
     translate = _SYNTAX[target.user.usdt_syntax]
-    for arg in operands.split():
+    for arg in split_operands(operands):
         size, at, op = arg.partition("@")
         if not at:                       # old notes: no size, a word
             size, op = str(target.word_size), arg

@@ -119,6 +119,13 @@ class UserElf:
                 return vaddr - ph["p_vaddr"] + ph["p_offset"]
         raise UserElfError(f"{vaddr:#x} is not in any loaded segment of {self.target_path}")
 
+    def vaddr_of(self, offset: int) -> int | None:
+        """The virtual address of a file offset (a frame ustack() printed)."""
+        for ph in self.loads:
+            if ph["p_offset"] <= offset < ph["p_offset"] + ph["p_filesz"]:
+                return offset - ph["p_offset"] + ph["p_vaddr"]
+        return None
+
     # ------------------------------------------------------------ symbols
     @cached_property
     def has_symtab(self) -> bool:
@@ -234,3 +241,18 @@ def debug_file(sysroot: Path, elf: UserElf) -> Path | None:
         if host.is_file() and host != elf.host_path:
             return host
     return None
+
+
+def symbol_table(sysroot: Path, elf: UserElf) -> tuple[SymbolTable, bool]:
+    """The file's symbols, from a separate debug file where the file itself is
+    stripped; and whether a full symbol table (.symtab) was found."""
+    if elf.has_symtab:
+        return elf.symbols, True
+    dbg = debug_file(sysroot, elf)
+    if dbg is None:
+        return elf.symbols, False
+    d = UserElf(elf.target_path, dbg, elf.target)
+    try:
+        return d.symbols, d.has_symtab
+    finally:
+        d.close()
