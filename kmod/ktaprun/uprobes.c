@@ -156,10 +156,11 @@ static int check_file(const struct ktap_ievent *ev, const char *path, char *err,
 		return 0;
 	if (strlen(have) == want->len && !memcmp(have, want->s, want->len))
 		return 0;
-	snprintf(err, errlen, "probe '%.*s': %s on the board is not the file the probe was "
-		 "resolved in: its build-id is %s, the host copy's %.*s; re-sync the host copy "
-		 "(--sysroot) with the board", (int)ev->spec.len, ev->spec.s, path,
-		 have[0] ? have : "missing", (int)want->len, want->s);
+	/* the build-ids first: a long path must not cut them off */
+	snprintf(err, errlen, "probe '%.*s': the board's file has build-id %s, the host copy's "
+		 "%.*s: not the file the probe was resolved in; re-sync the host copy (--sysroot) "
+		 "with the board", (int)ev->spec.len, ev->spec.s, have[0] ? have : "none",
+		 (int)want->len, want->s);
 	return -1;
 }
 
@@ -210,8 +211,8 @@ int uprobe_define(const struct ktap_ievent *ev, char *tp, size_t tplen, char *er
 		fprintf(stderr, "ktaprun: uprobe_events: %s", line.b);
 	if (events_write(line.b) < 0) {
 		if (errno == ENOENT)
-			snprintf(err, errlen, "probe '%.*s': this kernel has no %s/uprobe_events: user "
-				 "probes need CONFIG_UPROBES and CONFIG_UPROBE_EVENTS",
+			snprintf(err, errlen, "probe '%.*s': user probes need CONFIG_UPROBES and "
+				 "CONFIG_UPROBE_EVENTS: this kernel has no %s/uprobe_events",
 				 (int)ev->spec.len, ev->spec.s, tracefs_root());
 		else {
 			int e = errno;

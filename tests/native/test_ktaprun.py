@@ -418,3 +418,48 @@ def test_cross_build_is_static_and_small(target, tmp_path):
         assert "statically linked" in kind or "static-pie" in kind, kind
     assert exe.stat().st_size < 1_500_000
     print(f"ktaprun {target}: {exe.stat().st_size} bytes stripped")
+
+
+@needs_cc
+def test_user_probes_check_the_file_and_the_kernel(builds, tmp_path):
+    """--resolve with user probes: a file that is not the host copy the probe
+    was resolved in is refused with both build-ids, before anything is defined;
+    a kernel without uprobe_events gets the options it needs."""
+    import shutil
+
+    from ktap import api
+    from ktap.backends.kbc import bytecode as bc
+    from ktap.boards.initramfs import guest_sysroot
+    from ktap.core.diagnostics import Source
+    from ktap.core.targets import get_target
+    from ktap.symbols.userelf import open_user_elf
+    _, exe = builds("x86_64")
+    board = tmp_path / "board"                 # the "board's" file, at an absolute path
+    board.mkdir()
+    shutil.copyfile(guest_sysroot("x86_64") / "bin" / "ktapw", board / "ktapw")
+    sysroot = tmp_path / "sysroot"
+    host_copy = sysroot / str(board / "ktapw").lstrip("/")
+    host_copy.parent.mkdir(parents=True)
+    data = (board / "ktapw").read_bytes()
+    elf = open_user_elf(sysroot.parent / "board", "/ktapw", get_target("x86_64"))
+    bid = bytes.fromhex(elf.build_id)
+    elf.close()
+    host_copy.write_bytes(data.replace(bid, bytes([bid[0] ^ 1]) + bid[1:]))
+    src = Source("u.kp", f"trace probe:{board}/ktapw:ktapw_tick {{ }}\n")
+    image = tmp_path / "u.kbc"
+    image.write_bytes(bc.dump(api.compile_source(src, "x86_64", sysroot=str(sysroot))))
+    root = fake_tracefs(tmp_path / "tracefs")
+    env = {"KTAPRUN_TRACEFS": str(root), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([str(exe), "--resolve", str(image)], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 1
+    other = (bytes([bid[0] ^ 1]) + bid[1:]).hex()
+    assert f"has build-id {bid.hex()}, the host copy's {other}" in r.stderr, r.stderr
+    assert not (root / "uprobe_events").exists()   # nothing was defined
+    # the same file as the board's: now the kernel lacks uprobe_events
+    host_copy.write_bytes(data)
+    image.write_bytes(bc.dump(api.compile_source(src, "x86_64", sysroot=str(sysroot))))
+    r = subprocess.run([str(exe), "--resolve", str(image)], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 1
+    assert "user probes need CONFIG_UPROBES and CONFIG_UPROBE_EVENTS" in r.stderr, r.stderr
