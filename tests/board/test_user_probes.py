@@ -12,7 +12,7 @@ from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.boards.initramfs import guest_sysroot
 from ktap.boards.sessions import Session, run_sessions
-from ktap.core.diagnostics import Source
+from ktap.core.diagnostics import KtapError, Source
 from ktap.symbols.userelf import open_user_elf
 from ktap.core.targets import get_target
 
@@ -82,3 +82,26 @@ def test_board_refuses_other_files_and_leaves_no_definitions(sysroots, backend):
     assert all("/bin/ktapw:0x" in d for d in defs)
     assert (listing.status, run.trouble) == (0, [])
 
+
+
+@pytest.mark.board
+def test_target_sync_pulls_board_files_for_user_probes(sysroots, tmp_path):
+    """`ktap target sync --file` keeps the board's own copies and their
+    build-ids in the profile; --profile alone then resolves a shared library's
+    exported function, and a stripped executable gets the --sysroot hint."""
+    from ktap.boards.profile import sync_board
+    from ktap.symbols import profiles
+    real = sysroots[0]
+    out = sync_board(TARGET, tmp_path / "prof", files=["/bin/ktapw", "/lib/libktapdyn.so"])
+    prof = profiles.load(out)
+    board_copy = real.parent / "stripped" / "ktapw"
+    assert (prof.sysroot / "bin" / "ktapw").read_bytes() == board_copy.read_bytes()
+    elf = open_user_elf(real, "/bin/ktapw", get_target(TARGET))
+    assert prof.meta["files"]["/bin/ktapw"]["build_id"] == elf.build_id
+    elf.close()
+    lib = "trace probe:/lib/libktapdyn.so:ktapdyn_lib_tick { }\n"
+    assert api.compile_source(Source("l.kp", lib), TARGET, sysroot=str(prof.sysroot)).events
+    with pytest.raises(KtapError, match="is stripped"):
+        api.compile_source(Source("e.kp", COUNT), TARGET, sysroot=str(prof.sysroot))
+    with pytest.raises(profiles.ProfileError, match="cannot read /bin/none on the board"):
+        sync_board(TARGET, tmp_path / "bad", files=["/bin/none"])

@@ -44,12 +44,15 @@ def board_profile(target: Target | str, timeout: float = 300,
 
 
 def sync_board(target: Target | str, out_dir: str | Path, timeout: float = 300,
-               kernel: str = DEFAULT_KERNEL) -> Path:
+               kernel: str = DEFAULT_KERNEL, files: list[str] = ()) -> Path:
+    """files: board paths to pull too (user-space probes resolve in them)."""
     target = get_target(target)
     build = boot_kernel(target, kernel).directory
-    run = run_commands(target, SYNC_COMMANDS, timeout=timeout, kernel=kernel)
+    commands = SYNC_COMMANDS + [["ktapw", "cat", path] for path in files]
+    run = run_commands(target, commands, timeout=timeout, kernel=kernel)
     label = f"board:{target.name}" if kernel == DEFAULT_KERNEL else f"board:{target.name}:{kernel}"
     collected = profiles.collect(target, run.results, build, label)
+    collected.files = profiles.pulled_files(run.results[len(SYNC_COMMANDS):], list(files), label)
     meta = {"kernel_build": build.name}
     if kernel != DEFAULT_KERNEL:
         meta["kernel"] = kernel

@@ -57,7 +57,17 @@ def image_for_run(args, target: str, kernel: api.KernelInfo | None = None,
         return api.load_image(args.script)
     return api.compile_source(source(args), target, limits(args.limit), kernel, warn,
                               backend(args, config, where), checked_later=True,
-                              sysroot=getattr(args, "sysroot", None) or sysroot)
+                              sysroot=sysroot_of(args) or sysroot)
+
+
+def sysroot_of(args) -> str | None:
+    """--sysroot, else the files `ktap target sync --file` put in --profile's."""
+    if getattr(args, "sysroot", None):
+        return args.sysroot
+    if getattr(args, "profile", None):
+        root = profiles.load(args.profile).sysroot
+        return str(root) if root else None
+    return None
 
 
 def add_script_args(p: argparse.ArgumentParser, target_default: str | None = "x86_64",

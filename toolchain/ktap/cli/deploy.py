@@ -9,6 +9,7 @@ from pathlib import Path
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
 from ktap.cli.common import (add_backend_arg, add_format_arg, add_sysroot_arg, image_for_run,
+                             sysroot_of,
                              split_script_and_workload)
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import target_names
@@ -74,8 +75,9 @@ def cmd_run(args) -> int:
         bundle = deploy.deploy_bundle(args.target, bc.dump(image), name,
                                     kdir=Path(args.kdir) if args.kdir else None)
         # ustack() frames: symbolized in the --sysroot copy as lines arrive
-        out = (LineRewriter(deploy.stdout_writer(), UserSymbolizer(args.sysroot, args.target))
-               if args.sysroot else None)
+        sysroot = sysroot_of(args)
+        out = (LineRewriter(deploy.stdout_writer(), UserSymbolizer(sysroot, args.target))
+               if sysroot else None)
         with open_transport(ssh=args.ssh, key=args.key, ssh_options=args.ssh_options,
                             adb=args.adb, adb_serial=args.adb_serial,
                             serial=args.serial) as t:

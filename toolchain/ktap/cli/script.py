@@ -10,7 +10,7 @@ from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc.disasm import disassemble
 from ktap.backends.kbc.verifier import verify
 from ktap.cli.common import (add_format_arg, add_script_args, backend, kernel_info, limits,
-                             source, warn)
+                             source, sysroot_of, warn)
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import get_target, target_names
 from ktap.refvm.sim import EventsFile, parse_events, run_sim
@@ -19,7 +19,7 @@ from ktap.refvm.sim import EventsFile, parse_events, run_sim
 def cmd_compile(args) -> int:
     src = source(args)
     image = api.compile_source(src, args.target, limits(args.limit), kernel_info(args), warn,
-                               backend(args), sysroot=args.sysroot)
+                               backend(args), sysroot=sysroot_of(args))
     out = args.output or (Path(args.script).with_suffix(".kbc").name if args.script else "a.kbc")
     Path(out).write_bytes(bc.dump(image))
     if args.verbose:
@@ -30,7 +30,7 @@ def cmd_compile(args) -> int:
 def cmd_check(args) -> int:
     src = source(args)
     api.compile_source(src, args.target, limits(args.limit), kernel_info(args), warn,
-                       backend(args), sysroot=args.sysroot)
+                       backend(args), sysroot=sysroot_of(args))
     print(f"{src.name}: ok ({args.target}, {backend(args)})")
     return 0
 

@@ -66,6 +66,11 @@ def _register_target(subparsers) -> None:
     s.add_argument("--kdir", metavar="DIR",
                    help="the kernel's build tree, for its .config when /proc/config.gz is absent")
     s.add_argument("-o", "--output", required=True, metavar="DIR", help="profile directory")
+    s.add_argument("--file", action="append", default=[], metavar="PATH", dest="files",
+                   help="pull this board file too, recording its build-id: user-space probes "
+                        "in it then resolve with --profile DIR alone (repeatable; the board's "
+                        "copies are often stripped: a shared library's exported functions "
+                        "still resolve, an executable wants --sysroot)")
     s.add_argument("--timeout", type=float, default=300, help="seconds (default %(default)s)")
     s.set_defaults(func=cmd_target_sync)
     show = sub.add_parser("show", help="summarise a profile")
@@ -139,7 +144,8 @@ def _check_offset(table: SymbolTable, vmlinux: Path | None, target: str | None, 
 
 def cmd_target_sync(args) -> int:
     if args.board:
-        return _show(profiles.load(sync_board(args.board, args.output, args.timeout)))
+        return _show(profiles.load(sync_board(args.board, args.output, args.timeout,
+                                              files=args.files)))
     if not args.target:
         raise UsageError("ktap target sync over --ssh, --adb or --serial needs -t ARCH")
     where = args.ssh or args.serial or (f"adb:{args.adb}" if args.adb else "adb")
@@ -147,7 +153,7 @@ def cmd_target_sync(args) -> int:
         with open_transport(ssh=args.ssh, key=args.key, ssh_options=args.ssh_option,
                             adb=args.adb is not None, adb_serial=args.adb or None,
                             serial=args.serial) as t:
-            out = sync_transport(t, args.target, args.output, where, args.kdir)
+            out = sync_transport(t, args.target, args.output, where, args.kdir, args.files)
     except TransportError as e:
         raise KtapError(str(e)) from None
     return _show(profiles.load(out))
@@ -171,4 +177,6 @@ def _show(prof: profiles.Profile) -> int:
     feats = ", ".join(f"{k}={'?' if v is None else 'yes' if v else 'no'}"
                       for k, v in prof.features.items())
     print(f"features:     {feats}")
+    for path, f in sorted(m.get("files", {}).items()):
+        print(f"file:         {path}  {f['size']} bytes, build-id {f['build_id'] or 'none'}")
     return 0

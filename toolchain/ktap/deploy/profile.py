@@ -3,6 +3,7 @@ board through its own shell (ssh, adb or the serial agent), the sibling of
 boards/profile.py, which records one from a QEMU board."""
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,12 +41,13 @@ class _RemoteResult:
 
 
 def sync_transport(transport: Transport, target: Target | str, out_dir: str | Path,
-                   source: str, kdir: str | Path | None = None) -> Path:
+                   source: str, kdir: str | Path | None = None, files: list[str] = ()) -> Path:
     """Records a profile from a live board through a deploy transport (ssh, adb,
-    serial agent). The config comes from /proc/config.gz, else from --kdir."""
+    serial agent). The config comes from /proc/config.gz, else from --kdir.
+    files: board paths to pull too (user-space probes resolve in them)."""
     target = get_target(target)
     results = []
-    for script in REMOTE_SYNC_SCRIPTS:
+    for script in REMOTE_SYNC_SCRIPTS + [f"cat {shlex.quote(p)}" for p in files]:
         out, err = bytearray(), bytearray()
         status = transport.run(["sh", "-c", script], out.extend, err.extend)
         results.append(_RemoteResult(["sh", "-c", script], status, bytes(out), bytes(err)))
@@ -55,4 +57,6 @@ def sync_transport(transport: Transport, target: Target | str, out_dir: str | Pa
                                     "build tree with --kdir DIR so the profile can record "
                                     "its .config")
     collected = profiles.collect(target, results, build, source)
+    collected.files = profiles.pulled_files(results[len(REMOTE_SYNC_SCRIPTS):], list(files),
+                                            source)
     return profiles.write_profile(collected, Path(out_dir), {"kdir": str(build)} if build else None)

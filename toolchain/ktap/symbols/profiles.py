@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from ktap.core.diagnostics import KtapError
 from ktap.core.targets import Target, get_target
 from ktap.symbols.readers import load_kallsyms
 from ktap.symbols.table import SymbolTable
+from ktap.symbols.userelf import UserElf
 
 PROFILE_VERSION = 1
 EVENTS_ROOT = "/sys/kernel/tracing/events"
@@ -43,6 +44,9 @@ _FIELD = re.compile(r"field:(?P<decl>[^;]*);\s*offset:(?P<offset>\d+);\s*"
 
 class ProfileError(KtapError):
     pass
+
+
+SYSROOT = "sysroot"
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,13 @@ class Profile:
         self.meta = meta
         self.release: str = meta.get("release", "")
         self.target: str = meta.get("target", "")
+
+    @property
+    def sysroot(self) -> Path | None:
+        """The board files `ktap target sync --file` pulled, laid out as on the
+        board: where user-space probes resolve without --sysroot."""
+        root = self.path / SYSROOT
+        return root if root.is_dir() else None
 
     @cached_property
     def config(self) -> dict[str, str]:
@@ -211,6 +222,7 @@ class Collected:
     filter_functions: bytes | None
     cmdline: str
     source: str                         # "board:arm", later "ssh:host" ...
+    files: dict[str, bytes] = field(default_factory=dict)   # board path -> its bytes
 
 
 def write_profile(c: Collected, out_dir: Path, extra_meta: dict | None = None) -> Path:
@@ -228,11 +240,44 @@ def write_profile(c: Collected, out_dir: Path, extra_meta: dict | None = None) -
         f = tmp / "events" / name / "format"
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(data)
-    (tmp / "profile.json").write_text(json.dumps(_meta(c, extra_meta), indent=1) + "\n")
+    meta = _meta(c, extra_meta)
+    if c.files:
+        meta["files"] = _write_files(c, tmp / SYSROOT)
+    (tmp / "profile.json").write_text(json.dumps(meta, indent=1) + "\n")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return out_dir
+
+
+def _write_files(c: Collected, root: Path) -> dict:
+    """The pulled files under root as on the board; their build-ids, which the
+    board checks again when a probe in them attaches."""
+    out = {}
+    target = get_target(c.target)
+    for path, data in sorted(c.files.items()):
+        host = root / path.lstrip("/")
+        host.parent.mkdir(parents=True, exist_ok=True)
+        host.write_bytes(data)
+        build_id = ""
+        if data[:4] == b"\x7fELF":
+            elf = UserElf(path, host, target)
+            build_id = elf.build_id
+            elf.close()
+        out[path] = {"size": len(data), "build_id": build_id,
+                     "sha256": hashlib.sha256(data).hexdigest()}
+    return out
+
+
+def pulled_files(results: list, paths: list[str], source: str) -> dict[str, bytes]:
+    """The files of `ktap target sync --file`, one recorder outcome each."""
+    files = {}
+    for path, r in zip(paths, results):
+        if not r.ok:
+            raise ProfileError(f"{source}: cannot read {path} on the board: "
+                               f"{r.stderr.decode(errors='replace').strip() or r.status}")
+        files[path] = r.stdout
+    return files
 
 
 def _meta(c: Collected, extra: dict | None) -> dict:
