@@ -6,7 +6,8 @@
  *
  *   ktapdyn getppid N    N calls of libc's getppid()
  *   ktapdyn lib N        N calls of ktapdyn_lib_tick(i), i = 1..N, in
- *                        libktapdyn.so; it returns i + 1
+ *                        libktapdyn.so (it returns i + 1), then one of
+ *                        ktapdyn_lib_say("hello from ktapdyn")
  *
  * Exit status: 0 success, 2 usage error.
  */
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 int ktapdyn_lib_tick(int i);
+int ktapdyn_lib_say(const char *msg);
 
 int main(int argc, char **argv)
 {
@@ -33,6 +35,8 @@ int main(int argc, char **argv)
 	}
 	for (i = 1; i <= n; i++)
 		sum += argv[1][0] == 'g' ? (getppid() > 0) : ktapdyn_lib_tick((int)i);
+	if (argv[1][0] == 'l')
+		ktapdyn_lib_say("hello from ktapdyn");
 	printf("calls=%ld sum=%ld\n", n, sum);
 	return 0;
 }

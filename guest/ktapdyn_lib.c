@@ -5,3 +5,9 @@ __attribute__((noipa)) int ktapdyn_lib_tick(int i)
 {
 	return i + 1;
 }
+
+/* A string argument in user memory, for str(arg1) in a user probe. */
+__attribute__((noipa)) int ktapdyn_lib_say(const char *msg)
+{
+	return msg[0];
+}

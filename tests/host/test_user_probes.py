@@ -106,3 +106,21 @@ def test_ustack_in_the_reference_vm(capsys):
     status, _ = run_sim(image, out.append, src, events)
     assert status == 0
     assert "".join(out) == "\n".join(frames[:2]) + "\n" + "\n".join(frames) + "\n"
+
+
+@pytest.mark.parametrize("spec, builtin", [
+    ("probe:/bin/a:f", "user_string"), ("sdt:/bin/a:p:n", "user_string"),
+    ("probe:vfs_write", "kernel_string"), ("syscalls:sys_enter_openat", "kernel_string"),
+])
+def test_str_reads_the_memory_of_its_probe(spec, builtin):
+    from ktap.backends.kbc.disasm import disassemble
+    src = Source("s.kp", f"trace {spec} {{ print(str(arg2)) }}\n")
+    text = disassemble(api.compile_source(src, "mips", resolve_user=False))
+    assert builtin in text and ({"user_string", "kernel_string"} - {builtin}).pop() not in text
+
+
+def test_str_outside_a_probe_asks_which_memory():
+    src = Source("s.kp", "function f(a) { return str(a) }\ntrace probe:/bin/a:f { f(arg1) }\n")
+    with pytest.raises(KtapError, match=r"user_string\(addr\) or kernel_string\(addr\)") as e:
+        api.compile_source(src, "mips", resolve_user=False)
+    assert (e.value.loc.line, e.value.loc.col) == (1, 24)

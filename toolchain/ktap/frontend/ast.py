@@ -53,6 +53,9 @@ class Field(Node):
 class Call(Node):
     name: str
     args: list[Node]
+    # str(): the memory its address is in, decided by sema from the probe
+    # ("user" in user-space probes, else "kernel")
+    memory: str = ""
 
 
 @dataclass

@@ -24,7 +24,7 @@ _ARGN = re.compile(r"arg([1-9])$")
 
 # Built-ins compiled to their own instructions or checked specially, beyond CALLB ones.
 SPECIAL_CALLS = {"printf": (1, 17), "len": (1, 1), "delete": (1, 2), "pairs": (1, 1),
-                 "lhist": (4, 4), "clear": (1, 1)}
+                 "lhist": (4, 4), "clear": (1, 1), "str": (1, 1)}
 
 
 @dataclass(eq=False)
@@ -419,6 +419,15 @@ class Analyzer:
             raise self.error(f"unknown function '{name}'" + self.suggest(name, "function"), e.loc)
         for a in e.args:
             self.expr(a)
+
+    def call_str(self, e: A.Call) -> None:
+        """str(addr) reads the memory the probe's pointers point into: user
+        memory in a user-space probe, kernel memory in the others."""
+        spec = self.ctx.spec if self.ctx.kind == "handler" else None
+        if spec is None:
+            raise self.error("str() reads the memory of the probe it is in; outside a probe "
+                             "body say which: user_string(addr) or kernel_string(addr)", e.loc)
+        e.memory = "user" if event_kind(spec.kind).user else "kernel"
 
     def call_pairs(self, e: A.Call) -> None:
         raise self.error("pairs() is only used in 'for (k, v in pairs(t))'", e.loc)

@@ -367,6 +367,9 @@ class FunctionCompiler:
         elif name == "len":
             self.emit("LEN", Reg(r), Reg(self.expr_any(args[0])))
             return
+        elif name == "str":         # sema chose the memory from the probe's kind
+            base = self.call_args(args)
+            self.emit("CALLB", Reg(base), Builtin(f"{e.memory}_string"), Imm(1))
         elif name in ("delete", "clear"):      # clear(t) is delete(t): every key goes
             t = self.expr_any(args[0])
             if len(args) == 1:
