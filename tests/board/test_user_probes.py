@@ -105,3 +105,15 @@ def test_target_sync_pulls_board_files_for_user_probes(sysroots, tmp_path):
         api.compile_source(Source("e.kp", COUNT), TARGET, sysroot=str(prof.sysroot))
     with pytest.raises(profiles.ProfileError, match="cannot read /bin/none on the board"):
         sync_board(TARGET, tmp_path / "bad", files=["/bin/none"])
+
+
+@pytest.mark.board
+def test_board_kernels_have_uprobes():
+    """What user probes need (docs/language.md): every default board kernel has
+    it, from the configs the kernel builds start from."""
+    from ktap.boards.choice import DEFAULT_KERNEL, boot_kernel
+    from ktap.core.targets import target_names
+    for target in target_names():
+        config = (boot_kernel(target, DEFAULT_KERNEL).directory / ".config").read_text()
+        for option in ("CONFIG_UPROBES=y", "CONFIG_UPROBE_EVENTS=y"):
+            assert option in config.splitlines(), (target, option)

@@ -110,3 +110,30 @@ def test_user_board_cases_compile_for_both_backends(board):
             if backend == "ebpf":
                 handlers = sum(1 for e in image.events if e.kind != EV_END)
                 assert len(image.ebpf.programs) == handlers
+
+
+def test_a_stripped_file_resolves_through_its_debug_file(tmp_path):
+    """The board's stripped copy in the sysroot, its symbols in a separate
+    debug file: by build-id under /usr/lib/debug/.build-id, or by
+    .gnu_debuglink beside it."""
+    import subprocess
+    root = guest_sysroot("x86_64")
+    elf = open_user_elf(root, "/bin/ktapw", get_target("x86_64"))
+    bid = elf.build_id
+    elf.close()
+    script = "trace probe:/bin/ktapw:ktapw_tick { }\n"
+    want = compile_user(script, "x86_64", root).events[0].offset
+    by_id = tmp_path / "by-id"
+    (by_id / "bin").mkdir(parents=True)
+    shutil.copyfile(root.parent / "stripped" / "ktapw", by_id / "bin" / "ktapw")
+    debug = by_id / "usr" / "lib" / "debug" / ".build-id" / bid[:2] / f"{bid[2:]}.debug"
+    debug.parent.mkdir(parents=True)
+    shutil.copyfile(root / "bin" / "ktapw", debug)
+    assert compile_user(script, "x86_64", by_id).events[0].offset == want
+    link = tmp_path / "link"
+    (link / "bin" / ".debug").mkdir(parents=True)
+    shutil.copyfile(root / "bin" / "ktapw", link / "bin" / ".debug" / "ktapw.dbg")
+    subprocess.run(["objcopy", "--strip-all", "--add-gnu-debuglink=" +
+                    str(link / "bin" / ".debug" / "ktapw.dbg"), str(root / "bin" / "ktapw"),
+                    str(link / "bin" / "ktapw")], check=True)
+    assert compile_user(script, "x86_64", link).events[0].offset == want
