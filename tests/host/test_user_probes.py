@@ -124,3 +124,25 @@ def test_str_outside_a_probe_asks_which_memory():
     with pytest.raises(KtapError, match=r"user_string\(addr\) or kernel_string\(addr\)") as e:
         api.compile_source(src, "mips", resolve_user=False)
     assert (e.value.loc.line, e.value.loc.col) == (1, 24)
+
+
+def test_fold_reads_stack_keyed_tables_from_output(tmp_path):
+    from ktap.symbols.symbolize import fold_output
+    text = ("calls=7 sum=56\n"
+            "ktapw_tick+0x0 [/bin/ktapw]\nktapw_calls+0x34 [/bin/ktapw]\nmain+0x420 [/bin/ktapw]\t7\n"
+            "/bin/ktapw+0x2f70\n/bin/ktapw+0x2fb0\t2\n"
+            "vfs_write+0x10\nksys_write+0x4c\n    3\n"
+            "hello\tworld\n"
+            "ktapw_tick+0x8 [/bin/ktapw]\nktapw_calls+0x34 [/bin/ktapw]\nmain+0x420 [/bin/ktapw]\t1\n")
+    assert fold_output(text) == ["/bin/ktapw+0x2fb0;/bin/ktapw+0x2f70 2", "ksys_write;vfs_write 3",
+                                 "main;ktapw_calls;ktapw_tick 8"]
+    out = tmp_path / "in.txt"
+    out.write_text(text)
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "ktap.cli", "fold", str(out)], capture_output=True,
+                       text=True)
+    assert (r.returncode, r.stdout.splitlines()[-1]) == (0, "main;ktapw_calls;ktapw_tick 8")
+    r = subprocess.run([sys.executable, "-m", "ktap.cli", "fold"], input="no stacks\n",
+                       capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (1, "")

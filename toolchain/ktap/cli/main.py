@@ -35,6 +35,7 @@ COMMANDS = (
     ("board", "ktap.cli.board", "build kernels and run QEMU boards"),
     ("symbols", "ktap.cli.symbols", "list probeable kernel functions matching a pattern"),
     ("target", "ktap.cli.symbols", "record and show target kernel profiles"),
+    ("fold", "ktap.cli.symbols", "folded stacks (flame graph input) from a session's output"),
     ("run", "ktap.cli.deploy", "run a script on a real board over ssh, adb or a serial line"),
 )
 MODULES = {name: module for name, module, _ in COMMANDS}

@@ -5,6 +5,7 @@ returned int as the exit status; KtapError is reported by the main CLI.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ktap.boards import kernels
@@ -18,12 +19,40 @@ from ktap.symbols import profiles
 from ktap.symbols.codecheck import CodeReader, check_probe_point
 from ktap.symbols.readers import load, load_system_map, load_vmlinux
 from ktap.symbols.resolve import expand_symbols, is_glob, split_spec
+from ktap.symbols.symbolize import fold_output
 from ktap.symbols.table import REASONS, SymbolTable
 
 
 def register(subparsers) -> None:
     _register_symbols(subparsers)
     _register_target(subparsers)
+    _register_fold(subparsers)
+
+
+def _register_fold(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fold", help="folded stacks (flame graph input) from a session's output",
+        description="Reads what a session printed (a file, or standard input) and writes "
+        "one folded stack per line, `root;...;leaf COUNT`, for every printed table entry "
+        "keyed by stack() or ustack(): the input of flame graph tools. Offsets are "
+        "dropped, so one function is one frame. Example: ktap board -t arm run prof.kp "
+        "-- ktapw calls 100 | ktap fold > prof.folded")
+    p.add_argument("input", nargs="?", metavar="FILE", help="the output (default: stdin)")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to write (default: stdout)")
+    p.set_defaults(func=cmd_fold)
+
+
+def cmd_fold(args) -> int:
+    try:
+        text = Path(args.input).read_text(errors="replace") if args.input else sys.stdin.read()
+    except OSError as e:
+        raise KtapError(f"cannot read {args.input}: {e.strerror}") from None
+    lines = "".join(line + "\n" for line in fold_output(text))
+    if args.output:
+        Path(args.output).write_text(lines)
+    else:
+        sys.stdout.write(lines)
+    return 0 if lines else 1
 
 
 def _register_symbols(subparsers) -> None:

@@ -5,6 +5,8 @@ them here, on the host or in ktaprun, from the kernel's symbol table.
 """
 from __future__ import annotations
 
+import re
+
 from typing import Iterable
 
 from ktap.symbols.table import SymbolTable
@@ -54,6 +56,39 @@ def _frame_name(frame, symbolizer: Symbolizer | None) -> str:
         text = symbolizer.symbolize(frame) if symbolizer else f"{frame:#x}"
     else:
         text = str(frame)
-    name = text.split("+", 1)[0]
+    # a frame nobody symbolized keeps its offset: the path alone would merge
+    # every function of the file
+    name = text if text[:1] == "/" else text.split("+", 1)[0]
     # `;` separates frames and a space ends the stack in the folded format.
     return name.replace(";", ":").replace(" ", "_")
+
+
+# A stack frame as ktap prints it: a kernel symbol or address, a user frame as
+# the board prints it (/bin/ktapw+0x2f70) or as the host symbolized it
+# (ktapw_tick+0x0 [/bin/ktapw]).
+_FRAME = re.compile(r"(?:[\w.$@]+\+0x[0-9a-f]+(?: \[[^\]]+\])?|0x[0-9a-f]+|/\S+\+0x[0-9a-f]+)")
+_KERNEL_COUNT = re.compile(r"    (-?\d+)")                 # print(t) of stack() keys
+_USER_COUNT = re.compile(r"(.*)\t(-?\d+)")                # ... of ustack() keys (strings)
+
+
+def fold_output(text: str) -> list[str]:
+    """Folded stacks from a session's text output: every entry of a printed
+    table whose key is a stack (`stack()`: frame lines, then the count
+    indented; `ustack()`: frame lines, the count after a tab on the last).
+    Everything else in the output is skipped."""
+    stacks: list[tuple[tuple, int]] = []
+    frames: list[str] = []
+    for line in text.splitlines():
+        user = _USER_COUNT.fullmatch(line)
+        kernel = _KERNEL_COUNT.fullmatch(line)
+        if user and _FRAME.fullmatch(user.group(1)):
+            stacks.append((tuple(frames + [user.group(1)]), int(user.group(2))))
+            frames = []
+        elif kernel and frames:
+            stacks.append((tuple(frames), int(kernel.group(1))))
+            frames = []
+        elif _FRAME.fullmatch(line):
+            frames.append(line)
+        else:
+            frames = []
+    return folded(stacks)
