@@ -266,3 +266,35 @@ def test_target_sync_over_ssh(ssh_board, ssh_key, tmp_path):
     r = subprocess.run([sys.executable, "-m", "ktap.cli", "target", "sync", "--ssh", dest,
                         "-o", str(tmp_path / "x")], capture_output=True, text=True)
     assert r.returncode == 2 and "needs -t ARCH" in r.stderr
+
+
+@pytest.mark.board
+def test_user_probes_over_ssh(ssh_board, ssh_key, tmp_path):
+    """User probes as a user runs them on a real board: the board's library
+    pulled with `ktap target sync --file`, then `ktap run --ssh` resolving in
+    the unstripped copies (--sysroot), the user stack symbolized on the host
+    as it streams, and --folded written."""
+    from ktap.boards import kernels as kernel
+    from ktap.boards.initramfs import guest_sysroot
+    from ktap.symbols import profiles
+    key, _ = ssh_key
+    dest = f"root@127.0.0.1:{ssh_board.ssh_port}"
+    opts = [a for o in SSH_OPTS if o != "-o" for a in ("--ssh-option", o)]
+    kdir = kernel.ensure_kernel("x86_64", progress=False)
+    out = tmp_path / "profile"
+    r = subprocess.run([sys.executable, "-m", "ktap.cli", "target", "sync", "--ssh", dest,
+                        "-i", str(key), *opts, "-t", "x86_64", "--kdir", str(kdir),
+                        "--file", "/lib/libktapdyn.so", "-o", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    pulled = profiles.load(out).meta["files"]["/lib/libktapdyn.so"]
+    assert len(pulled["build_id"]) == 40 and "/lib/libktapdyn.so" in r.stdout
+    folded = tmp_path / "u.folded"
+    script = ("var s = {}\ntrace probe:/lib/libktapdyn.so:ktapdyn_lib_tick { s[ustack(2)] += 1 }\n"
+              "trace_end { print(s) }\n")
+    r = ktap_run(["--ssh", dest, "-i", str(key), *SSH_OPTS, "-t", "x86_64", "--sysroot",
+                  str(guest_sysroot("x86_64")), "--folded", str(folded), "-e", script,
+                  "--", "ktapdyn", "lib", "9"])
+    assert r.returncode == 0, r.stderr
+    assert "ktapdyn_lib_tick+0x0 [/lib/libktapdyn.so]\nmain+0x" in r.stdout, r.stdout
+    assert folded.read_text() == "main;ktapdyn_lib_tick 9\n"

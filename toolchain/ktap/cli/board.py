@@ -19,7 +19,8 @@ from ktap.boards.sessions import Session, run_sessions
 from ktap.build.bundle import BundleError
 from ktap.build.kbuild import KmodError
 from ktap.build.ktaprun import RunnerError
-from ktap.cli.common import (add_backend_arg, add_format_arg, image_for_run,
+from ktap.cli.common import (add_backend_arg, add_folded_arg, add_format_arg, image_for_run,
+                             write_folded,
                              split_script_and_workload)
 from ktap.core.diagnostics import KtapError
 from ktap.core.tools import MissingTool
@@ -64,6 +65,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     r.add_argument("-e", dest="program", metavar="PROGRAM", help="script text on the command line")
     add_backend_arg(r)
     add_format_arg(r)
+    add_folded_arg(r)
     r.add_argument("--limit", action="append", metavar="NAME=N", help="override a limit")
     r.add_argument("--sysroot", metavar="DIR",
                    help="where user-space probes are resolved (default: the board's own "
@@ -182,7 +184,9 @@ def cmd_run(args) -> int:
         print(f"ktap board: error: {e}", file=sys.stderr)
         return 1
     result = run.sessions[0]
-    sys.stdout.write(UserSymbolizer(sysroot, target).rewrite(result.stdout))
+    stdout = UserSymbolizer(sysroot, target).rewrite(result.stdout)
+    sys.stdout.write(stdout)
+    write_folded(args.folded, stdout)
     sys.stderr.write(result.stderr)
     for line in run.trouble:
         print(f"ktap board: kernel reported: {line}", file=sys.stderr)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ktap import api
 from ktap.core.diagnostics import Source, UsageError
 from ktap.core.targets import target_names
 from ktap.frontend import program
 from ktap.symbols import profiles
+from ktap.symbols.symbolize import fold_output
 
 
 def limits(pairs: list[str] | None) -> dict[str, int]:
@@ -120,6 +122,17 @@ def backend(args, config: dict[str, str] | None = None, where: str = "the target
 def kernel_info(args) -> api.KernelInfo:
     return api.KernelInfo(getattr(args, "vmlinux", None), getattr(args, "system_map", None),
                           getattr(args, "profile", None))
+
+
+def add_folded_arg(p) -> None:
+    p.add_argument("--folded", metavar="FILE",
+                   help="also write the folded stacks of every printed table keyed by "
+                        "stack() or ustack() to FILE, symbolized (as `ktap fold` does)")
+
+
+def write_folded(path: str | None, text: str) -> None:
+    if path:
+        Path(path).write_text("".join(line + "\n" for line in fold_output(text)))
 
 
 def add_format_arg(p) -> None:

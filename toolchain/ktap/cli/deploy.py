@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ktap import api
 from ktap.backends.kbc import bytecode as bc
-from ktap.cli.common import (add_backend_arg, add_format_arg, add_sysroot_arg, image_for_run,
-                             sysroot_of,
+from ktap.cli.common import (add_backend_arg, add_folded_arg, add_format_arg, add_sysroot_arg,
+                             image_for_run, sysroot_of, write_folded,
                              split_script_and_workload)
 from ktap.core.diagnostics import KtapError
 from ktap.core.targets import target_names
@@ -53,6 +53,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--limit", action="append", metavar="NAME=N", help="override a limit")
     add_backend_arg(p)
     add_format_arg(p)
+    add_folded_arg(p)
     p.add_argument("-v", "--verbose", action="store_true", help="say what is pushed, and timings")
     p.add_argument("rest", nargs=argparse.REMAINDER, metavar="[SCRIPT|FILE.kbc] [-- CMD ARGS]")
     p.set_defaults(func=cmd_run)
@@ -76,8 +77,15 @@ def cmd_run(args) -> int:
                                     kdir=Path(args.kdir) if args.kdir else None)
         # ustack() frames: symbolized in the --sysroot copy as lines arrive
         sysroot = sysroot_of(args)
-        out = (LineRewriter(deploy.stdout_writer(), UserSymbolizer(sysroot, args.target))
-               if sysroot else None)
+        seen = bytearray()          # what --folded reads, as the user saw it
+
+        def show(data: bytes) -> None:
+            if args.folded:
+                seen.extend(data)
+            stdout(data)
+        stdout = deploy.stdout_writer()
+        out = (LineRewriter(show, UserSymbolizer(sysroot, args.target)) if sysroot
+               else show)
         with open_transport(ssh=args.ssh, key=args.key, ssh_options=args.ssh_options,
                             adb=args.adb, adb_serial=args.adb_serial,
                             serial=args.serial) as t:
@@ -85,8 +93,9 @@ def cmd_run(args) -> int:
                                            args.remote_dir or deploy.DEFAULT_REMOTE_DIR,
                                            out=out, log=log, keepalive=args.keepalive,
                                            options=["--format", args.format])
-        if out is not None:
+        if isinstance(out, LineRewriter):
             out.close()
+        write_folded(args.folded, seen.decode(errors="replace"))
     except KtapError as e:
         print(e.render(), file=sys.stderr)
         return e.exit_status
