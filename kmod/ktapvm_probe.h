@@ -62,6 +62,12 @@ KTAP_EV_PROVIDER_NAMES(KTAPVM_DECLARE_PROVIDER)
 void ktapvm_field_decode(const struct ktap_field *f, const unsigned char *rec, u32 size,
 			 struct ktap_fieldval *out);
 
+/* The raw record of a tracepoint-like perf sample; false without one. */
+bool ktapvm_raw_record(struct perf_sample_data *data, const unsigned char **rec, u32 *size);
+/* ktapvm_counters_open() of the trace event with this id (a tracepoint, or a
+ * uprobe_events entry), sampling every hit with its raw record. */
+int ktapvm_tracepoint_open(u32 id, perf_overflow_handler_t fn, void *ctx, struct perf_event ***pe);
+
 /* "-ENOENT" and the like, for error messages. */
 const char *ktapvm_errname(int e);
 

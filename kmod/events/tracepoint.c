@@ -82,6 +82,33 @@ void ktapvm_field_decode(const struct ktap_field *f, const unsigned char *rec, u
 	}
 }
 
+bool ktapvm_raw_record(struct perf_sample_data *data, const unsigned char **rec, u32 *size)
+{
+#if KTAP_HAVE_PERF_SAMPLE_FLAGS
+	/* since 6.1 data->raw is set only with this flag; it is garbage without */
+	if (!(data->sample_flags & PERF_SAMPLE_RAW))
+		return false;
+#endif
+	if (!data->raw)
+		return false;
+	*rec = data->raw->frag.data;
+	*size = data->raw->frag.size;
+	return true;
+}
+
+int ktapvm_tracepoint_open(u32 id, perf_overflow_handler_t fn, void *ctx, struct perf_event ***pe)
+{
+	struct perf_event_attr attr;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.type = PERF_TYPE_TRACEPOINT;
+	attr.size = sizeof(attr);
+	attr.config = id;
+	attr.sample_period = 1;
+	attr.sample_type = PERF_SAMPLE_RAW;
+	return ktapvm_counters_open(&attr, fn, ctx, pe);
+}
+
 static void tp_overflow(struct perf_event *pe, struct perf_sample_data *data,
 			struct pt_regs *regs)
 {
@@ -91,16 +118,7 @@ static void tp_overflow(struct perf_event *pe, struct perf_sample_data *data,
 	unsigned long flags;
 	u32 size, i;
 
-#if KTAP_HAVE_PERF_SAMPLE_FLAGS
-	/* since 6.1 data->raw is set only with this flag; it is garbage without */
-	if (!(data->sample_flags & PERF_SAMPLE_RAW))
-		return;
-#endif
-	if (!data->raw)
-		return;
-	rec = data->raw->frag.data;
-	size = data->raw->frag.size;
-	if (!ktapvm_fire_begin(s, &flags))
+	if (!ktapvm_raw_record(data, &rec, &size) || !ktapvm_fire_begin(s, &flags))
 		return;
 	ktapvm_fill_task(s, &tp->p);
 	/* only what handlers read: argN up to the highest N in the image, and
@@ -174,16 +192,8 @@ static void tracepoint_detach(struct ktapvm_probe *p)
 static int tracepoint_attach(struct ktapvm_probe *p, char *err, size_t errlen)
 {
 	struct tracepoint_probe *tp = container_of(p, struct tracepoint_probe, p);
-	struct perf_event_attr attr;
-	int ret;
+	int ret = ktapvm_tracepoint_open(tp->tp_id, tp_overflow, tp, &tp->pe);
 
-	memset(&attr, 0, sizeof(attr));
-	attr.type = PERF_TYPE_TRACEPOINT;
-	attr.size = sizeof(attr);
-	attr.config = tp->tp_id;
-	attr.sample_period = 1;
-	attr.sample_type = PERF_SAMPLE_RAW;
-	ret = ktapvm_counters_open(&attr, tp_overflow, tp, &tp->pe);
 	if (ret && ret != -ENOMEM) {
 		snprintf(err, errlen, "tracepoint %s (id %u): cannot attach (%s, %d)",
 			 p->name, tp->tp_id, ktapvm_errname(ret), ret);

@@ -26,15 +26,7 @@ static void up_overflow(struct perf_event *pe, struct perf_sample_data *data,
 	unsigned long flags;
 	u32 size, i;
 
-#if KTAP_HAVE_PERF_SAMPLE_FLAGS
-	if (!(data->sample_flags & PERF_SAMPLE_RAW))
-		return;
-#endif
-	if (!data->raw)
-		return;
-	rec = data->raw->frag.data;
-	size = data->raw->frag.size;
-	if (!ktapvm_fire_begin(s, &flags))
+	if (!ktapvm_raw_record(data, &rec, &size) || !ktapvm_fire_begin(s, &flags))
 		return;
 	ktapvm_fill_task(s, &up->p);
 	if (up->p.kind == KTAP_EV_URETPROBE) {
@@ -90,16 +82,8 @@ static int uprobe_setup(struct ktapvm_probe *p, const struct ktap_ievent *iev,
 static int uprobe_attach(struct ktapvm_probe *p, char *err, size_t errlen)
 {
 	struct uprobe_probe *up = container_of(p, struct uprobe_probe, p);
-	struct perf_event_attr attr;
-	int ret;
+	int ret = ktapvm_tracepoint_open(up->tp_id, up_overflow, up, &up->pe);
 
-	memset(&attr, 0, sizeof(attr));
-	attr.type = PERF_TYPE_TRACEPOINT;
-	attr.size = sizeof(attr);
-	attr.config = up->tp_id;
-	attr.sample_period = 1;
-	attr.sample_type = PERF_SAMPLE_RAW;
-	ret = ktapvm_counters_open(&attr, up_overflow, up, &up->pe);
 	if (ret && ret != -ENOMEM)
 		snprintf(err, errlen, "%s (event id %u): cannot attach (%s, %d)", p->name,
 			 up->tp_id, ktapvm_errname(ret), ret);

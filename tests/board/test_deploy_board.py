@@ -240,20 +240,26 @@ def test_adb_end_to_end(ssh_board, ssh_key):
     print(f"adb: {time.monotonic() - started:.1f} s")
 
 
+def sync_over_ssh(board, key, out: Path, *more: str) -> subprocess.CompletedProcess:
+    """`ktap target sync --ssh` against the board, with the board kernel's tree."""
+    from ktap.boards import kernels as kernel
+    dest = f"root@127.0.0.1:{board.ssh_port}"
+    opts = [a for o in SSH_OPTS if o != "-o" for a in ("--ssh-option", o)]
+    kdir = kernel.ensure_kernel("x86_64", progress=False)
+    return subprocess.run([sys.executable, "-m", "ktap.cli", "target", "sync", "--ssh", dest,
+                           "-i", str(key), *opts, "-t", "x86_64", "--kdir", str(kdir),
+                           *more, "-o", str(out)], capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.board
 def test_target_sync_over_ssh(ssh_board, ssh_key, tmp_path):
     """`ktap target sync --ssh` records a profile through the board's own shell,
     and the profile checks a script offline against that kernel."""
-    from ktap.boards import kernels as kernel
     from ktap.symbols import profiles
     key, _ = ssh_key
     dest = f"root@127.0.0.1:{ssh_board.ssh_port}"
-    opts = [a for o in SSH_OPTS if o != "-o" for a in ("--ssh-option", o)]
-    kdir = kernel.ensure_kernel("x86_64", progress=False)
     out = tmp_path / "profile"
-    r = subprocess.run([sys.executable, "-m", "ktap.cli", "target", "sync", "--ssh", dest,
-                        "-i", str(key), *opts, "-t", "x86_64", "--kdir", str(kdir),
-                        "-o", str(out)], capture_output=True, text=True, timeout=300)
+    r = sync_over_ssh(ssh_board, key, out)
     assert r.returncode == 0, r.stderr
     p = profiles.load(out)
     assert p.release.startswith("6.1.") and p.has_function("vfs_write")
@@ -274,18 +280,12 @@ def test_user_probes_over_ssh(ssh_board, ssh_key, tmp_path):
     pulled with `ktap target sync --file`, then `ktap run --ssh` resolving in
     the unstripped copies (--sysroot), the user stack symbolized on the host
     as it streams, and --folded written."""
-    from ktap.boards import kernels as kernel
     from ktap.boards.initramfs import guest_sysroot
     from ktap.symbols import profiles
     key, _ = ssh_key
     dest = f"root@127.0.0.1:{ssh_board.ssh_port}"
-    opts = [a for o in SSH_OPTS if o != "-o" for a in ("--ssh-option", o)]
-    kdir = kernel.ensure_kernel("x86_64", progress=False)
     out = tmp_path / "profile"
-    r = subprocess.run([sys.executable, "-m", "ktap.cli", "target", "sync", "--ssh", dest,
-                        "-i", str(key), *opts, "-t", "x86_64", "--kdir", str(kdir),
-                        "--file", "/lib/libktapdyn.so", "-o", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    r = sync_over_ssh(ssh_board, key, out, "--file", "/lib/libktapdyn.so")
     assert r.returncode == 0, r.stderr
     pulled = profiles.load(out).meta["files"]["/lib/libktapdyn.so"]
     assert len(pulled["build_id"]) == 40 and "/lib/libktapdyn.so" in r.stdout

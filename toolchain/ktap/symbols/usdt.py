@@ -54,14 +54,23 @@ def _arm_reg(name: str) -> str:
     raise UsdtError(name)
 
 
-def _arm(op: str) -> str:
-    m = re.fullmatch(r"#(-?(?:0x[0-9a-fA-F]+|\d+))", op)
+_NUMBER = r"-?(?:0x[0-9a-fA-F]+|\d+)"
+_BRACKETED = re.compile(rf"\[(\w+)(?:,\s*#?({_NUMBER}))?\]")
+
+
+def _arm_like(op: str, immediate: str, reg) -> str:
+    """ARM and AArch64 operands: an immediate, [reg] or [reg, #off], a register."""
+    m = re.fullmatch(immediate + rf"({_NUMBER})", op)
     if m:
         return "\\" + str(int(m.group(1), 0))
-    m = re.fullmatch(r"\[(\w+)(?:,\s*#?(-?(?:0x[0-9a-fA-F]+|\d+)))?\]", op)
+    m = _BRACKETED.fullmatch(op)
     if m:
-        return _mem(m.group(2), _arm_reg(m.group(1)))
-    return _arm_reg(op)
+        return _mem(m.group(2), reg(m.group(1)))
+    return reg(op)
+
+
+def _arm(op: str) -> str:
+    return _arm_like(op, "#", _arm_reg)
 
 
 def _arm64_reg(name: str) -> str:
@@ -74,13 +83,7 @@ def _arm64_reg(name: str) -> str:
 
 
 def _arm64(op: str) -> str:
-    m = re.fullmatch(r"#?(-?(?:0x[0-9a-fA-F]+|\d+))", op)
-    if m:
-        return "\\" + str(int(m.group(1), 0))
-    m = re.fullmatch(r"\[(\w+)(?:,\s*#?(-?(?:0x[0-9a-fA-F]+|\d+)))?\]", op)
-    if m:
-        return _mem(m.group(2), _arm64_reg(m.group(1)))
-    return _arm64_reg(op)
+    return _arm_like(op, "#?", _arm64_reg)
 
 
 def _mips_reg(name: str) -> str:
