@@ -239,6 +239,34 @@ static int b_ustack(struct ktap_session *s, struct bargs *a, struct ktap_value *
 	return ktap_str_make(s, p ? p : "", at, out);
 }
 
+/* strftime(fmt, ns): a time value, formatted by user space as it prints it
+ * (strftime(3) in the board's local time): the nanoseconds, then the format. */
+static int b_strftime(struct ktap_session *s, struct bargs *a, struct ktap_value *out)
+{
+	uint32_t len, room = s->limits[KTAP_LIMIT_STRING_SIZE];
+	struct ktap_str *x;
+	int64_t ns;
+
+	if (a->v[0].t != KTAP_T_STR)
+		return RTERR(s, a->f, a->pc, "strftime format must be a string, got a %s",
+			     tname(a->v[0]));
+	if (!is_num(a->v[1]))
+		return RTERR(s, a->f, a->pc, "strftime time must be a number of nanoseconds, "
+			     "got a %s", tname(a->v[1]));
+	len = a->v[0].u.s->len;
+	if (len > room - 8)
+		len = room - 8;
+	ns = a->v[1].u.n;
+	memcpy(s->scratch, &ns, 8);
+	memcpy(s->scratch + 8, str_bytes(a->v[0].u.s), len);
+	x = ktap_str_intern(s, KTAP_T_TIME, s->scratch, 8 + len);
+	if (!x)
+		return drop(s, KTAP_DROP_STRINGS_FULL);
+	out->t = KTAP_T_TIME;
+	out->u.s = x;
+	return KTAP_RUN_OK;
+}
+
 static int b_stack(struct ktap_session *s, struct bargs *a, struct ktap_value *out)
 {
 	struct ktap_value d = a->n ? a->v[0] : num(KTAP_STACK_DEFAULT_DEPTH);
@@ -283,6 +311,7 @@ int ktap_callb(struct ktap_session *s, unsigned id, struct ktap_value *R, unsign
 	case KTAP_B_USER_STRING: rc = b_read_string(s, &a, 1, &out); break;
 	case KTAP_B_STACK: rc = b_stack(s, &a, &out); break;
 	case KTAP_B_USTACK: rc = b_ustack(s, &a, &out); break;
+	case KTAP_B_STRFTIME: rc = b_strftime(s, &a, &out); break;
 	case KTAP_B_ZERO: rc = b_zero(s, &a); break;
 	case KTAP_B_STATS: rc = b_stats(s, &a); break;
 	case KTAP_B_KSYM: rc = b_ksym(s, &a, &out); break;

@@ -18,7 +18,7 @@ struct ktap_str {
 	uint32_t refs;			/* references from tables and globals */
 	uint32_t hash;
 	uint32_t len;			/* bytes of a string, frames of a stack */
-	uint8_t kind;			/* KTAP_T_STR or KTAP_T_STACK */
+	uint8_t kind;			/* KTAP_T_STR, KTAP_T_STACK or KTAP_T_TIME */
 	uint8_t on_young;
 	uint64_t data[];		/* bytes (NUL-terminated) or frames */
 };
@@ -150,10 +150,10 @@ static inline int64_t cdiv(int64_t a, int64_t b)
 
 static inline char *str_bytes(struct ktap_str *s) { return (char *)s->data; }
 
-/* Keys are numbers, strings and stacks. */
+/* Keys are numbers, strings, stacks and times. */
 static inline int valid_key(struct ktap_value k)
 {
-	return k.t == KTAP_T_NUM || k.t == KTAP_T_STR || k.t == KTAP_T_STACK;
+	return k.t == KTAP_T_NUM || k.t == KTAP_T_STR || k.t == KTAP_T_STACK || k.t == KTAP_T_TIME;
 }
 
 /* -- references: tables and globals keep strings alive ------------------------ */
@@ -166,7 +166,10 @@ static inline void young_push(struct ktap_session *s, struct ktap_str *x)
 	}
 }
 
-static inline int is_ref(struct ktap_value v) { return v.t == KTAP_T_STR || v.t == KTAP_T_STACK; }
+static inline int is_ref(struct ktap_value v)
+{
+	return v.t == KTAP_T_STR || v.t == KTAP_T_STACK || v.t == KTAP_T_TIME;
+}
 
 static inline void ref(struct ktap_value v)
 {

@@ -71,6 +71,7 @@ static void put_agg(struct ktap_session *s, const struct ktap_agg *a)
 static void put_value(struct ktap_session *s, struct ktap_value v)
 {
 	uint32_t i;
+	int64_t ns;
 
 	switch (v.t) {
 	case KTAP_T_NIL:
@@ -92,6 +93,12 @@ static void put_value(struct ktap_session *s, struct ktap_value v)
 		ktap_put_u32(s, v.u.s->len);
 		for (i = 0; i < v.u.s->len; i++)
 			ktap_put_i64(s, (int64_t)v.u.s->data[i]);
+		break;
+	case KTAP_T_TIME:	/* 8 bytes of nanoseconds, then the format */
+		put_u8(s, KTAP_VAL_TIME);
+		memcpy(&ns, v.u.s->data, 8);
+		ktap_put_i64(s, ns);
+		put_text(s, str_bytes(v.u.s) + 8, v.u.s->len - 8);
 		break;
 	case KTAP_T_TABLE:
 		put_u8(s, KTAP_VAL_TABLE);

@@ -12,7 +12,7 @@ const char *const ktap_drop_names[KTAP_NUM_DROPS] = {
 };
 
 const char *const ktap_type_names[] = {
-	"nil", "boolean", "number", "string", "table", "aggregate", "stack",
+	"nil", "boolean", "number", "string", "table", "aggregate", "stack", "time",
 };
 
 /* Bytes kept free in the output buffer for the final status record. */

@@ -154,7 +154,7 @@ extern const struct ktap_opinfo ktap_opinfo[KTAP_NUM_OPS];
 
 /* -- runtime values -------------------------------------------------------- */
 enum ktap_type { KTAP_T_NIL, KTAP_T_BOOL, KTAP_T_NUM, KTAP_T_STR, KTAP_T_TABLE,
-		 KTAP_T_AGG, KTAP_T_STACK };
+		 KTAP_T_AGG, KTAP_T_STACK, KTAP_T_TIME };
 
 struct ktap_str;
 struct ktap_table;

@@ -5,6 +5,7 @@
  * they are kept. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ktaprun.h"
 
@@ -26,6 +27,22 @@ static void pad_right_aligned(struct sb *o, const char *text, size_t n, size_t w
 
 
 /* -- scalar values ------------------------------------------------------- */
+/* strftime(fmt, ns) values: strftime(3) in local time (TZ), whole seconds
+ * rounded down, as the reference VM formats them. */
+void format_time(const struct kval *v, struct sb *o)
+{
+	int64_t s = v->n / 1000000000 - (v->n % 1000000000 < 0);
+	time_t t = (time_t)s;
+	char *fmt = xstrndup((const char *)v->p, v->len), buf[512];
+	struct tm tm;
+	size_t n = 0;
+
+	if (v->len && localtime_r(&t, &tm))
+		n = strftime(buf, sizeof(buf), fmt, &tm);
+	sb_put(o, buf, n);
+	free(fmt);
+}
+
 void format_frame(const struct formatter *f, uint64_t addr, struct sb *o)
 {
 	if (f->syms && symtab_name(f->syms, addr, o))
@@ -59,6 +76,7 @@ static void tostring(const struct formatter *f, const struct kval *v, struct sb 
 			format_frame(f, (uint64_t)rd_i64(v->p + 8 * i), o);
 		}
 		break;
+	case KTAP_VAL_TIME: format_time(v, o); break;
 	case KTAP_VAL_AGG:
 		sb_printf(o, "count=%lld sum=%lld min=%lld max=%lld avg=%lld",
 			  (long long)v->count, (long long)v->sum, (long long)v->min,

@@ -89,6 +89,11 @@ static void value(const struct formatter *f, const struct kval *v, struct sb *o)
 	case KTAP_VAL_TRUE: sb_puts(o, "true"); break;
 	case KTAP_VAL_NUM: sb_printf(o, "%lld", (long long)v->n); break;
 	case KTAP_VAL_STR: json_str(o, v->p, v->len); break;
+	case KTAP_VAL_TIME:
+		frame.len = 0;
+		format_time(v, &frame);
+		json_str(o, (const unsigned char *)frame.b, frame.len);
+		break;
 	case KTAP_VAL_STACK:
 		sb_putc(o, '[');
 		for (i = 0; i < v->len; i++) {

@@ -95,6 +95,7 @@ void format_record(const struct formatter *f, const struct krec *rec, struct sb 
 /* A stack frame's text, a printf record's text and an aggregate's average,
  * shared with the JSON formatter. */
 void format_frame(const struct formatter *f, uint64_t addr, struct sb *o);
+void format_time(const struct kval *v, struct sb *o);
 void format_printf(const struct formatter *f, const struct krec *r, struct sb *o);
 int64_t kval_avg(const struct kval *v);
 /* The status record's drops, sorted by reason (free() the array). */

@@ -61,6 +61,11 @@ static void value(struct ktap_cursor *c, struct kval *v)
 		v->len = count(c, 8);
 		v->p = ktap_take(c, (uint64_t)v->len * 8);
 		break;
+	case KTAP_VAL_TIME:		/* n: nanoseconds; p, len: the format */
+		v->n = ci64(c);
+		v->len = count(c, 1);
+		v->p = ktap_take(c, v->len);
+		break;
 	case KTAP_VAL_AGG:
 		v->count = ci64(c);
 		v->sum = ci64(c);

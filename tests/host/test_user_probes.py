@@ -146,3 +146,24 @@ def test_fold_reads_stack_keyed_tables_from_output(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ktap.cli", "fold"], input="no stacks\n",
                        capture_output=True, text=True)
     assert (r.returncode, r.stdout) == (1, "")
+
+
+def test_strftime_is_formatted_where_it_prints(monkeypatch):
+    """A time value keeps nanoseconds and format, and prints in local time
+    (TZ); as a key it groups by the formatted value's inputs."""
+    import time
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    src = Source("t.kp", 'var t = {}\ntrace tick-1s { t[strftime("%Y", walltime)] += 1 }\n'
+                 'trace_end { for (k, v in pairs(t)) { print(k, v) }\n'
+                 '  print(strftime("%Y-%m-%d %H:%M:%S", 90123 * 1000000000)) }\n')
+    image = api.compile_source(src, "powerpc")
+    events = parse_events(json.dumps({"probe": "tick-1s", "repeat": 2,
+                                      "time_ns": 1767225600 * 10**9}), "e.jsonl")
+    out = []
+    assert run_sim(image, out.append, src, events)[0] == 0
+    assert "".join(out) == "2026 2\n1970-01-02 01:02:03\n"
+    bad = Source("b.kp", 'trace_end { print(strftime(5, 6)) }\n')
+    with pytest.raises(KtapError, match="strftime format must be a string, got a number") as e:
+        run_sim(api.compile_source(bad, "powerpc"), [].append, bad, parse_events("", "e"))
+    assert (e.value.loc.line, e.value.loc.col) == (1, 19)

@@ -28,6 +28,7 @@ _BUILTINS = [
     ("stats",            1, 1,  "emit count, sum, min, max and avg of each entry of an aggregate table"),
     ("ksym",             1, 1,  "a kernel address as a value that prints as its symbol (symbolized in user space)"),
     ("ustack",           0, 1,  "the current task's user stack as a string, a PATH+0xOFFSET line per frame (default depth 16; the host symbolizes it)"),
+    ("strftime",         2, 2,  "a time that prints as strftime(3) FORMAT of NS nanoseconds since the epoch (walltime), formatted in user space in local time"),
 ]
 # Built-ins that take a whole table first: on the eBPF backend a handler's
 # call is a CALL record that ktaprun runs on the map's contents (docs/ebpf.md)

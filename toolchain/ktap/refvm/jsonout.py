@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ktap.backends.kbc.records import STATE
 from ktap.refvm.output import Formatter
-from ktap.refvm.values import Agg, Stack
+from ktap.refvm.values import Agg, Stack, Time
 
 STATE_NAMES = {v: k for k, v in STATE.items()}
 _SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
@@ -49,6 +49,8 @@ class JsonFormatter(Formatter):
             return json_string(v)
         if isinstance(v, Stack):
             return "[" + ",".join(json_string(self.frame(a)) for a in v) + "]"
+        if isinstance(v, Time):
+            return json_string(v.text())
         if isinstance(v, Agg):
             return self.agg(v)
         return '{"table":true}'

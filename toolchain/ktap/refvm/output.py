@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ktap.backends.kbc import bytecode as bc
 from ktap.frontend.printf import Conv, parse_format
-from ktap.refvm.values import Agg, Stack, linear_count
+from ktap.refvm.values import Agg, Stack, Time, linear_count
 from ktap.frontend import program
 
 BAR_WIDTH = 40
@@ -35,6 +35,8 @@ class Formatter:
             return "true" if v else "false"
         if isinstance(v, Stack):
             return "\n".join(self.frame(a) for a in v)
+        if isinstance(v, Time):
+            return v.text()
         if isinstance(v, Agg):
             return f"count={v.count} sum={v.sum} min={v.min} max={v.max} avg={v.avg}"
         if isinstance(v, (int, str)):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from ktap.backends.kbc.records import REC, STATE, VAL
 from ktap.core.targets import Target
-from ktap.refvm.values import Agg, Stack
+from ktap.refvm.values import Agg, Stack, Time
 
 
 class RecordError(Exception):
@@ -86,6 +86,9 @@ class RecordReader:
             return self.agg()
         if tag == VAL["stack"]:
             return Stack(self.i64() & 0xFFFFFFFFFFFFFFFF for _ in range(self.u32()))
+        if tag == VAL["time"]:
+            ns = self.i64()
+            return Time((ns, self.text()))
         raise RecordError(f"unknown value tag {tag}")
 
     def values(self) -> list:

@@ -6,6 +6,7 @@ so `pairs` order is identical on the host and on a board.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from ktap.frontend import program
@@ -30,6 +31,20 @@ def cmod(a: int, b: int) -> int:
 
 class Stack(tuple):
     """A kernel stack: a tuple of return addresses, usable as a table key."""
+
+
+class Time(tuple):
+    """strftime(fmt, ns): (nanoseconds, format), formatted where it is printed."""
+
+    def text(self) -> str:
+        ns, fmt = self
+        return format_time(ns, fmt)
+
+
+def format_time(ns: int, fmt: str) -> str:
+    """strftime(3) of ns nanoseconds since the epoch, in local time (TZ), as
+    ktaprun formats it on the board; whole seconds, rounded down."""
+    return time.strftime(fmt, time.localtime(ns // 1_000_000_000)) if fmt else ""
 
 
 def log2_bucket(v: int) -> int:
@@ -169,4 +184,6 @@ def type_name(v) -> str:
         return "aggregate"
     if isinstance(v, Stack):
         return "stack"
+    if isinstance(v, Time):
+        return "time"
     return "value"

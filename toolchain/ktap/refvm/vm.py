@@ -12,7 +12,8 @@ from ktap.backends.kbc import bytecode as bc
 from ktap.backends.kbc import opcodes
 from ktap.core.diagnostics import Loc, RuntimeErr, Source
 from ktap.refvm.tablebuiltins import TableBuiltins
-from ktap.refvm.values import Agg, Stack, Table, TableFull, cdiv, cmod, type_name, wrap
+from ktap.refvm.values import (Agg, Stack, Table, TableFull, Time, cdiv, cmod, type_name,
+                               wrap)
 from ktap.frontend import builtins
 
 OPS = {op.code: op.name for op in opcodes.OPS}
@@ -167,7 +168,7 @@ class Machine(TableBuiltins):
         return v
 
     def key(self, k, f, pc):
-        if isinstance(k, bool) or not isinstance(k, (int, str, Stack)):
+        if isinstance(k, bool) or not isinstance(k, (int, str, Stack, Time)):
             raise self.error(f"invalid table key ({type_name(k)})", f, pc)
         return k
 
@@ -446,6 +447,16 @@ class Machine(TableBuiltins):
 
     def b_ksym(self, args, f, pc):       # a one-frame stack: it prints as its symbol
         return Stack([self.address(args, f, pc)])
+
+    def b_strftime(self, args, f, pc):
+        fmt, ns = args[0], args[1]
+        if not isinstance(fmt, str):
+            raise self.error(f"strftime format must be a string, got a {type_name(fmt)}", f, pc)
+        if not isinstance(ns, int) or isinstance(ns, bool):
+            raise self.error("strftime time must be a number of nanoseconds, got a "
+                             f"{type_name(ns)}", f, pc)
+        limit = self.limits.string_size - 8
+        return Time((ns, fmt.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "surrogateescape")))
 
     def b_ustack(self, args, f, pc):     # frames as the board formats them: PATH+0xOFFSET
         depth = self.depth(args, f, pc)

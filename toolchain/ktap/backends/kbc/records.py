@@ -39,6 +39,7 @@ VALUES = (
     Code("table", 5, "u32 descriptor index"),
     Code("agg", 6, "i64 count, sum, min, max, log2 and linear (i64, i64) pairs"),
     Code("stack", 7, "u32 n, n x u64 address"),
+    Code("time", 8, "i64 nanoseconds since the epoch, u32 len, strftime(3) format bytes"),
 )
 
 STATES = (
