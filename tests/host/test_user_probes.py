@@ -150,7 +150,7 @@ def test_fold_reads_stack_keyed_tables_from_output(tmp_path):
 
 def test_strftime_is_formatted_where_it_prints(monkeypatch):
     """A time value keeps nanoseconds and format, and prints in local time
-    (TZ); as a key it groups by the formatted value's inputs."""
+    (TZ); as a key, equal nanoseconds and format are one key."""
     import time
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
